@@ -1,0 +1,324 @@
+"""The app factory: the one place that wires settings, Redis, keys, payments and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from itsdangerous import URLSafeTimedSerializer
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Route
+
+from coinslot import secretfiles
+from coinslot import store as keys
+from coinslot.catalog import Catalog
+from coinslot.clock import Clock, SystemClock
+from coinslot.embedded import EmbeddedRedis, running_url
+from coinslot.errors import CoinslotError, ConfigurationError
+from coinslot.http import admin, checkout, public, wallet
+from coinslot.http.openapi import Doc, build, openapi
+from coinslot.http.problems import coinslot_error, http_error, unexpected_error
+from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
+from coinslot.payments import Payments
+from coinslot.payments.testmode import BuiltinCheckout
+from coinslot.services import Services
+from coinslot.settings import Settings
+from coinslot.store import AnyRedis, Store, connect
+from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.wallets import WalletTokens
+
+log = logging.getLogger("coinslot")
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+# (method, path) → endpoint and its documentation; openapi.json is built from this table.
+API: list[tuple[str, str, Any, Doc]] = [
+    (
+        "GET",
+        "/v1/offers",
+        public.offers,
+        Doc(
+            "Title, price, currency and (with a wallet) ownership of up to 50 items",
+            query=("site", "items"),
+            responses={200: "offers", 404: "", 422: ""},
+            tags=("public",),
+        ),
+    ),
+    ("OPTIONS", "/v1/offers", public.preflight, Doc("CORS preflight", tags=("public",))),
+    (
+        "GET",
+        "/v1/content/{site}/{item}",
+        public.content,
+        Doc(
+            "Hosted content, given an unlock token (Bearer or ?token=)",
+            auth="unlock",
+            query=("token",),
+            responses={200: "content as JSON or sandboxed HTML", 401: "", 402: "", 404: ""},
+            tags=("public",),
+        ),
+    ),
+    ("OPTIONS", "/v1/content/{site}/{item}", public.preflight, Doc("CORS preflight", tags=("public",))),
+    ("GET", "/.well-known/jwks.json", public.jwks, Doc("Public keys that verify unlock tokens", tags=("public",))),
+    ("GET", "/healthz", public.healthz, Doc("Liveness, including Redis", responses={200: "ok", 503: ""})),
+    ("GET", "/openapi.json", openapi, Doc("This document")),
+    (
+        "POST",
+        "/v1/wallets",
+        wallet.create_wallet,
+        Doc(
+            "Create a guest wallet",
+            body=WalletCreate,
+            responses={201: "wallet and its token", 422: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "GET",
+        "/v1/wallet",
+        wallet.get_wallet,
+        Doc(
+            "Balance, receipts and recent ledger lines",
+            auth="wallet",
+            responses={200: "wallet", 401: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/unlocks",
+        wallet.unlock,
+        Doc(
+            "Debit the wallet and grant the item (Idempotency-Key optional)",
+            auth="wallet",
+            body=UnlockBody,
+            responses={
+                200: "token, balance, charged, purchase_id",
+                401: "",
+                402: "",
+                404: "",
+                409: "",
+                413: "",
+                422: "",
+            },
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/topups",
+        wallet.create_topup,
+        Doc(
+            "Open a checkout for an allowed amount",
+            auth="wallet",
+            body=TopupBody,
+            responses={201: "topup_id and checkout_url", 401: "", 422: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "GET",
+        "/v1/topups/{topup_id}",
+        wallet.get_topup,
+        Doc(
+            "Top-up status: pending, paid, failed or expired",
+            auth="wallet",
+            responses={200: "top-up", 404: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/vouchers/redeem",
+        wallet.redeem_voucher,
+        Doc(
+            "Credit the wallet from a voucher code",
+            auth="wallet",
+            body=RedeemBody,
+            responses={200: "credited and balance", 409: ""},
+            tags=("wallet",),
+        ),
+    ),
+    ("GET", "/v1/admin/site", admin.get_site, Doc("The site of this secret key", auth="secret", tags=("admin",))),
+    ("GET", "/v1/admin/items", admin.list_items, Doc("The site's items", auth="secret", tags=("admin",))),
+    (
+        "PUT",
+        "/v1/admin/items/{item}",
+        admin.put_item,
+        Doc(
+            "Create or replace an item",
+            auth="secret",
+            body=ItemPut,
+            responses={200: "item", 401: "", 422: ""},
+            tags=("admin",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/admin/vouchers",
+        admin.create_voucher,
+        Doc(
+            "Issue a voucher paid from the site's promotions",
+            auth="secret",
+            body=VoucherCreate,
+            responses={201: "voucher with its code", 409: ""},
+            tags=("admin",),
+        ),
+    ),
+    (
+        "GET",
+        "/v1/admin/ledger",
+        admin.export_ledger,
+        Doc(
+            "Ledger entries that touch the site, as JSON lines or CSV",
+            auth="secret",
+            query=("format",),
+            tags=("admin",),
+        ),
+    ),
+    (
+        "GET",
+        "/v1/admin/stats",
+        admin.stats,
+        Doc("Revenue, promotions and unlocks per item", auth="secret", tags=("admin",)),
+    ),
+    (
+        "GET",
+        "/topup/{link}",
+        checkout.open_topup_link,
+        Doc(
+            "Open a prepared top-up (from a 402) and redirect to its checkout",
+            responses={303: "to checkout"},
+            tags=("checkout",),
+        ),
+    ),
+    (
+        "GET",
+        "/checkout/test/{session}",
+        checkout.test_checkout,
+        Doc("The built-in TEST MODE checkout page", tags=("checkout",)),
+    ),
+    (
+        "POST",
+        "/checkout/test/{session}",
+        checkout.test_checkout_pay,
+        Doc("Pay a test checkout session", tags=("checkout",)),
+    ),
+]
+
+
+def routes() -> list[BaseRoute]:
+    by_path: dict[str, list[tuple[str, Any]]] = {}
+    for method, path, endpoint, _doc in API:
+        by_path.setdefault(path, []).append((method, endpoint))
+    out: list[BaseRoute] = []
+    for path, handlers in by_path.items():
+        for method, endpoint in handlers:
+            out.append(Route(path, endpoint, methods=[method]))
+    return out
+
+
+async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog) -> None:
+    """Drop cached catalog entries when any worker publishes a change to a site."""
+    # PUBLISH reaches every node of a cluster, so one node's subscription hears them all.
+    if isinstance(redis, Redis):
+        node, own = redis, False
+    else:
+        default = redis.get_default_node()
+        node, own = Redis(host=default.host, port=int(default.port), decode_responses=True, protocol=2), True
+    try:
+        while True:
+            try:
+                async with node.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.CATALOG_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            catalog.invalidate(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dropped subscription must not stop the worker; entries still expire
+                log.warning("catalog change feed interrupted (%s); resubscribing", exc)
+                await asyncio.sleep(1)
+    finally:
+        if own:
+            await node.aclose()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis: AnyRedis | None = None,
+    payments: Payments | None = None,
+    clock: Clock | None = None,
+    keyring: KeyRing | None = None,
+) -> Starlette:
+    """Build the app. Redis is connected (or the embedded server started) in the lifespan."""
+    public_url = settings.public_url or DEFAULT_PUBLIC_URL
+    data_dir = settings.data_dir
+    secrets = [str(s).encode() for s in settings.secret_keys] or secretfiles.load_or_create(data_dir)
+    ring = keyring or KeyRing.load(data_dir, settings.unlock_key_files)
+    if settings.payments == "stripe" and payments is None:
+        raise ConfigurationError("Stripe payments are not available in this version; set COINSLOT_PAYMENTS=test")
+    chosen_payments: Payments = payments or BuiltinCheckout(public_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        embedded: EmbeddedRedis | None = None
+        client = redis
+        if client is None:
+            url = settings.redis_url or running_url(data_dir)
+            if url is None:
+                embedded = EmbeddedRedis(data_dir)
+                embedded.start()
+                url = embedded.url
+                log.info("embedded redis-server on %s", url)
+            client = await connect(url)
+        store = Store(client)
+        catalog = Catalog(store)
+        # Pseudonyms must stay stable when secrets rotate, so they derive from the first secret.
+        first = secrets[0]
+        app.state.services = Services(
+            settings=settings,
+            public_url=public_url,
+            store=store,
+            catalog=catalog,
+            clock=clock or SystemClock(),
+            wallet_tokens=WalletTokens(secrets),
+            keyring=ring,
+            unlock_tokens=UnlockTokens(
+                ring,
+                issuer=public_url,
+                pseudonym_secret=secretfiles.derive(first, "pseudonym"),
+                livemode=chosen_payments.livemode,
+                ttl_s=settings.unlock_token_ttl,
+            ),
+            payments=chosen_payments,
+            topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link"),
+        )
+        follower = asyncio.create_task(_follow_catalog_changes(client, catalog))
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            if redis is None:
+                await store.close()
+            if embedded is not None:
+                embedded.stop()
+
+    app = Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            CoinslotError: coinslot_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )
+    app.state.openapi = build({(m, p): d for m, p, _e, d in API}, public_url)
+    return app

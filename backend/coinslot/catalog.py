@@ -1,0 +1,349 @@
+"""Sites and items: what publishers sell, and the secret keys that prove who they are."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import nh3
+
+from coinslot import store as keys
+from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, Unauthorized, UnknownItem, UnknownSite
+from coinslot.ids import new_id
+from coinslot.store import Store
+
+SITE_ID = re.compile(r"^site_[A-Za-z0-9_]{1,48}$")
+ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+KEY_OVERLAP_MS = 24 * 60 * 60 * 1000  # a rotated secret key keeps working this long
+MAX_PRICE = 100_000  # minor units; micropayments, not purchases
+CACHE_TTL_S = 2.0  # bound on staleness if an invalidation message is lost
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    name: str
+    currency: str
+    timezone: str
+    origins: tuple[str, ...]
+    tab_limit: int = 0  # minor units
+    daily_cap: int = 0  # minor units, 0 = no cap
+    refund_window: int = 0  # seconds
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "site_id": self.id,
+            "name": self.name,
+            "currency": self.currency,
+            "timezone": self.timezone,
+            "origins": list(self.origins),
+            "tab_limit": self.tab_limit,
+            "daily_cap": self.daily_cap,
+            "refund_window": self.refund_window,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    site: str
+    id: str
+    title: str
+    price: int  # minor units of the site's currency
+    kind: str = "item"  # "item" | "pass"
+    pass_hours: int = 0
+    has_content: bool = False
+
+    def public(self, currency: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "item": self.id,
+            "title": self.title,
+            "price": self.price,
+            "currency": currency,
+            "kind": self.kind,
+        }
+        if self.kind == "pass":
+            out["pass_hours"] = self.pass_hours
+        return out
+
+
+def secret_digest(secret_key: str) -> str:
+    return hashlib.sha256(secret_key.encode()).hexdigest()
+
+
+def parse_origin(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise BadRequest(f"origin {value!r} is not of the form https://news.example.com")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def sanitize_html(html: str) -> str:
+    """Keep the allow-listed tags and attributes only; links get rel=noopener noreferrer."""
+    return nh3.clean(html, link_rel="noopener noreferrer")
+
+
+def check_item_id(item_id: str) -> str:
+    if not ITEM_ID.match(item_id):
+        raise UnknownItem(f"item id {item_id!r} must match {ITEM_ID.pattern}")
+    return item_id
+
+
+def _site_from_hash(site_id: str, h: dict[str, str]) -> Site:
+    return Site(
+        id=site_id,
+        name=h["name"],
+        currency=h["currency"],
+        timezone=h["timezone"],
+        origins=tuple(json.loads(h["origins"])),
+        tab_limit=int(h["tab_limit"]),
+        daily_cap=int(h["daily_cap"]),
+        refund_window=int(h["refund_window"]),
+    )
+
+
+def _item_from_hash(site_id: str, item_id: str, h: dict[str, str]) -> Item:
+    return Item(
+        site=site_id,
+        id=item_id,
+        title=h["title"],
+        price=int(h["price"]),
+        kind=h.get("kind", "item"),
+        pass_hours=int(h.get("pass_hours", 0)),
+        has_content=h.get("has_content") == "1",
+    )
+
+
+async def create_site(
+    store: Store,
+    *,
+    name: str,
+    origins: Sequence[str],
+    currency: str = "EUR",
+    timezone: str = "UTC",
+    tab_limit: int = 0,
+    daily_cap: int = 0,
+    refund_window: int = 0,
+    site_id: str | None = None,
+    now_ms: int,
+) -> tuple[Site, str]:
+    """Create a site; returns it with its secret key, which is stored only as a digest."""
+    site_id = site_id or new_id("site", 8)
+    if not SITE_ID.match(site_id):
+        raise BadRequest(f"site id {site_id!r} must match {SITE_ID.pattern}")
+    currency = currency.upper()
+    if not CURRENCY.match(currency):
+        raise BadRequest(f"currency {currency!r} is not an ISO 4217 code like EUR")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest(f"timezone {timezone!r} is not an IANA zone like Europe/Berlin") from exc
+    for label, value in (("tab limit", tab_limit), ("daily cap", daily_cap), ("refund window", refund_window)):
+        if value < 0:
+            raise BadRequest(f"{label} {value} must be >= 0")
+    if not name.strip():
+        raise BadRequest("site name must not be empty")
+    site = Site(
+        id=site_id,
+        name=name.strip(),
+        currency=currency,
+        timezone=timezone,
+        origins=tuple(dict.fromkeys(parse_origin(o) for o in origins)),
+        tab_limit=tab_limit,
+        daily_cap=daily_cap,
+        refund_window=refund_window,
+    )
+    secret_key = "sk_" + secrets.token_urlsafe(32)
+    digest = secret_digest(secret_key)
+    r = store.redis
+    if not await r.hsetnx(keys.site_key(site_id), "name", site.name):
+        raise DuplicateCode(f"site {site_id} already exists")
+    await r.hset(
+        keys.site_key(site_id),
+        mapping={
+            "currency": currency,
+            "timezone": timezone,
+            "origins": json.dumps(list(site.origins)),
+            "tab_limit": tab_limit,
+            "daily_cap": daily_cap,
+            "refund_window": refund_window,
+            "created_ms": now_ms,
+            "secret_digests": json.dumps([[digest, None]]),
+        },
+    )
+    await r.set(keys.secret_index_key(digest), site_id)
+    await r.sadd(keys.SITE_INDEX, site_id)
+    return site, secret_key
+
+
+async def rotate_secret(store: Store, site_id: str, *, now_ms: int) -> str:
+    """Issue a new secret key; earlier ones keep working for 24 hours, then stop."""
+    r = store.redis
+    raw = await r.hget(keys.site_key(site_id), "secret_digests")
+    if raw is None:
+        raise UnknownSite(f"site {site_id} does not exist")
+    old = [[d, exp] for d, exp in json.loads(raw) if exp is None or exp > now_ms]
+    secret_key = "sk_" + secrets.token_urlsafe(32)
+    digest = secret_digest(secret_key)
+    digests = [[d, exp if exp is not None else now_ms + KEY_OVERLAP_MS] for d, exp in old] + [[digest, None]]
+    await r.hset(keys.site_key(site_id), "secret_digests", json.dumps(digests))
+    await r.set(keys.secret_index_key(digest), site_id)
+    for d, _exp in old:
+        await r.pexpireat(keys.secret_index_key(d), now_ms + KEY_OVERLAP_MS)
+    return secret_key
+
+
+async def authenticate(store: Store, secret_key: str, *, now_ms: int) -> Site:
+    """The site whose secret key this is; ``Unauthorized`` for any unknown or retired key."""
+    digest = secret_digest(secret_key)
+    site_id = await store.redis.get(keys.secret_index_key(digest))
+    if site_id is not None:
+        h = await store.redis.hgetall(keys.site_key(site_id))
+        if h:
+            for stored, expires in json.loads(h["secret_digests"]):
+                if hmac.compare_digest(stored, digest) and (expires is None or expires > now_ms):
+                    return _site_from_hash(site_id, h)
+    raise Unauthorized("secret key not recognised (unknown, mistyped or retired)")
+
+
+async def put_item(
+    store: Store,
+    site: Site,
+    item_id: str,
+    *,
+    title: str,
+    price: int,
+    content_html: str | None = None,
+    pass_hours: int | None = None,
+    max_content_bytes: int = 256 * 1024,
+    now_ms: int,
+) -> Item:
+    """Create or replace an item; hosted content is sanitized before it is stored."""
+    if not ITEM_ID.match(item_id):
+        raise BadRequest(f"item id {item_id!r} must match {ITEM_ID.pattern}")
+    title = title.strip()
+    if not title or len(title) > 200:
+        raise InvalidBody("title must be 1 to 200 characters", [{"field": "title"}])
+    if not 0 <= price <= MAX_PRICE:
+        raise InvalidBody(f"price {price} must be between 0 and {MAX_PRICE} minor units", [{"field": "price"}])
+    if pass_hours is not None and not 1 <= pass_hours <= 24 * 366:
+        raise InvalidBody(f"pass_hours {pass_hours} must be between 1 and {24 * 366}", [{"field": "pass_hours"}])
+    content = sanitize_html(content_html) if content_html is not None else None
+    if content is not None and len(content.encode()) > max_content_bytes:
+        raise InvalidBody(
+            f"content_html is {len(content.encode())} bytes > {max_content_bytes}", [{"field": "content_html"}]
+        )
+    item = Item(
+        site=site.id,
+        id=item_id,
+        title=title,
+        price=price,
+        kind="pass" if pass_hours else "item",
+        pass_hours=pass_hours or 0,
+        has_content=content is not None,
+    )
+    ik = keys.item_key(site.id, item_id)
+    async with store.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(ik)
+        pipe.hset(
+            ik,
+            mapping={
+                "title": item.title,
+                "price": item.price,
+                "kind": item.kind,
+                "pass_hours": item.pass_hours,
+                "has_content": "1" if content is not None else "0",
+                "content": content or "",
+                "updated_ms": now_ms,
+            },
+        )
+        pipe.sadd(keys.items_index_key(site.id), item_id)
+        await pipe.execute()
+    await store.redis.publish(keys.CATALOG_CHANNEL, site.id)
+    return item
+
+
+async def item_content(store: Store, site_id: str, item_id: str) -> str | None:
+    content: str | None = await store.redis.hget(keys.item_key(site_id, item_id), "content")
+    return content or None
+
+
+async def list_items(store: Store, site_id: str) -> list[str]:
+    return sorted(await store.redis.smembers(keys.items_index_key(site_id)))
+
+
+class Catalog:
+    """Sites and items as the request path sees them: cached in-process.
+
+    The unlock path must cost one Redis round trip, so catalog reads come from memory.
+    Writes publish the site id on ``coinslot:catalog``; every worker drops that site's
+    entries when the message arrives, and entries also expire after ``CACHE_TTL_S`` in
+    case a message is lost.
+    """
+
+    def __init__(self, store: Store, ttl_s: float = CACHE_TTL_S) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._sites: dict[str, tuple[float, Site | None]] = {}
+        self._items: dict[tuple[str, str], tuple[float, Item | None]] = {}
+
+    def invalidate(self, site_id: str) -> None:
+        self._sites.pop(site_id, None)
+        for key in [k for k in self._items if k[0] == site_id]:
+            del self._items[key]
+
+    async def site(self, site_id: str) -> Site:
+        now = time.monotonic()
+        hit = self._sites.get(site_id)
+        if hit is not None and hit[0] > now:
+            site = hit[1]
+        else:
+            site = None
+            if SITE_ID.match(site_id):
+                h = await self.store.redis.hgetall(keys.site_key(site_id))
+                site = _site_from_hash(site_id, h) if h else None
+            self._sites[site_id] = (now + self.ttl_s, site)
+        if site is None:
+            raise UnknownSite(f"site {site_id!r} does not exist")
+        return site
+
+    async def items(self, site_id: str, item_ids: Iterable[str]) -> dict[str, Item | None]:
+        now = time.monotonic()
+        found: dict[str, Item | None] = {}
+        missing: list[str] = []
+        for item_id in item_ids:
+            hit = self._items.get((site_id, item_id))
+            if hit is not None and hit[0] > now:
+                found[item_id] = hit[1]
+            elif ITEM_ID.match(item_id):
+                missing.append(item_id)
+            else:
+                found[item_id] = None
+        if missing:
+            fields = ("title", "price", "kind", "pass_hours", "has_content")
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for item_id in missing:
+                    pipe.hmget(keys.item_key(site_id, item_id), fields)
+                rows = await pipe.execute()
+            for item_id, row in zip(missing, rows, strict=True):
+                item = (
+                    None if row[0] is None else _item_from_hash(site_id, item_id, dict(zip(fields, row, strict=True)))
+                )
+                self._items[(site_id, item_id)] = (now + self.ttl_s, item)
+                found[item_id] = item
+        return found
+
+    async def item(self, site_id: str, item_id: str) -> Item:
+        item = (await self.items(site_id, [item_id]))[item_id]
+        if item is None:
+            raise UnknownItem(f"item {item_id!r} does not exist on site {site_id}")
+        return item

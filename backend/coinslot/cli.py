@@ -1,0 +1,213 @@
+"""The ``coinslot`` command: serve the backend and manage sites, items and vouchers.
+
+Every management command works whether or not a server runs: it uses the configured
+Redis, the embedded server a running ``coinslot serve`` holds, or starts one for itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from coinslot import catalog, ledger, vouchers
+from coinslot.clock import SystemClock
+from coinslot.embedded import EmbeddedRedisError, redis_for_command
+from coinslot.errors import CoinslotError
+from coinslot.settings import Settings, is_loopback_host
+from coinslot.store import Store, connect
+
+
+class RedactTokens(logging.Filter):
+    """Unlock tokens may travel in ``?token=``; they must never reach the access log."""
+
+    PATTERN = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+@contextlib.contextmanager
+def _redis_url(settings: Settings) -> Iterator[str]:
+    if settings.redis_url:
+        yield settings.redis_url
+    else:
+        with redis_for_command(settings.data_dir) as url:
+            yield url
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> Any:
+    async def run(url: str) -> Any:
+        store = Store(await connect(url))
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    with _redis_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from coinslot.app import create_app
+
+    settings.check_for_serving(args.host)
+    if settings.public_url is None:
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") or is_loopback_host(args.host) else args.host
+        settings = dataclasses.replace(settings, public_url=f"http://{host}:{args.port}")
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    print(f"Coinslot on {settings.public_url} (payments: {settings.payments})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
+    return 0
+
+
+def cmd_site_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> Any:
+        site, secret = await catalog.create_site(
+            store,
+            name=args.name,
+            origins=args.origin,
+            currency=args.currency,
+            timezone=args.timezone,
+            tab_limit=args.tab_limit,
+            daily_cap=args.daily_cap,
+            refund_window=args.refund_window,
+            site_id=args.id,
+            now_ms=SystemClock().now_ms(),
+        )
+        return {**site.public(), "secret_key": secret}
+
+    _print(_with_store(settings, work))
+    return 0
+
+
+def cmd_site_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> Any:
+        secret = await catalog.rotate_secret(store, args.site, now_ms=SystemClock().now_ms())
+        return {"site_id": args.site, "secret_key": secret, "previous_keys_valid_for_hours": 24}
+
+    _print(_with_store(settings, work))
+    return 0
+
+
+def cmd_item_put(settings: Settings, args: argparse.Namespace) -> int:
+    content = Path(args.content_file).read_text() if args.content_file else None
+
+    async def work(store: Store) -> Any:
+        site = await catalog.Catalog(store).site(args.site)
+        item = await catalog.put_item(
+            store,
+            site,
+            args.item,
+            title=args.title,
+            price=args.price,
+            content_html=content,
+            pass_hours=args.pass_hours,
+            max_content_bytes=settings.max_content_bytes,
+            now_ms=SystemClock().now_ms(),
+        )
+        return {**item.public(site.currency), "site": site.id, "has_content": item.has_content}
+
+    _print(_with_store(settings, work))
+    return 0
+
+
+def cmd_voucher_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> Any:
+        site = await catalog.Catalog(store).site(args.site)
+        voucher = await vouchers.create_voucher(
+            store, site, amount=args.amount, uses=args.uses, code=args.code, now_ms=SystemClock().now_ms()
+        )
+        return voucher.public()
+
+    _print(_with_store(settings, work))
+    return 0
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    report: ledger.Report = _with_store(settings, ledger.reconcile)
+    _print(report.as_dict())
+    return 0 if report.clean else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coinslot", description="One-click micropayments for the open web.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the backend (embedded Redis unless COINSLOT_REDIS_URL is set)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    site = sub.add_parser("site", help="publisher sites").add_subparsers(dest="site_command", required=True)
+    create = site.add_parser("create", help="create a site; prints its secret key once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--origin", action="append", required=True, help="an origin allowed to embed (repeatable)")
+    create.add_argument("--currency", default="EUR")
+    create.add_argument("--timezone", default="UTC")
+    create.add_argument("--tab-limit", type=int, default=0, help="minor units a wallet may owe (0 = no tab)")
+    create.add_argument("--daily-cap", type=int, default=0, help="minor units per site day (0 = no cap)")
+    create.add_argument("--refund-window", type=int, default=0, help="seconds")
+    create.add_argument("--id", help="choose the site id (site_...) instead of a random one")
+    create.set_defaults(func=cmd_site_create)
+    rotate = site.add_parser("rotate-key", help="issue a new secret key; the old one works 24 h more")
+    rotate.add_argument("site")
+    rotate.set_defaults(func=cmd_site_rotate)
+
+    item = sub.add_parser("item", help="items for sale").add_subparsers(dest="item_command", required=True)
+    put = item.add_parser("put", help="create or replace an item")
+    put.add_argument("site")
+    put.add_argument("item")
+    put.add_argument("--title", required=True)
+    put.add_argument("--price", type=int, required=True, help="minor units")
+    put.add_argument("--content-file", help="HTML to host (sanitized when stored)")
+    put.add_argument("--pass-hours", type=int, help="make it a pass lasting this many hours")
+    put.set_defaults(func=cmd_item_put)
+
+    voucher = sub.add_parser("voucher", help="vouchers").add_subparsers(dest="voucher_command", required=True)
+    vcreate = voucher.add_parser("create", help="issue a voucher paid by the site's promotions")
+    vcreate.add_argument("site")
+    vcreate.add_argument("--amount", type=int, required=True, help="minor units")
+    vcreate.add_argument("--uses", type=int, default=1)
+    vcreate.add_argument("--code", help="choose the code instead of a random one")
+    vcreate.set_defaults(func=cmd_voucher_create)
+
+    reconcile = sub.add_parser("reconcile", help="replay the ledger; exit 1 on any difference")
+    reconcile.set_defaults(func=cmd_reconcile)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        code: int = args.func(settings, args)
+        return code
+    except (CoinslotError, EmbeddedRedisError) as exc:
+        print(f"coinslot: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"coinslot: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""One error hierarchy for everything a client can be told.
+
+Each error knows its HTTP status and a stable problem ``type`` (RFC 9457); the app
+registers one handler for ``CoinslotError`` and renders ``problem()`` as
+``application/problem+json``. Messages state the facts, in minor units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_BASE = "https://coinslot.dev/problems/"
+
+
+class CoinslotError(Exception):
+    status = 500
+    type = "internal"
+    title = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        return {
+            "type": PROBLEM_BASE + self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+
+class ConfigurationError(CoinslotError):
+    """A setting is missing or malformed; raised at start-up, never per request."""
+
+    type = "configuration"
+    title = "Configuration error"
+
+
+# 4xx -------------------------------------------------------------------------------
+
+
+class BadRequest(CoinslotError):
+    status = 400
+    type = "bad-request"
+    title = "Bad request"
+
+
+class InvalidBody(CoinslotError):
+    """The body is not JSON, has an unknown field or a field of the wrong type."""
+
+    status = 422
+    type = "invalid-body"
+    title = "Invalid request body"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail, errors=errors or [])
+
+
+class InvalidQuery(CoinslotError):
+    status = 422
+    type = "invalid-query"
+    title = "Invalid query parameter"
+
+
+class BodyTooLarge(CoinslotError):
+    status = 413
+    type = "body-too-large"
+    title = "Request body too large"
+
+
+class Unauthorized(CoinslotError):
+    status = 401
+    type = "unauthorized"
+    title = "Missing or invalid credential"
+
+
+class Forbidden(CoinslotError):
+    status = 403
+    type = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(CoinslotError):
+    status = 404
+    type = "not-found"
+    title = "Not found"
+
+
+class UnknownSite(NotFound):
+    type = "unknown-site"
+    title = "Unknown site"
+
+
+class UnknownItem(NotFound):
+    type = "unknown-item"
+    title = "Unknown item"
+
+
+class UnknownWallet(Unauthorized):
+    """A well-signed wallet token whose wallet is gone or whose generation was replaced."""
+
+    type = "unknown-wallet"
+    title = "Wallet token no longer valid"
+
+
+class Conflict(CoinslotError):
+    status = 409
+    type = "conflict"
+    title = "Conflict"
+
+
+class PriceChanged(Conflict):
+    type = "price-changed"
+    title = "Price changed"
+
+    def __init__(self, shown: int, price: int, currency: str) -> None:
+        super().__init__(
+            f"price shown {shown} != current price {price} ({currency} minor units)",
+            price=price,
+            currency=currency,
+        )
+
+
+class CurrencyMismatch(Conflict):
+    type = "currency-mismatch"
+    title = "Currency mismatch"
+
+
+class IdempotencyKeyReused(Conflict):
+    type = "idempotency-key-reused"
+    title = "Idempotency-Key reused with another body"
+
+
+class WalletFrozen(Conflict):
+    type = "wallet-frozen"
+    title = "Wallet frozen"
+
+
+class VoucherUnavailable(Conflict):
+    type = "voucher-unavailable"
+    title = "Voucher unavailable"
+
+
+class VoucherAlreadyRedeemed(Conflict):
+    type = "voucher-already-redeemed"
+    title = "Voucher already redeemed by this wallet"
+
+
+class DuplicateCode(Conflict):
+    type = "duplicate-code"
+    title = "Code already exists"
+
+
+class InsufficientFunds(CoinslotError):
+    """The wallet cannot pay: balance minus price would fall below the site's tab limit."""
+
+    status = 402
+    type = "insufficient-funds"
+    title = "Insufficient funds"
+
+    def __init__(self, balance: int, price: int, currency: str, tab_limit: int, **extra: Any) -> None:
+        super().__init__(
+            f"wallet balance {balance} - price {price} < -tab limit {tab_limit} ({currency} minor units)",
+            balance=balance,
+            price=price,
+            currency=currency,
+            **extra,
+        )
+        self.balance = balance
+        self.price = price
+        self.currency = currency
+
+
+class PaymentRequired(CoinslotError):
+    """Content asked for without a valid unlock token; carries a machine-readable offer."""
+
+    status = 402
+    type = "payment-required"
+    title = "Payment required"
+
+
+class UnlockTokenInvalid(Unauthorized):
+    type = "unlock-token-invalid"
+    title = "Invalid unlock token"
+
+
+class UnlockTokenExpired(UnlockTokenInvalid):
+    type = "unlock-token-expired"
+    title = "Unlock token expired"
+
+
+class TopupAmountNotAllowed(CoinslotError):
+    status = 422
+    type = "topup-amount-not-allowed"
+    title = "Top-up amount not allowed"
+
+
+class PaymentsUnavailable(NotFound):
+    type = "payments-unavailable"
+    title = "Payment provider not configured"
+
+
+class RateLimited(CoinslotError):
+    status = 429
+    type = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(CoinslotError):
+    status = 503
+    type = "service-unavailable"
+    title = "Service unavailable"

@@ -1,0 +1,1 @@
+"""HTTP handlers: each parses the request, calls one domain function and renders the result."""

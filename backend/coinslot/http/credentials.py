@@ -1,0 +1,91 @@
+"""Who is asking: a wallet (Bearer token or the card's cookie) or a publisher (secret key).
+
+The cookie belongs to the card's iframe on the backend's own origin. It is honoured only
+on same-origin requests, as the browser itself reports them in ``Sec-Fetch-Site`` (which a
+page cannot forge), so no publisher page can spend a reader's wallet through it.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coinslot import catalog
+from coinslot.catalog import Site
+from coinslot.errors import Unauthorized
+from coinslot.services import Services, services
+from coinslot.wallets import WalletRef
+
+COOKIE = "coinslot_wallet"
+COOKIE_MAX_AGE = 400 * 24 * 60 * 60  # the longest lifetime Chromium keeps, in seconds
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    return value.strip()
+
+
+def is_same_origin(request: Request, public_url: str) -> bool:
+    if request.headers.get("sec-fetch-site") != "same-origin":
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        # Browsers omit Origin on same-origin GET; Sec-Fetch-Site already proved it.
+        return request.method in ("GET", "HEAD")
+    return origin == public_url
+
+
+def optional_wallet(request: Request) -> WalletRef | None:
+    """The wallet the request speaks for, or None. A bad Bearer token is a 401; a bad cookie is ignored."""
+    svc = services(request)
+    token = bearer(request)
+    if token is not None:
+        if token.startswith("sk_"):
+            raise Unauthorized("a site secret key is not a wallet credential")
+        return svc.wallet_tokens.verify(token)
+    cookie = request.cookies.get(COOKIE)
+    if cookie is None or not is_same_origin(request, svc.public_url):
+        return None
+    try:
+        return svc.wallet_tokens.verify(cookie)
+    except Unauthorized:
+        return None
+
+
+def require_wallet(request: Request) -> WalletRef:
+    ref = optional_wallet(request)
+    if ref is None:
+        raise Unauthorized("this call needs a wallet: 'Authorization: Bearer <wallet token>' (POST /v1/wallets)")
+    return ref
+
+
+def uses_cookie(request: Request, svc: Services) -> bool:
+    return request.headers.get("authorization") is None and is_same_origin(request, svc.public_url)
+
+
+def set_wallet_cookie(response: Response, token: str) -> None:
+    response.set_cookie(
+        COOKIE, token, max_age=COOKIE_MAX_AGE, path="/", secure=True, httponly=True, samesite="none", partitioned=True
+    )
+
+
+async def require_site(request: Request) -> Site:
+    svc = services(request)
+    token = bearer(request)
+    if token is None or not token.startswith("sk_"):
+        raise Unauthorized("this call needs the site's secret key: 'Authorization: Bearer sk_...'")
+    return await catalog.authenticate(svc.store, token, now_ms=svc.clock.now_ms())
+
+
+def client_ip(request: Request, trusted_hops: int) -> str:
+    """The client's address; X-Forwarded-For only as far as the configured proxies are trusted."""
+    if trusted_hops > 0:
+        forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
+        if len(forwarded) >= trusted_hops:
+            return forwarded[-trusted_hops]
+    return request.client.host if request.client else "unknown"

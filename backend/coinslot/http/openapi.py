@@ -1,0 +1,101 @@
+"""The OpenAPI document, built from the route table and the request models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from coinslot import __version__
+
+PROBLEM = {
+    "description": "problem document (RFC 9457)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
+@dataclass(frozen=True)
+class Doc:
+    summary: str
+    auth: str | None = None  # "wallet" | "secret" | "unlock"
+    body: type[BaseModel] | None = None
+    responses: dict[int, str] = field(default_factory=dict)
+    query: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string", "format": "uri"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+            },
+            "additionalProperties": True,
+        }
+    }
+    for (method, path), doc in sorted(docs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        op: dict[str, Any] = {
+            "summary": doc.summary,
+            "operationId": f"{method.lower()}{path}".replace("/", "_"),
+            "responses": {},
+        }
+        if doc.tags:
+            op["tags"] = list(doc.tags)
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in _path_params(path)]
+        params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in doc.query]
+        if params:
+            op["parameters"] = params
+        if doc.auth:
+            op["security"] = [{{"wallet": "walletToken", "secret": "secretKey", "unlock": "unlockToken"}[doc.auth]: []}]
+        if doc.body is not None:
+            name = doc.body.__name__
+            schemas[name] = doc.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+            }
+        for status, description in (doc.responses or {200: "OK"}).items():
+            op["responses"][str(status)] = PROBLEM if status >= 400 else {"description": description}
+        op["responses"].setdefault("default", PROBLEM)
+        paths.setdefault(_openapi_path(path), {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Coinslot",
+            "version": __version__,
+            "description": "One-click micropayments: guest wallets, atomic unlocks, verifiable tokens. "
+            "Money is always integer minor units.",
+        },
+        "servers": [{"url": public_url}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "walletToken": {"type": "http", "scheme": "bearer", "description": "wallet token"},
+                "secretKey": {"type": "http", "scheme": "bearer", "description": "site secret key sk_..."},
+                "unlockToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+        },
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+
+
+def _openapi_path(path: str) -> str:
+    return "/".join("{" + p[1:-1].split(":")[0] + "}" if p.startswith("{") else p for p in path.split("/"))
+
+
+async def openapi(request: Request) -> Response:
+    spec = request.app.state.openapi
+    return JSONResponse(spec, headers={"Cache-Control": "public, max-age=300"})

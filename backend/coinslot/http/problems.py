@@ -1,0 +1,102 @@
+"""Problem documents (RFC 9457) for every error, and request-body parsing that produces them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from coinslot.errors import PROBLEM_BASE, BodyTooLarge, CoinslotError, InvalidBody, RateLimited
+
+log = logging.getLogger("coinslot.http")
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+
+def problem_response(exc: CoinslotError) -> Response:
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    return ProblemResponse(exc.problem(), status_code=exc.status, headers=headers)
+
+
+async def coinslot_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CoinslotError)
+    if exc.status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.detail)
+    return problem_response(exc)
+
+
+STARLETTE_TYPES = {404: "not-found", 405: "method-not-allowed"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = STARLETTE_TYPES.get(exc.status_code, "http-error")
+    body = {
+        "type": PROBLEM_BASE + kind,
+        "title": exc.detail,
+        "status": exc.status_code,
+        "detail": f"{request.method} {request.url.path}: {exc.detail}",
+    }
+    return ProblemResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = {
+        "type": PROBLEM_BASE + "internal",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "the server failed on this request; it has been logged",
+    }
+    return ProblemResponse(body, status_code=500)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body of {declared} bytes > limit {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body > limit {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, model: type[Model], limit: int) -> tuple[Model, Any]:
+    """Parse and validate a JSON body; returns the model and the raw JSON value."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        raw = b"{}"
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise InvalidBody(f"Content-Type {content_type!r} is not application/json")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBody(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidBody(f"body must be a JSON object, not {type(data).__name__}")
+    try:
+        return model.model_validate(data, strict=True), data
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InvalidBody(detail, errors) from exc

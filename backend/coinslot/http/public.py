@@ -1,0 +1,143 @@
+"""Public reads: offers, hosted content, the JWKS and health.
+
+Browsers get CORS for offers and content from the site's own origins, never with
+credentials; nothing here moves money.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from coinslot import catalog
+from coinslot import store as keys
+from coinslot.catalog import Site
+from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
+from coinslot.http.credentials import optional_wallet
+from coinslot.services import services
+
+MAX_OFFER_ITEMS = 50
+
+
+def allow_site_origin(request: Request, site: Site | None, response: Response) -> Response:
+    """CORS for the site's own origins only; never Allow-Credentials."""
+    response.headers.append("Vary", "Origin")
+    origin = request.headers.get("origin")
+    if site is not None and origin is not None and origin.lower() in site.origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "ETag"
+    return response
+
+
+async def preflight(request: Request) -> Response:
+    """Preflight for offers and content: only GET, only Authorization, only the site's origins."""
+    svc = services(request)
+    site_id = request.path_params.get("site") or request.query_params.get("site", "")
+    try:
+        site: Site | None = await svc.catalog.site(site_id)
+    except UnknownSite:
+        site = None
+    response = Response(status_code=204)
+    allow_site_origin(request, site, response)
+    if "Access-Control-Allow-Origin" in response.headers:
+        response.headers["Access-Control-Allow-Methods"] = "GET"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization"
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+async def offers(request: Request) -> Response:
+    svc = services(request)
+    site_id = request.query_params.get("site")
+    if not site_id:
+        raise InvalidQuery("query parameter 'site' is required", field="site")
+    names = [n for n in dict.fromkeys(request.query_params.get("items", "").split(",")) if n]
+    if not names:
+        raise InvalidQuery("query parameter 'items' must name at least one item", field="items")
+    if len(names) > MAX_OFFER_ITEMS:
+        raise InvalidQuery(f"{len(names)} items asked, at most {MAX_OFFER_ITEMS}", field="items")
+    site = await svc.catalog.site(site_id)
+    found = await svc.catalog.items(site.id, names)
+    ref = optional_wallet(request)
+    owned: dict[str, bool] = {}
+    if ref is not None:
+        fields = [site.id + "\t" + n for n in names]
+        values = await svc.store.redis.hmget(keys.wallet_keys(ref.wallet_id).owned, fields)
+        owned = {n: v is not None for n, v in zip(names, values, strict=True)}
+    out: list[dict[str, Any]] = []
+    for name in names:
+        item = found.get(name)
+        if item is None:
+            continue
+        offer = item.public(site.currency)
+        if ref is not None:
+            offer["owned"] = owned[name]
+        out.append(offer)
+    body = {
+        "site": site.id,
+        "currency": site.currency,
+        "items": out,
+        "unknown": [n for n in names if found.get(n) is None],
+    }
+    headers = {"Cache-Control": "no-store" if ref is not None else "public, max-age=30"}
+    return allow_site_origin(request, site, JSONResponse(body, headers=headers))
+
+
+def _unlock_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.query_params.get("token")
+
+
+async def content(request: Request) -> Response:
+    svc = services(request)
+    site = await svc.catalog.site(request.path_params["site"])
+    item = await svc.catalog.item(site.id, catalog.check_item_id(request.path_params["item"]))
+    token = _unlock_token(request)
+    if token is None:
+        offer = item.public(site.currency)
+        raise PaymentRequired(
+            f"{item.id} costs {item.price} {site.currency} minor units; send an unlock token",
+            offer={
+                **offer,
+                "site": site.id,
+                "unlock": {
+                    "method": "POST",
+                    "url": f"{svc.public_url}/v1/unlocks",
+                    "body": {"site": site.id, "item": item.id, "price": item.price},
+                },
+            },
+        )
+    claims = svc.unlock_tokens.verify(token, site=site.id, item=item.id, now_s=svc.clock.now_ms() // 1000)
+    html = await catalog.item_content(svc.store, site.id, item.id)
+    if html is None:
+        raise NotFound(f"item {item.id} has no hosted content; the publisher serves it from their own server")
+    headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept and "application/json" not in accept:
+        headers["Content-Security-Policy"] = "sandbox"
+        response: Response = HTMLResponse(html, headers=headers)
+    else:
+        response = JSONResponse(
+            {"site": site.id, "item": item.id, "title": item.title, "content_html": html, "expires_at": claims["exp"]},
+            headers=headers,
+        )
+    return allow_site_origin(request, site, response)
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(services(request).keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+async def healthz(request: Request) -> Response:
+    svc = services(request)
+    try:
+        await svc.store.ping()
+    except Exception as exc:  # any Redis failure means not healthy; say which
+        raise ServiceUnavailable(f"redis did not answer PING: {type(exc).__name__}") from exc
+    return JSONResponse({"status": "ok", "redis": "ok"}, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,46 @@
+"""Request bodies. Unknown fields and loose types are refused (422 naming the field)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from coinslot.catalog import MAX_PRICE
+
+Strict = ConfigDict(extra="forbid", strict=True)
+
+
+class WalletCreate(BaseModel):
+    model_config = Strict
+    currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$", description="ISO 4217, default EUR")
+
+
+class UnlockBody(BaseModel):
+    model_config = Strict
+    site: str = Field(min_length=1, max_length=64)
+    item: str = Field(min_length=1, max_length=64)
+    price: int | None = Field(default=None, ge=0, le=MAX_PRICE, description="the price the reader was shown")
+
+
+class TopupBody(BaseModel):
+    model_config = Strict
+    amount: int = Field(gt=0, description="minor units; one of the allowed amounts")
+
+
+class RedeemBody(BaseModel):
+    model_config = Strict
+    code: str = Field(min_length=1, max_length=64)
+
+
+class ItemPut(BaseModel):
+    model_config = Strict
+    title: str = Field(min_length=1, max_length=200)
+    price: int = Field(ge=0, le=MAX_PRICE, description="minor units of the site's currency")
+    content_html: str | None = Field(default=None, description="sanitized with an allow-list when stored")
+    pass_hours: int | None = Field(default=None, ge=1, le=24 * 366, description="makes the item a pass")
+
+
+class VoucherCreate(BaseModel):
+    model_config = Strict
+    amount: int = Field(gt=0, description="minor units of the site's currency")
+    uses: int = Field(default=1, ge=1, le=1_000_000)
+    code: str | None = Field(default=None, min_length=6, max_length=64)

@@ -1,0 +1,143 @@
+"""Redis access: the connection, the key layout and the Lua scripts.
+
+Every key that holds a wallet's money of record carries the hash tag ``{w:<id>}`` so one
+script can touch all of them on Redis Cluster; sites carry ``{s:<id>}``, vouchers
+``{v:<code>}``. Domain modules build keys here and never spell them out themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.exceptions import NoScriptError
+
+AnyRedis = Redis | RedisCluster
+
+SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot")
+
+
+# Keys -------------------------------------------------------------------------------
+
+
+def wallet_key(wallet_id: str) -> str:
+    return "{w:" + wallet_id + "}"
+
+
+def wallet_keys(wallet_id: str) -> WalletKeys:
+    return WalletKeys(wallet_id)
+
+
+class WalletKeys:
+    __slots__ = ("wallet", "owned", "purchases", "ledger", "credited", "tag")
+
+    def __init__(self, wallet_id: str) -> None:
+        self.tag = tag = "{w:" + wallet_id + "}"
+        self.wallet = tag
+        self.owned = tag + ":own"
+        self.purchases = tag + ":buy"
+        self.ledger = tag + ":led"
+        self.credited = tag + ":cred"
+
+    def idempotency(self, route: str, key: str) -> str:
+        return f"{self.tag}:idem:{route}:{key}"
+
+    def topup(self, topup_id: str) -> str:
+        return f"{self.tag}:tu:{topup_id}"
+
+
+WALLET_INDEX = "wallets"  # set of every wallet id, for reconcile and exports
+
+
+def site_key(site_id: str) -> str:
+    return "{s:" + site_id + "}"
+
+
+def item_key(site_id: str, item_id: str) -> str:
+    return "{s:" + site_id + "}:item:" + item_id
+
+
+def items_index_key(site_id: str) -> str:
+    return "{s:" + site_id + "}:items"
+
+
+SITE_INDEX = "sites"
+
+
+def secret_index_key(digest: str) -> str:
+    return "sk:" + digest
+
+
+def tab_quota_key(site_id: str, ip: str, day: str) -> str:
+    return "{s:" + site_id + "}:tabip:" + day + ":" + ip
+
+
+def voucher_keys(code: str) -> tuple[str, str]:
+    tag = "{v:" + code + "}"
+    return tag, tag + ":by"
+
+
+def checkout_session_key(session_id: str) -> str:
+    return "checkout:" + session_id
+
+
+CATALOG_CHANNEL = "coinslot:catalog"
+
+
+# Scripts ----------------------------------------------------------------------------
+
+
+class Script:
+    """A Lua script run by EVALSHA, loaded on first NOSCRIPT (e.g. after a failover)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("coinslot").joinpath("lua", name + ".lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.eval(self.source, len(keys), *keys, *args)
+
+
+class Store:
+    """The Redis client and the scripts; one per app, shared by the domain modules."""
+
+    def __init__(self, redis: AnyRedis) -> None:
+        # redis-py types its async commands as ``Awaitable[T] | T`` and both client classes
+        # differ in small ways; typed as Any here, checked by the suite against both.
+        self.redis: Any = redis
+        self.is_cluster = isinstance(redis, RedisCluster)
+        self.scripts = {name: Script(name) for name in SCRIPTS}
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        return await self.scripts[name](self.redis, keys, args)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+async def connect(url: str) -> AnyRedis:
+    """Connect to ``url``, switching to the cluster client when the server is a cluster node."""
+    probe: Redis = Redis.from_url(url, decode_responses=True, protocol=2)
+    try:
+        info = await asyncio.wait_for(probe.info("cluster"), timeout=10)
+    finally:
+        await probe.aclose()
+    if info.get("cluster_enabled"):
+        # The cluster client cannot wait for a free connection, so its ceiling is generous.
+        cluster: RedisCluster = RedisCluster.from_url(url, decode_responses=True, protocol=2, max_connections=2048)
+        await cluster.initialize()
+        return cluster
+    # A burst beyond the pool waits for a connection instead of failing the request.
+    pool = BlockingConnectionPool.from_url(url, decode_responses=True, protocol=2, max_connections=256, timeout=10)
+    return Redis.from_pool(pool)

@@ -1,0 +1,200 @@
+"""Top-ups: a wallet asks for money through a checkout, and is credited exactly once.
+
+The credit is keyed by the checkout session id (money rule 5): however often and in
+whatever order the provider, the return page or a reconcile run report a session paid,
+the credit script adds it once, with the amount stored when the session was created.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from coinslot import store as keys
+from coinslot.errors import NotFound, TopupAmountNotAllowed, UnknownWallet
+from coinslot.ids import new_id
+from coinslot.payments import Payments
+from coinslot.store import Store
+from coinslot.wallets import WalletRef
+
+log = logging.getLogger("coinslot.topups")
+
+SESSION_INDEX_TTL_S = 40 * 24 * 60 * 60  # longer than any provider reports on a session
+TOPUP_CLEARING = "topup:clearing"
+
+
+class Fulfilment(Enum):
+    CREDITED = "credited"
+    ALREADY = "already-credited"
+    MISMATCH = "amount-mismatch"
+    UNKNOWN_SESSION = "unknown-session"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Topup:
+    id: str
+    wallet_id: str
+    amount: int
+    currency: str
+    status: str  # pending | paid | failed | expired
+    checkout_url: str
+    session_id: str
+    expires_ms: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "topup_id": self.id,
+            "status": self.status,
+            "amount": self.amount,
+            "currency": self.currency,
+            "checkout_url": self.checkout_url,
+            "expires_at": self.expires_ms // 1000,
+        }
+
+
+def _from_hash(topup_id: str, wallet_id: str, h: dict[str, str], now_ms: int) -> Topup:
+    status = h["status"]
+    if status == "pending" and int(h["expires_ms"]) <= now_ms:
+        status = "expired"
+    return Topup(
+        id=topup_id,
+        wallet_id=wallet_id,
+        amount=int(h["amount"]),
+        currency=h["currency"],
+        status=status,
+        checkout_url=h["url"],
+        session_id=h["session"],
+        expires_ms=int(h["expires_ms"]),
+    )
+
+
+def check_amount(amount: int, currency: str, allowed: tuple[int, ...]) -> None:
+    if amount not in allowed:
+        raise TopupAmountNotAllowed(
+            f"top-up amount {amount} is not one of {list(allowed)} ({currency} minor units)",
+            allowed=list(allowed),
+        )
+
+
+async def create_topup(
+    store: Store,
+    payments: Payments,
+    wallet: WalletRef,
+    *,
+    amount: int,
+    allowed: Callable[[str], tuple[int, ...]],
+    now_ms: int,
+    topup_id: str | None = None,
+) -> Topup:
+    """Open a checkout for ``amount`` and remember what was asked, to check it on payment.
+
+    ``topup_id`` may be chosen in advance (a prepared top-up link); asking again for the
+    same id returns the existing top-up instead of opening a second checkout.
+    """
+    k = keys.wallet_keys(wallet.wallet_id)
+    currency, gen = await store.redis.hmget(k.wallet, ["currency", "gen"])
+    if currency is None or gen != str(wallet.generation):
+        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    check_amount(amount, currency, allowed(currency))
+    if topup_id is None:
+        topup_id = new_id("tu")
+    else:
+        existing = await store.redis.hgetall(k.topup(topup_id))
+        if existing:
+            return _from_hash(topup_id, wallet.wallet_id, existing, now_ms)
+    session = await payments.create_checkout(
+        topup_id=topup_id, wallet_id=wallet.wallet_id, amount=amount, currency=currency, now_ms=now_ms
+    )
+    record = {
+        "amount": amount,
+        "currency": currency,
+        "status": "pending",
+        "session": session.session_id,
+        "url": session.url,
+        "provider": payments.name,
+        "created_ms": now_ms,
+        "expires_ms": session.expires_ms,
+    }
+    # Written under a scratch name and renamed only if the id is still free, so two racing
+    # requests for one prepared id keep one complete record (both keys share the wallet's slot).
+    scratch = k.topup(topup_id) + ":" + session.session_id
+    await store.redis.hset(scratch, mapping=record)
+    if await store.redis.renamenx(scratch, k.topup(topup_id)):
+        await store.redis.set(
+            keys.checkout_session_key(session.session_id), f"{wallet.wallet_id} {topup_id}", ex=SESSION_INDEX_TTL_S
+        )
+    else:
+        await store.redis.delete(scratch)
+    h = await store.redis.hgetall(k.topup(topup_id))
+    return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
+
+
+async def get_topup(store: Store, wallet: WalletRef, topup_id: str, *, now_ms: int) -> Topup:
+    h = await store.redis.hgetall(keys.wallet_keys(wallet.wallet_id).topup(topup_id))
+    if not h or "url" not in h:
+        raise NotFound(f"top-up {topup_id!r} not found for this wallet")
+    return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
+
+
+async def find_session(store: Store, session_id: str, *, now_ms: int) -> Topup | None:
+    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    if raw is None:
+        return None
+    wallet_id, topup_id = raw.split(" ")
+    h = await store.redis.hgetall(keys.wallet_keys(wallet_id).topup(topup_id))
+    return _from_hash(topup_id, wallet_id, h, now_ms) if h and "url" in h else None
+
+
+async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, now_ms: int) -> Fulfilment:
+    """Credit the wallet behind a paid checkout session, at most once per session id.
+
+    ``amount`` and ``currency`` are what the provider reports as paid; if they differ from
+    what was stored when the session was created, nothing is credited and the operator is
+    alerted through the ``coinslot.topups`` logger at ERROR.
+    """
+    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    if raw is None:
+        log.error("paid checkout session %s is unknown to this deployment; nothing credited", session_id)
+        return Fulfilment.UNKNOWN_SESSION
+    wallet_id, topup_id = raw.split(" ")
+    k = keys.wallet_keys(wallet_id)
+    result = await store.run(
+        "credit",
+        [k.wallet, k.credited, k.ledger, k.topup(topup_id)],
+        [now_ms, "cs:" + session_id, amount, currency, "topup", TOPUP_CLEARING, "", "1"],
+    )
+    status = result[0]
+    if status == "ok":
+        return Fulfilment.CREDITED
+    if status == "duplicate":
+        return Fulfilment.ALREADY
+    if status == "mismatch":
+        log.error(
+            "ALERT checkout session %s reported %s %s but %s %s was stored; nothing credited (wallet %s, top-up %s)",
+            session_id,
+            amount,
+            currency,
+            result[1],
+            result[2],
+            wallet_id,
+            topup_id,
+        )
+        return Fulfilment.MISMATCH
+    log.error("checkout session %s could not be credited: %s", session_id, status)
+    return Fulfilment.REFUSED
+
+
+async def mark(store: Store, session_id: str, status: str) -> None:
+    """Record a provider's verdict (``failed``, ``expired``) on a top-up that is not paid."""
+    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    if raw is None:
+        return
+    wallet_id, topup_id = raw.split(" ")
+    key = keys.wallet_keys(wallet_id).topup(topup_id)
+    current = await store.redis.hget(key, "status")
+    if current == "pending":
+        await store.redis.hset(key, "status", status)

@@ -1,0 +1,144 @@
+"""Unlocks: a wallet buys an item, in one atomic script on the wallet's own keys.
+
+The script (``lua/unlock.lua``) decides everything that touches money — ownership,
+price shown, frozen, balance against the site's tab limit, debit, purchase, ledger entry
+and idempotency record — so N concurrent unlocks can never overdraw a wallet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from coinslot import store as keys
+from coinslot.catalog import Catalog, Item, Site
+from coinslot.errors import (
+    BadRequest,
+    CurrencyMismatch,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    PriceChanged,
+    UnknownWallet,
+    WalletFrozen,
+)
+from coinslot.ids import new_id
+from coinslot.store import Store
+from coinslot.wallets import WalletRef
+
+IDEMPOTENCY_TTL_S = 24 * 60 * 60
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Unlocked:
+    site: Site
+    item: Item
+    purchase_id: str
+    charged: int  # minor units actually debited by this request (0 when already owned)
+    balance: int
+    replayed: bool = False  # the outcome recorded under the same Idempotency-Key
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    key: str
+    digest: str
+
+    @classmethod
+    def for_body(cls, key: str, body: Any) -> Idempotency:
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+            raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return cls(key, hashlib.sha256(canonical.encode()).hexdigest()[:32])
+
+
+def site_day(site: Site, now_ms: int) -> str:
+    """The calendar day at the site, in the site's own time zone."""
+    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(site.timezone)).date().isoformat()
+
+
+async def _take_tab_quota(store: Store, site: Site, ip: str, now_ms: int, per_ip: int) -> bool:
+    """Count one more wallet starting a tab from this IP today; False past the quota."""
+    key = keys.tab_quota_key(site.id, ip, site_day(site, now_ms))
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 2 * 24 * 60 * 60)  # outlives the site's day in any time zone
+        count, _ = await pipe.execute()
+    return int(count) <= per_ip
+
+
+async def unlock(
+    store: Store,
+    catalog: Catalog,
+    wallet: WalletRef,
+    *,
+    site_id: str,
+    item_id: str,
+    shown_price: int | None,
+    idempotency: Idempotency | None,
+    now_ms: int,
+    client_ip: str,
+    tab_wallets_per_ip: int,
+) -> Unlocked:
+    """Debit ``wallet`` for the item and grant it, or raise why not.
+
+    Raises ``InsufficientFunds`` (402), ``PriceChanged``, ``CurrencyMismatch``,
+    ``WalletFrozen``, ``IdempotencyKeyReused`` (409) or ``UnknownWallet`` (401).
+    """
+    site = await catalog.site(site_id)
+    item = await catalog.item(site_id, item_id)
+    k = keys.wallet_keys(wallet.wallet_id)
+    idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
+    purchase_id = new_id("pur")
+    tab_granted = "0"
+    while True:
+        result = await store.run(
+            "unlock",
+            [k.wallet, k.owned, k.purchases, k.ledger, idem_key],
+            [
+                now_ms,
+                wallet.generation,
+                site.id,
+                item.id,
+                item.price,
+                site.currency,
+                site.tab_limit,
+                purchase_id,
+                idempotency.digest if idempotency else "",
+                IDEMPOTENCY_TTL_S,
+                item.kind,
+                item.title,
+                tab_granted,
+                "" if shown_price is None else shown_price,
+            ],
+        )
+        status = result[0]
+        if status == "ok":
+            return Unlocked(site, item, result[1], int(result[2]), int(result[3]))
+        if status == "replay":
+            return Unlocked(site, item, result[1], int(result[2]), int(result[3]), replayed=True)
+        if status == "tab-quota" and tab_granted == "0":
+            if await _take_tab_quota(store, site, client_ip, now_ms, tab_wallets_per_ip):
+                tab_granted = "1"
+                continue
+            raise InsufficientFunds(int(result[1]), item.price, site.currency, 0, tab="quota-reached")
+        break
+    if status == "insufficient":
+        raise InsufficientFunds(int(result[1]), item.price, site.currency, site.tab_limit)
+    if status == "price-changed":
+        raise PriceChanged(shown_price or 0, item.price, site.currency)
+    if status == "frozen":
+        raise WalletFrozen(f"wallet balance {result[1]} is below its limit after a refund or dispute; top up to unlock")
+    if status == "currency":
+        raise CurrencyMismatch(f"wallet holds {result[1]}, site {site.id} sells in {site.currency}")
+    if status == "idem-conflict":
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {idempotency.key if idempotency else ''!r} was used with another body"
+        )
+    if status in ("no-wallet", "stale"):
+        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    raise RuntimeError(f"unlock script returned unknown status {status!r}")

@@ -1,0 +1,111 @@
+"""Vouchers: codes a site issues, paid from its promotions account, redeemed once per wallet.
+
+A use is taken in the voucher's own keys first and given back if the wallet's credit
+script refuses it, so neither a use nor a cent is lost between the two (money rule 9).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from coinslot import store as keys
+from coinslot.catalog import MAX_PRICE, Site
+from coinslot.errors import (
+    BadRequest,
+    CurrencyMismatch,
+    DuplicateCode,
+    UnknownWallet,
+    VoucherAlreadyRedeemed,
+    VoucherUnavailable,
+)
+from coinslot.store import Store
+from coinslot.wallets import WalletRef
+
+CODE = re.compile(r"^[A-Z0-9]{6,40}$")
+MAX_VOUCHER = 100 * MAX_PRICE  # minor units
+
+
+def normalize_code(code: str) -> str:
+    """Codes are read aloud and retyped: case, spaces and dashes don't matter."""
+    return re.sub(r"[\s-]", "", code).upper()
+
+
+def generate_code() -> str:
+    raw = base64.b32encode(secrets.token_bytes(10)).decode()  # 80 random bits, 16 characters
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    code: str
+    site: str
+    amount: int
+    currency: str
+    uses: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "site": self.site,
+            "amount": self.amount,
+            "currency": self.currency,
+            "uses": self.uses,
+        }
+
+
+async def create_voucher(
+    store: Store, site: Site, *, amount: int, uses: int = 1, code: str | None = None, now_ms: int
+) -> Voucher:
+    if not 0 < amount <= MAX_VOUCHER:
+        raise BadRequest(f"voucher amount {amount} must be between 1 and {MAX_VOUCHER} minor units")
+    if not 0 < uses <= 1_000_000:
+        raise BadRequest(f"voucher uses {uses} must be between 1 and 1000000")
+    shown = code.strip() if code else generate_code()
+    normal = normalize_code(shown)
+    if not CODE.match(normal):
+        raise BadRequest(f"voucher code {shown!r} must be 6 to 40 letters and digits (dashes allowed)")
+    voucher_key, _ = keys.voucher_keys(normal)
+    if not await store.redis.hsetnx(voucher_key, "site", site.id):
+        raise DuplicateCode(f"voucher code {shown!r} already exists")
+    await store.redis.hset(
+        voucher_key,
+        mapping={"amount": amount, "currency": site.currency, "uses": uses, "uses_left": uses, "created_ms": now_ms},
+    )
+    return Voucher(shown, site.id, amount, site.currency, uses)
+
+
+async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> tuple[int, int, str]:
+    """Credit the voucher's value to the wallet; returns (amount, new balance, currency)."""
+    normal = normalize_code(code)
+    if not CODE.match(normal):
+        raise VoucherUnavailable("voucher code not recognised")
+    voucher_key, redeemed_by = keys.voucher_keys(normal)
+    taken = await store.run("voucher_take", [voucher_key, redeemed_by], [wallet.wallet_id])
+    if taken[0] == "unknown":
+        raise VoucherUnavailable("voucher code not recognised")
+    if taken[0] == "used-up":
+        raise VoucherUnavailable("voucher has no uses left")
+    if taken[0] == "again":
+        raise VoucherAlreadyRedeemed("this wallet already redeemed that voucher")
+    _, site_id, amount, currency = taken
+    k = keys.wallet_keys(wallet.wallet_id)
+    gen = await store.redis.hget(k.wallet, "gen")
+    result: list[Any] = ["stale"]
+    if gen == str(wallet.generation):
+        result = await store.run(
+            "credit",
+            [k.wallet, k.credited, k.ledger, k.wallet],
+            [now_ms, "v:" + normal, amount, currency, "voucher", f"site:{site_id}:promotions", site_id, "0"],
+        )
+    if result[0] == "ok":
+        return int(amount), int(result[1]), str(currency)
+    await store.run("voucher_give_back", [voucher_key, redeemed_by], [wallet.wallet_id])
+    if result[0] == "duplicate":
+        raise VoucherAlreadyRedeemed("this wallet already redeemed that voucher")
+    if result[0] == "currency":
+        raise CurrencyMismatch(f"voucher is in {currency}, the wallet holds {result[1]}")
+    raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")

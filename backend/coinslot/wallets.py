@@ -1,0 +1,103 @@
+"""Guest wallets: anonymous balances in one currency, and the tokens that carry them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from coinslot import store as keys
+from coinslot.catalog import CURRENCY
+from coinslot.errors import BadRequest, Unauthorized, UnknownWallet
+from coinslot.ids import new_id
+from coinslot.store import Store
+
+RECENT_LEDGER_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRef:
+    """Who a verified wallet token names: the wallet and the generation it was issued for."""
+
+    wallet_id: str
+    generation: int
+
+
+class WalletTokens:
+    """Signs wallet tokens with itsdangerous; the last secret signs, all of them verify."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        if not secrets:
+            raise ValueError("WalletTokens needs at least one secret")
+        self._serializer = URLSafeSerializer(list(secrets), salt="coinslot.wallet-token")
+
+    def sign(self, ref: WalletRef) -> str:
+        return self._serializer.dumps([ref.wallet_id, ref.generation])
+
+    def verify(self, token: str) -> WalletRef:
+        try:
+            wallet_id, generation = self._serializer.loads(token)
+        except (BadSignature, ValueError, TypeError) as exc:
+            raise Unauthorized("wallet token is not valid (bad signature or format)") from exc
+        if not isinstance(wallet_id, str) or not isinstance(generation, int):
+            raise Unauthorized("wallet token is not valid (bad payload)")
+        return WalletRef(wallet_id, generation)
+
+
+async def create_wallet(store: Store, *, currency: str, now_ms: int) -> WalletRef:
+    currency = currency.upper()
+    if not CURRENCY.match(currency):
+        raise BadRequest(f"currency {currency!r} is not an ISO 4217 code like EUR")
+    wallet_id = new_id("w")
+    k = keys.wallet_keys(wallet_id)
+    await store.redis.hset(
+        k.wallet, mapping={"currency": currency, "balance": 0, "gen": 1, "seq": 0, "created_ms": now_ms}
+    )
+    await store.redis.sadd(keys.WALLET_INDEX, wallet_id)
+    return WalletRef(wallet_id, 1)
+
+
+async def check_wallet(store: Store, ref: WalletRef) -> str:
+    """The wallet's currency, if the wallet exists and the token's generation is current."""
+    currency, gen = await store.redis.hmget(keys.wallet_key(ref.wallet_id), ["currency", "gen"])
+    if currency is None or gen != str(ref.generation):
+        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    return str(currency)
+
+
+async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
+    """Balance, receipts and recent ledger lines, as the reader may see them."""
+    k = keys.wallet_keys(ref.wallet_id)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(k.wallet, ["currency", "balance", "gen", "frozen"])
+        pipe.hvals(k.purchases)
+        pipe.lrange(k.ledger, -RECENT_LEDGER_LINES, -1)
+        (currency, balance, gen, frozen), purchases, ledger = await pipe.execute()
+    if currency is None or gen != str(ref.generation):
+        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
+    lines = []
+    for raw in reversed(ledger):
+        entry = json.loads(raw)
+        own = sum(p["amount"] for p in entry["postings"] if p["account"] == "wallet:" + ref.wallet_id)
+        lines.append(
+            {
+                "at": entry["at"],
+                "kind": entry["kind"],
+                "amount": own,
+                "balance": entry["balance"],
+                "ref": entry["ref"],
+                **({"site": entry["site"]} if "site" in entry else {}),
+            }
+        )
+    return {
+        "wallet_id": ref.wallet_id,
+        "currency": currency,
+        "balance": int(balance),
+        "frozen": frozen == "1",
+        "purchases": receipts,
+        "ledger": lines,
+    }

