@@ -119,6 +119,15 @@ async def client(
         yield c
 
 
+@pytest.fixture
+async def standalone_client(
+    tmp_path: Path, standalone_store: Store, clock: FrozenClock, keyring: KeyRing
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on the standalone server only, for tests that are not about storage."""
+    async with running_app(make_settings(tmp_path), standalone_store, clock, keyring) as c:
+        yield c
+
+
 _ids = itertools.count()
 
 

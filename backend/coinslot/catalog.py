@@ -198,7 +198,7 @@ async def rotate_secret(store: Store, site_id: str, *, now_ms: int) -> str:
     await r.hset(keys.site_key(site_id), "secret_digests", json.dumps(digests))
     await r.set(keys.secret_index_key(digest), site_id)
     for d, _exp in old:
-        await r.pexpireat(keys.secret_index_key(d), now_ms + KEY_OVERLAP_MS)
+        await r.pexpire(keys.secret_index_key(d), KEY_OVERLAP_MS + 60_000)  # Redis time, not the app clock
     return secret_key
 
 

@@ -69,8 +69,11 @@ def uses_cookie(request: Request, svc: Services) -> bool:
 
 
 def set_wallet_cookie(response: Response, token: str) -> None:
-    response.set_cookie(
-        COOKIE, token, max_age=COOKIE_MAX_AGE, path="/", secure=True, httponly=True, samesite="none", partitioned=True
+    # Written by hand: Starlette's set_cookie(partitioned=True) needs Python 3.14's http.cookies.
+    # The token is URL-safe base64 and dots, so it needs no quoting.
+    response.headers.append(
+        "set-cookie",
+        f"{COOKIE}={token}; Max-Age={COOKIE_MAX_AGE}; Path=/; Secure; HttpOnly; SameSite=None; Partitioned",
     )
 
 

@@ -1,0 +1,172 @@
+"""The command line, and `coinslot serve` with its embedded, supervised Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from coinslot.cli import RedactTokens, main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real `coinslot serve` process with no COINSLOT_REDIS_URL: it must start its own Redis."""
+    port = free_port()
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COINSLOT_")}
+    env["COINSLOT_DATA_DIR"] = str(data)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coinslot.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            proc.kill()
+            out = proc.communicate()[0].decode()
+            raise AssertionError(f"coinslot serve did not become healthy:\n{out}")
+        yield url, data
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def run_cli(
+    args: list[str], data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    monkeypatch.delenv("COINSLOT_REDIS_URL", raising=False)
+    monkeypatch.setenv("COINSLOT_DATA_DIR", str(data))
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_serve_runs_its_own_redis_and_commands_share_it(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, data = server
+    record = json.loads((data / "redis.json").read_text())
+
+    code, out = run_cli(
+        ["site", "create", "--name", "Planet", "--origin", "http://localhost:8001", "--id", "site_cli"],
+        data,
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0
+    site = json.loads(out)
+    assert site["site_id"] == "site_cli" and site["secret_key"].startswith("sk_")
+    code, out = run_cli(
+        ["item", "put", "site_cli", "article-1", "--title", "Hello", "--price", "19"], data, monkeypatch, capsys
+    )
+    assert code == 0
+
+    # The server sees what the command wrote: both talk to the one embedded Redis.
+    offers = httpx.get(f"{url}/v1/offers?site=site_cli&items=article-1").json()
+    assert offers["items"][0]["price"] == 19
+    items = httpx.get(f"{url}/v1/admin/items", headers={"Authorization": f"Bearer {site['secret_key']}"}).json()
+    assert [i["item"] for i in items["items"]] == ["article-1"]
+    assert Path(record["socket"]).exists()
+
+
+def test_commands_work_without_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    code, out = run_cli(
+        [
+            "site",
+            "create",
+            "--name",
+            "Planet",
+            "--origin",
+            "https://planet.example",
+            "--currency",
+            "gbp",
+            "--timezone",
+            "Europe/London",
+            "--tab-limit",
+            "50",
+        ],
+        data,
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0
+    site_id = json.loads(out)["site_id"]
+    code, out = run_cli(["voucher", "create", site_id, "--amount", "500", "--uses", "2"], data, monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["currency"] == "GBP"
+    code, out = run_cli(["reconcile"], data, monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["clean"] is True
+    assert not (data / "redis.json").exists()  # the temporary Redis was stopped again
+
+
+def test_cli_errors_are_messages_not_tracebacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    code, out = run_cli(["site", "create", "--name", "X", "--origin", "not a url"], data, monkeypatch, capsys)
+    assert code == 2
+    assert out.startswith("coinslot: origin 'not a url' is not of the form")
+    code, out = run_cli(["item", "put", "site_missing", "a", "--title", "t", "--price", "1"], data, monkeypatch, capsys)
+    assert code == 2
+    assert "Traceback" not in out and "site_missing" in out
+
+
+def test_serve_refuses_non_loopback_without_public_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("COINSLOT_PUBLIC_URL", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "COINSLOT_PUBLIC_URL is required" in capsys.readouterr().err
+
+
+def test_access_log_never_shows_tokens() -> None:
+    import logging
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("1.2.3.4", "GET", "/v1/content/s/a?token=eyJhbGciOi.x.y&x=1", "1.1", 200),
+        None,
+    )
+    RedactTokens().filter(record)
+    assert "eyJ" not in record.getMessage()
+    assert "token=[redacted]&x=1" in record.getMessage()

@@ -1,0 +1,147 @@
+"""Bad input gets a problem document with a stable type: never a 500, never a moved cent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from api import Api, auth
+
+from coinslot.clock import FrozenClock
+from coinslot.store import Store
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def client(standalone_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return standalone_client
+
+
+@pytest.fixture
+def api(standalone_client: httpx.AsyncClient, standalone_store: Store, clock: FrozenClock) -> Api:
+    return Api(standalone_client, standalone_store, clock)
+
+
+async def test_unknown_field_is_422_naming_it(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 10)
+    wallet = await api.wallet()
+
+    r = await api.unlock(wallet, site[0], "a", amount=10)
+
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["type"].endswith("/invalid-body")
+    assert [e["field"] for e in r.json()["errors"]] == ["amount"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"site": "s", "item": "a", "price": "19"}, "price"),
+        ({"site": "s", "item": "a", "price": 19.0}, "price"),
+        ({"site": "s", "item": "a", "price": True}, "price"),
+        ({"site": "s", "item": "a", "price": -1}, "price"),
+        ({"site": 7, "item": "a"}, "site"),
+        ({"item": "a"}, "site"),
+    ],
+)
+async def test_wrong_types_are_422_naming_the_field(api: Api, body: dict[str, object], field: str) -> None:
+    wallet = await api.wallet()
+    r = await api.client.post("/v1/unlocks", json=body, headers=auth(wallet))
+    assert r.status_code == 422
+    assert field in [e["field"] for e in r.json()["errors"]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"[]", b"null", b"\xff\xfe", b'"text"', b'{"site": "a", "item": "b"} trailing'],
+)
+async def test_malformed_json_is_422(api: Api, raw: bytes) -> None:
+    wallet = await api.wallet()
+    r = await api.client.post("/v1/unlocks", content=raw, headers={**auth(wallet), "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+
+
+async def test_other_content_type_is_422(api: Api) -> None:
+    r = await api.client.post(
+        "/v1/wallets", content=b"currency=EUR", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 422
+
+
+async def test_body_over_the_limit_is_413(api: Api) -> None:
+    wallet = await api.wallet()
+    big = b'{"site": "' + b"x" * 20_000 + b'", "item": "a"}'
+    r = await api.client.post("/v1/unlocks", content=big, headers={**auth(wallet), "Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["type"].endswith("/body-too-large")
+
+
+async def test_body_over_the_limit_without_content_length_is_413(api: Api) -> None:
+    wallet = await api.wallet()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b" " * 1024
+
+    r = await api.client.post(
+        "/v1/unlocks", content=chunks(), headers={**auth(wallet), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 413
+
+
+async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/nothing-here")
+    assert (r.status_code, r.headers["content-type"]) == (404, PROBLEM)
+    r = await client.delete("/v1/unlocks")
+    assert (r.status_code, r.headers["content-type"]) == (405, PROBLEM)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/offers"),
+        ("GET", "/v1/offers?site=site_x"),
+        ("GET", "/v1/offers?site=../../etc&items=a"),
+        ("GET", "/v1/offers?site=site_nope&items=" + ",".join("a" * 300 for _ in range(3))),
+        ("GET", "/v1/content/site_nope/%00"),
+        ("GET", "/v1/content/site_x/a?token=not-a-jwt"),
+        ("GET", "/v1/topups/tu_nope"),
+        ("GET", "/topup/garbage"),
+        ("GET", "/checkout/test/cs_nope"),
+        ("POST", "/checkout/test/cs_nope"),
+        ("GET", "/v1/wallet"),
+        ("GET", "/v1/admin/ledger"),
+        ("PUT", "/v1/admin/items/a"),
+    ],
+)
+async def test_garbage_never_gives_a_500(client: httpx.AsyncClient, method: str, path: str) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer x"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer sk_forged"},
+    ):
+        r = await client.request(method, path, headers=headers)
+        assert 400 <= r.status_code < 500, (path, headers, r.status_code, r.text)
+
+
+async def test_admin_put_item_validates_and_sanitizes(api: Api) -> None:
+    site = await api.site()
+    headers = {"Authorization": f"Bearer {site[1]}"}
+    bad_id = await api.client.put("/v1/admin/items/bad%20id", json={"title": "t", "price": 1}, headers=headers)
+    assert bad_id.status_code == 400
+    huge = await api.client.put("/v1/admin/items/a", json={"title": "t", "price": 10**9}, headers=headers)
+    assert huge.status_code == 422
+
+    body = await api.item(site, "a", 19, content_html='<p onclick="x()">Hi<script>alert(1)</script></p>')
+
+    assert body["has_content"] is True
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+    html = (await api.unlock(wallet, site[0], "a")).json()["content"]
+    assert html == "<p>Hi</p>"
