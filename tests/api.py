@@ -9,6 +9,7 @@ import httpx
 from coinslot import catalog
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
+
 from conftest import unique
 
 

@@ -20,6 +20,7 @@ from coinslot.clock import FrozenClock
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
 from coinslot.tokens import KeyRing
+
 from servers import Cluster, Standalone, start_cluster, start_standalone
 
 PUBLIC_URL = "http://127.0.0.1:8000"

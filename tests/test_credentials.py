@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api import Api, auth
 
 from coinslot.clock import FrozenClock
 from coinslot.http.credentials import COOKIE
 from coinslot.store import Store
+
+from api import Api, auth
 
 PUBLIC = "http://127.0.0.1:8000"
 CARD = {"Sec-Fetch-Site": "same-origin", "Origin": PUBLIC}  # what the browser sends from the card's iframe

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from api import Api, auth
 
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
+
+from api import Api, auth
 
 PROBLEM = "application/problem+json"
 

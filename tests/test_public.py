@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api import Api, auth
 
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
+
+from api import Api, auth
 
 SITE_ORIGIN = "http://localhost:8001"
 

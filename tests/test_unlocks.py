@@ -8,10 +8,11 @@ import httpx
 import jwt
 import pytest
 
-from api import Api, auth
 from coinslot import ledger
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
+
+from api import Api, auth
 
 
 @pytest.fixture
