@@ -1,0 +1,100 @@
+"""Sites and items: validation, sanitizing on write, and the in-process cache that follows changes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from coinslot import catalog
+from coinslot.clock import FrozenClock
+from coinslot.errors import BadRequest, DuplicateCode, UnknownItem
+from coinslot.store import Store
+
+from conftest import unique
+
+
+async def new_site(store: Store, **options: object) -> catalog.Site:
+    site, _ = await catalog.create_site(
+        store, name="Planet", origins=["https://planet.example"], site_id=unique("site_c"), now_ms=0, **options
+    )
+    return site
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"currency": "EURO"},
+        {"timezone": "Mars/Olympus"},
+        {"tab_limit": -1},
+        {"origins": ["javascript:alert(1)"]},
+        {"origins": ["https://planet.example/path"]},
+        {"site_id": "no-prefix"},
+    ],
+)
+async def test_site_options_are_validated(standalone_store: Store, options: dict[str, object]) -> None:
+    with pytest.raises(BadRequest):
+        await catalog.create_site(
+            standalone_store,
+            **{"name": "P", "origins": ["https://p.example"], "now_ms": 0, **options},  # type: ignore[arg-type]
+        )
+
+
+async def test_site_ids_are_unique(standalone_store: Store) -> None:
+    site = await new_site(standalone_store)
+    with pytest.raises(DuplicateCode):
+        await catalog.create_site(standalone_store, name="Again", origins=[], site_id=site.id, now_ms=0)
+
+
+async def test_secret_key_is_stored_only_as_a_digest(standalone_store: Store) -> None:
+    site, secret = await catalog.create_site(standalone_store, name="P", origins=[], site_id=unique("site_c"), now_ms=0)
+    dump = await standalone_store.redis.hgetall("{s:" + site.id + "}")
+    assert secret not in str(dump)
+    assert catalog.secret_digest(secret) in dump["secret_digests"]
+    assert (await catalog.authenticate(standalone_store, secret, now_ms=0)).id == site.id
+
+
+def test_content_is_sanitized_with_an_allow_list() -> None:
+    dirty = (
+        '<h2>Title</h2><p style="x" onmouseover="steal()">Text <a href="javascript:x()">bad</a> '
+        '<a href="https://ok.example">ok</a></p><script>alert(1)</script><iframe src="//evil"></iframe>'
+        '<img src="https://ok.example/a.png" onerror="x()">'
+    )
+    clean = catalog.sanitize_html(dirty)
+    for banned in ("script", "onmouseover", "javascript:", "iframe", "onerror", "style="):
+        assert banned not in clean
+    assert '<a href="https://ok.example" rel="noopener noreferrer">ok</a>' in clean
+    assert "<h2>Title</h2>" in clean
+
+
+async def test_cache_follows_changes_made_by_another_worker(
+    standalone_store: Store, tmp_path: Path, keyring: object
+) -> None:
+    """A price change through one worker reaches the cache of another at once, not after its TTL."""
+    from conftest import make_settings, running_app
+
+    site = await new_site(standalone_store)
+    await catalog.put_item(standalone_store, site, "a", title="A", price=19, now_ms=0)
+    clock = FrozenClock()
+    async with running_app(make_settings(tmp_path), standalone_store, clock, keyring) as worker:  # type: ignore[arg-type]
+        services = worker.app.state.services  # type: ignore[attr-defined]
+        services.catalog.ttl_s = 3600.0  # only the change feed can refresh it now
+        assert (await services.catalog.item(site.id, "a")).price == 19
+
+        await catalog.put_item(standalone_store, site, "a", title="A", price=29, now_ms=0)  # "another worker"
+
+        for _ in range(100):
+            if (await services.catalog.item(site.id, "a")).price == 29:
+                break
+            await asyncio.sleep(0.01)
+        assert (await services.catalog.item(site.id, "a")).price == 29
+
+
+async def test_unknown_and_malformed_items(standalone_store: Store) -> None:
+    site = await new_site(standalone_store)
+    cache = catalog.Catalog(standalone_store)
+    with pytest.raises(UnknownItem):
+        await cache.item(site.id, "missing")
+    with pytest.raises(UnknownItem):
+        catalog.check_item_id("../etc/passwd")
