@@ -141,3 +141,14 @@ async def test_jwks_and_health(api: Api) -> None:
     assert jwks["keys"][0]["kty"] == "OKP" and "d" not in jwks["keys"][0]
     health = await api.client.get("/healthz")
     assert health.json() == {"status": "ok", "redis": "ok"}
+
+
+async def test_metrics_count_credits(api: Api) -> None:
+    site = await api.site()
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+
+    text = (await api.client.get("/metrics")).text
+
+    assert 'coinslot_credits_total{kind="voucher",outcome="ok"}' in text
+    assert 'coinslot_credited_minor_units_total{currency="EUR",kind="voucher"}' in text

@@ -65,6 +65,7 @@ API: list[tuple[str, str, Any, Doc]] = [
     ("OPTIONS", "/v1/content/{site}/{item}", public.preflight, Doc("CORS preflight", tags=("public",))),
     ("GET", "/.well-known/jwks.json", public.jwks, Doc("Public keys that verify unlock tokens", tags=("public",))),
     ("GET", "/healthz", public.healthz, Doc("Liveness, including Redis", responses={200: "ok", 503: ""})),
+    ("GET", "/metrics", public.metrics, Doc("Prometheus metrics", responses={200: "text exposition format"})),
     ("GET", "/openapi.json", openapi, Doc("This document")),
     (
         "POST",

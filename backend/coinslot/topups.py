@@ -16,6 +16,7 @@ from typing import Any
 from coinslot import store as keys
 from coinslot.errors import NotFound, TopupAmountNotAllowed, UnknownWallet
 from coinslot.ids import new_id
+from coinslot.metrics import ALERTS, CREDITED_MINOR_UNITS, CREDITS
 from coinslot.payments import Payments
 from coinslot.store import Store
 from coinslot.wallets import WalletRef
@@ -159,6 +160,7 @@ async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, n
     raw = await store.redis.get(keys.checkout_session_key(session_id))
     if raw is None:
         log.error("paid checkout session %s is unknown to this deployment; nothing credited", session_id)
+        ALERTS.labels("unknown-session").inc()
         return Fulfilment.UNKNOWN_SESSION
     wallet_id, topup_id = raw.split(" ")
     k = keys.wallet_keys(wallet_id)
@@ -168,11 +170,14 @@ async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, n
         [now_ms, "cs:" + session_id, amount, currency, "topup", TOPUP_CLEARING, "", "1"],
     )
     status = result[0]
+    CREDITS.labels("topup", status).inc()
     if status == "ok":
+        CREDITED_MINOR_UNITS.labels("topup", currency).inc(amount)
         return Fulfilment.CREDITED
     if status == "duplicate":
         return Fulfilment.ALREADY
     if status == "mismatch":
+        ALERTS.labels("amount-mismatch").inc()
         log.error(
             "ALERT checkout session %s reported %s %s but %s %s was stored; nothing credited (wallet %s, top-up %s)",
             session_id,

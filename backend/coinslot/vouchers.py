@@ -22,6 +22,7 @@ from coinslot.errors import (
     VoucherAlreadyRedeemed,
     VoucherUnavailable,
 )
+from coinslot.metrics import CREDITED_MINOR_UNITS, CREDITS
 from coinslot.store import Store
 from coinslot.wallets import WalletRef
 
@@ -101,7 +102,9 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
             [k.wallet, k.credited, k.ledger, k.wallet],
             [now_ms, "v:" + normal, amount, currency, "voucher", f"site:{site_id}:promotions", site_id, "0"],
         )
+    CREDITS.labels("voucher", result[0]).inc()
     if result[0] == "ok":
+        CREDITED_MINOR_UNITS.labels("voucher", currency).inc(int(amount))
         return int(amount), int(result[1]), str(currency)
     await store.run("voucher_give_back", [voucher_key, redeemed_by], [wallet.wallet_id])
     if result[0] == "duplicate":

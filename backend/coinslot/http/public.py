@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -132,6 +133,10 @@ async def content(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     return JSONResponse(services(request).keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: Request) -> Response:

@@ -1,0 +1,18 @@
+"""Prometheus metrics: what an operator watches and alerts on.
+
+Counters live in the default registry; ``/metrics`` renders it. With several worker
+processes, each exposes its own counters (scrape each, or run one worker per host).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+UNLOCKS = Counter("coinslot_unlocks", "Unlock requests by outcome", ["outcome"])
+CREDITS = Counter("coinslot_credits", "Credits to wallets by kind and outcome", ["kind", "outcome"])
+CREDITED_MINOR_UNITS = Counter("coinslot_credited_minor_units", "Money credited to wallets", ["kind", "currency"])
+ALERTS = Counter(
+    "coinslot_alerts",
+    "Events that need an operator: a paid amount that differs from the stored one, an unknown paid session",
+    ["kind"],
+)
