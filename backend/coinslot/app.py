@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -249,6 +249,16 @@ async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog) -> None:
             await node.aclose()
 
 
+def _clocked_signer(clock: Clock) -> type[TimestampSigner]:
+    """A signer whose timestamps come from the app's clock, so link lifetimes follow it too."""
+
+    class ClockedSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return clock.now_ms() // 1000
+
+    return ClockedSigner
+
+
 def create_app(
     settings: Settings,
     *,
@@ -265,6 +275,7 @@ def create_app(
     if settings.payments == "stripe" and payments is None:
         raise ConfigurationError("Stripe payments are not available in this version; set COINSLOT_PAYMENTS=test")
     chosen_payments: Payments = payments or BuiltinCheckout(public_url)
+    the_clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -287,7 +298,7 @@ def create_app(
             public_url=public_url,
             store=store,
             catalog=catalog,
-            clock=clock or SystemClock(),
+            clock=the_clock,
             wallet_tokens=WalletTokens(secrets),
             keyring=ring,
             unlock_tokens=UnlockTokens(
@@ -298,7 +309,7 @@ def create_app(
                 ttl_s=settings.unlock_token_ttl,
             ),
             payments=chosen_payments,
-            topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link"),
+            topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link", signer=_clocked_signer(the_clock)),
         )
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog))
         try:
