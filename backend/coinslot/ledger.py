@@ -55,6 +55,25 @@ async def _load(store: Store, wallet_id: str) -> tuple[dict[str, str], list[str]
     return dict(zip(flat[::2], flat[1::2], strict=True)), entries
 
 
+def _parse_entry(raw: str) -> dict[str, Any] | None:
+    """The entry if it has the shape the scripts write (integer amounts included), else None."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("postings"), list) or not entry["postings"]:
+        return None
+    for name in ("seq", "balance"):
+        if type(entry.get(name)) is not int:
+            return None
+    if not isinstance(entry.get("currency"), str):
+        return None
+    for p in entry["postings"]:
+        if not isinstance(p, dict) or not isinstance(p.get("account"), str) or type(p.get("amount")) is not int:
+            return None
+    return entry
+
+
 def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str], report: Report) -> None:
     """Replay one wallet's entries against its stored balance; add any problem to ``report``."""
     account = "wallet:" + wallet_id
@@ -65,28 +84,26 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
     currency = wallet["currency"]
     running = 0
     for expected_seq, raw in enumerate(raw_entries, start=1):
-        entry = json.loads(raw)
         report.entries += 1
-        postings = entry["postings"]
+        entry = _parse_entry(raw)
+        if entry is None:
+            report.problems.append(f"{account} entry {expected_seq}: not a well-formed ledger entry: {raw[:200]!r}")
+            continue
+        seq, postings = entry["seq"], entry["postings"]
         total = sum(p["amount"] for p in postings)
         if total != 0:
-            report.problems.append(f"{account} entry {entry['seq']}: postings sum to {total}, not 0")
-        if entry["seq"] != expected_seq:
-            report.problems.append(f"{account} entry {entry['seq']}: expected sequence number {expected_seq}")
+            report.problems.append(f"{account} entry {seq}: postings sum to {total}, not 0")
+        if seq != expected_seq:
+            report.problems.append(f"{account} entry {seq}: expected sequence number {expected_seq}")
         if entry["currency"] != currency:
-            report.problems.append(f"{account} entry {entry['seq']}: currency {entry['currency']} != {currency}")
+            report.problems.append(f"{account} entry {seq}: currency {entry['currency']} != {currency}")
         for p in postings:
-            if not isinstance(p["amount"], int):
-                report.problems.append(f"{account} entry {entry['seq']}: amount {p['amount']!r} is not an integer")
-            report.accounts[p["account"] if not p["account"].startswith("wallet:") else "wallets"][currency] += p[
-                "amount"
-            ]
+            side = "wallets" if p["account"].startswith("wallet:") else p["account"]
+            report.accounts[side][currency] += p["amount"]
             if p["account"] == account:
                 running += p["amount"]
         if entry["balance"] != running:
-            report.problems.append(
-                f"{account} entry {entry['seq']}: recorded balance {entry['balance']} != replayed {running}"
-            )
+            report.problems.append(f"{account} entry {seq}: recorded balance {entry['balance']} != replayed {running}")
     stored = int(wallet["balance"])
     if stored != running:
         report.problems.append(f"{account}: stored balance {stored} != replayed ledger {running} ({currency})")
