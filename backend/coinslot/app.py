@@ -315,9 +315,10 @@ def create_app(
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            # Python 3.11's wait_for (used by redis-py) can swallow one cancel; insist until it stops.
+            while not follower.done():
+                follower.cancel()
+                await asyncio.wait({follower}, timeout=0.1)
             if redis is None:
                 await store.close()
             if embedded is not None:

@@ -15,9 +15,9 @@ from typing import Any
 from coinslot import store as keys
 from coinslot.catalog import MAX_PRICE, Site
 from coinslot.errors import (
-    BadRequest,
     CurrencyMismatch,
     DuplicateCode,
+    InvalidBody,
     UnknownWallet,
     VoucherAlreadyRedeemed,
     VoucherUnavailable,
@@ -62,20 +62,35 @@ async def create_voucher(
     store: Store, site: Site, *, amount: int, uses: int = 1, code: str | None = None, now_ms: int
 ) -> Voucher:
     if not 0 < amount <= MAX_VOUCHER:
-        raise BadRequest(f"voucher amount {amount} must be between 1 and {MAX_VOUCHER} minor units")
+        raise InvalidBody(
+            f"voucher amount {amount} must be between 1 and {MAX_VOUCHER} minor units", [{"field": "amount"}]
+        )
     if not 0 < uses <= 1_000_000:
-        raise BadRequest(f"voucher uses {uses} must be between 1 and 1000000")
+        raise InvalidBody(f"voucher uses {uses} must be between 1 and 1000000", [{"field": "uses"}])
     shown = code.strip() if code else generate_code()
     normal = normalize_code(shown)
     if not CODE.match(normal):
-        raise BadRequest(f"voucher code {shown!r} must be 6 to 40 letters and digits (dashes allowed)")
+        raise InvalidBody(
+            f"voucher code {shown!r} must be 6 to 40 letters and digits (dashes allowed)", [{"field": "code"}]
+        )
     voucher_key, _ = keys.voucher_keys(normal)
-    if not await store.redis.hsetnx(voucher_key, "site", site.id):
-        raise DuplicateCode(f"voucher code {shown!r} already exists")
+    # Written whole under a scratch name, then renamed only if the code is free (same slot),
+    # so no half-made voucher can ever be seen or block its code.
+    scratch = voucher_key + ":new:" + secrets.token_hex(8)
     await store.redis.hset(
-        voucher_key,
-        mapping={"amount": amount, "currency": site.currency, "uses": uses, "uses_left": uses, "created_ms": now_ms},
+        scratch,
+        mapping={
+            "site": site.id,
+            "amount": amount,
+            "currency": site.currency,
+            "uses": uses,
+            "uses_left": uses,
+            "created_ms": now_ms,
+        },
     )
+    if not await store.redis.renamenx(scratch, voucher_key):
+        await store.redis.delete(scratch)
+        raise DuplicateCode(f"voucher code {shown!r} already exists")
     return Voucher(shown, site.id, amount, site.currency, uses)
 
 

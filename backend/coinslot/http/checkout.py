@@ -98,9 +98,11 @@ async def test_checkout_pay(request: Request) -> Response:
         raise Forbidden(f"test checkout accepts its own form only, not one posted from {origin}")
     topup = await _test_session(request)
     if topup.status == "pending":
-        await topups.fulfil(
+        outcome = await topups.fulfil(
             svc.store, topup.session_id, amount=topup.amount, currency=topup.currency, now_ms=svc.clock.now_ms()
         )
+        if outcome not in (topups.Fulfilment.CREDITED, topups.Fulfilment.ALREADY):
+            return page("Not credited", f"<h1>This payment could not be credited</h1><p>{outcome.value}</p>", 409)
     elif topup.status != "paid":
         return page("Checkout closed", f"<h1>This checkout has {escape(topup.status)}</h1>", 410)
     price = escape(format_amount(topup.amount, topup.currency))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from coinslot.catalog import MAX_PRICE
+from coinslot.vouchers import MAX_VOUCHER
 
 Strict = ConfigDict(extra="forbid", strict=True)
 
@@ -41,6 +42,10 @@ class ItemPut(BaseModel):
 
 class VoucherCreate(BaseModel):
     model_config = Strict
-    amount: int = Field(gt=0, description="minor units of the site's currency")
+    amount: int = Field(gt=0, le=MAX_VOUCHER, description="minor units of the site's currency")
     uses: int = Field(default=1, ge=1, le=1_000_000)
-    code: str | None = Field(default=None, min_length=6, max_length=64)
+    code: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{4,62}[A-Za-z0-9]$",
+        description="letters and digits (dashes and spaces ignored); random with 80 bits when omitted",
+    )

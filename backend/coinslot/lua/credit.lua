@@ -9,13 +9,15 @@ local now, ref, amount, currency = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
 if not w[1] then return {'no-wallet'} end
 if redis.call('SISMEMBER', KEYS[2], ref) == 1 then return {'duplicate', tonumber(w[2])} end
-if w[1] ~= currency then return {'currency', w[1]} end
+-- A paid top-up is checked against what was stored first: another amount or currency there
+-- is the operator's alarm, not the reader's mistake.
 if ARGV[8] == '1' then
   local t = redis.call('HMGET', KEYS[4], 'amount', 'currency')
   if not t[1] then return {'no-topup'} end
   if tonumber(t[1]) ~= amount or t[2] ~= currency then return {'mismatch', tonumber(t[1]), t[2]} end
-  redis.call('HSET', KEYS[4], 'status', 'paid', 'paid_at', now)
 end
+if w[1] ~= currency then return {'currency', w[1]} end
+if ARGV[8] == '1' then redis.call('HSET', KEYS[4], 'status', 'paid', 'paid_at', now) end
 local balance = tonumber(w[2]) + amount
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('SADD', KEYS[2], ref)
