@@ -55,18 +55,21 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no log)"
 
 
-def _start_server(workdir: Path, extra: list[str], *, with_bus: bool = False) -> tuple[subprocess.Popen[bytes], int]:
+def _start_server(
+    workdir: Path, extra: list[str], *, with_bus: bool = False, config_file: Path | None = None, sentinel: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "redis.log"
     for _ in range(PORT_ATTEMPTS):
         port = _free_port(with_bus=with_bus)
         args = [
             redis_server_binary(),
+            *([str(config_file)] if config_file else []),
+            *(["--sentinel"] if sentinel else []),
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--dir", str(workdir),
-            "--save", "",
-            "--appendonly", "no",
+            *([] if sentinel else ["--save", "", "--appendonly", "no"]),
             "--daemonize", "no",
             "--logfile", str(log_path),
             *extra,
@@ -193,3 +196,43 @@ def _form_cluster(ports: list[int]) -> None:
                 f"cluster_state={info.get('cluster_state')}, known nodes={info.get('cluster_known_nodes')}"
             )
         time.sleep(0.05)
+
+
+class Sentinel:
+    """A master watched by one Sentinel; ``url`` is what COINSLOT_REDIS_URL would hold."""
+
+    SERVICE = "coinslot"
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], master_port: int, sentinel_port: int) -> None:
+        self._procs = procs
+        self.master_port = master_port
+        self.sentinel_port = sentinel_port
+        self.url = f"redis+sentinel://127.0.0.1:{sentinel_port}/{self.SERVICE}"
+
+    def stop(self) -> None:
+        _stop(self._procs)
+
+    def __enter__(self) -> Sentinel:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_sentinel(workdir: Path) -> Sentinel:
+    master, master_port = _start_server(workdir / "master", [])
+    try:
+        sentinel_dir = workdir / "sentinel"
+        sentinel_dir.mkdir(parents=True, exist_ok=True)
+        config = sentinel_dir / "sentinel.conf"  # Sentinel rewrites its config file, so it must be its own
+        config.write_text(
+            f"sentinel monitor {Sentinel.SERVICE} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {Sentinel.SERVICE} 5000\n"
+        )
+        sentinel, sentinel_port = _start_server(sentinel_dir, [], config_file=config, sentinel=True)
+    except BaseException:
+        _stop([master])
+        raise
+    return Sentinel([sentinel, master], master_port, sentinel_port)
