@@ -78,6 +78,8 @@ class Settings:
     max_content_bytes: int = 256 * 1024  # hosted item content, per item
     tab_wallets_per_ip: int = 3  # new wallets a site lets run a tab, per IP per day
     trusted_proxy_hops: int = 0  # X-Forwarded-For entries to trust for the client IP
+    wallets_per_ip_per_hour: int = 60  # guest wallets one address may create
+    failed_redeems_per_ip_per_hour: int = 20  # wrong voucher codes before an address must wait
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -130,6 +132,8 @@ class Settings:
             max_content_bytes=numbers["MAX_CONTENT_BYTES"],
             tab_wallets_per_ip=get("TAB_WALLETS_PER_IP", int, 3),
             trusted_proxy_hops=get("TRUSTED_PROXY_HOPS", int, 0),
+            wallets_per_ip_per_hour=get("WALLETS_PER_IP_PER_HOUR", int, 60),
+            failed_redeems_per_ip_per_hour=get("FAILED_REDEEMS_PER_IP_PER_HOUR", int, 20),
         )
 
     def allowed_topups(self, currency: str) -> tuple[int, ...]:

@@ -7,8 +7,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from coinslot import catalog, topups, unlocks, vouchers, wallets
-from coinslot.errors import InsufficientFunds
+from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
+from coinslot.errors import InsufficientFunds, VoucherUnavailable
 from coinslot.http.credentials import client_ip, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
@@ -26,7 +26,17 @@ def private_json(body: Any, status_code: int = 200) -> JSONResponse:
 async def create_wallet(request: Request) -> Response:
     svc = services(request)
     body, _ = await read_json(request, WalletCreate, svc.settings.max_body_bytes)
-    ref = await wallets.create_wallet(svc.store, currency=body.currency or "EUR", now_ms=svc.clock.now_ms())
+    now_ms = svc.clock.now_ms()
+    ip = client_ip(request, svc.settings.trusted_proxy_hops)
+    await ratelimit.hit(
+        svc.store,
+        f"wallets:{ip}",
+        limit=svc.settings.wallets_per_ip_per_hour,
+        window_s=3600,
+        now_ms=now_ms,
+        what="new wallets from this address",
+    )
+    ref = await wallets.create_wallet(svc.store, currency=body.currency or "EUR", now_ms=now_ms)
     token = svc.wallet_tokens.sign(ref)
     response = private_json(
         {"wallet_id": ref.wallet_id, "token": token, "balance": 0, "currency": (body.currency or "EUR").upper()},
@@ -129,5 +139,16 @@ async def redeem_voucher(request: Request) -> Response:
     svc = services(request)
     ref = require_wallet(request)
     body, _ = await read_json(request, RedeemBody, svc.settings.max_body_bytes)
-    amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=svc.clock.now_ms())
+    now_ms = svc.clock.now_ms()
+    # Guessing codes must be slow: wrong ones are counted per address, and a full bucket stops tries.
+    bucket = f"redeem-fail:{client_ip(request, svc.settings.trusted_proxy_hops)}"
+    limit = svc.settings.failed_redeems_per_ip_per_hour
+    await ratelimit.check(svc.store, bucket, limit=limit, window_s=3600, now_ms=now_ms, what="wrong voucher codes")
+    try:
+        amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms)
+    except VoucherUnavailable:
+        await ratelimit.hit(
+            svc.store, bucket, limit=limit + 1, window_s=3600, now_ms=now_ms, what="wrong voucher codes"
+        )
+        raise
     return private_json({"credited": amount, "balance": balance, "currency": currency})
