@@ -655,13 +655,6 @@ async def test_concurrent_unlocks_on_a_tab_count_one_wallet_against_the_ip_quota
     assert statuses == [200, 200, 402]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="unlocks.unlock raises InsufficientFunds when the tab quota refuses without asking the script "
-    "again: if another wallet fills the quota between the two copies of a double click, the second copy is "
-    "a 402 although the first bought the item (no serial order gives that; rule 6 says owned → 200, charged 0)",
-)
 async def test_double_click_on_a_tab_is_not_refused_when_the_quota_fills_in_between(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

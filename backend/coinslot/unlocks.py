@@ -26,7 +26,7 @@ from coinslot.errors import (
     WalletFrozen,
 )
 from coinslot.ids import new_id
-from coinslot.store import Store
+from coinslot.store import Script, Store
 from coinslot.wallets import WalletRef
 
 IDEMPOTENCY_TTL_S = 24 * 60 * 60
@@ -61,14 +61,15 @@ def site_day(site: Site, now_ms: int) -> str:
     return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(site.timezone)).date().isoformat()
 
 
-async def _take_tab_quota(store: Store, site: Site, ip: str, now_ms: int, per_ip: int) -> bool:
-    """Count one more wallet starting a tab from this IP today; False past the quota."""
+TAB_QUOTA = Script("tab_quota")
+TAB_QUOTA_TTL_S = 2 * 24 * 60 * 60  # outlives the site's day in any time zone
+
+
+async def _take_tab_quota(store: Store, site: Site, wallet_id: str, ip: str, now_ms: int, per_ip: int) -> bool:
+    """Whether this wallet may start a tab on the site: at most ``per_ip`` wallets per address and day."""
     key = keys.tab_quota_key(site.id, ip, site_day(site, now_ms))
-    async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 2 * 24 * 60 * 60)  # outlives the site's day in any time zone
-        count, _ = await pipe.execute()
-    return int(count) <= per_ip
+    # Rare (a wallet's first tab on a site), so it runs on its own rather than in the unlock batch.
+    return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
 
 async def unlock(
@@ -122,7 +123,7 @@ async def unlock(
         if status == "replay":
             return Unlocked(site, item, result[1], int(result[2]), int(result[3]), replayed=True)
         if status == "tab-quota" and tab_granted == "0":
-            if await _take_tab_quota(store, site, client_ip, now_ms, tab_wallets_per_ip):
+            if await _take_tab_quota(store, site, wallet.wallet_id, client_ip, now_ms, tab_wallets_per_ip):
                 tab_granted = "1"
                 continue
             raise InsufficientFunds(int(result[1]), item.price, site.currency, 0, tab="quota-reached")
