@@ -390,3 +390,21 @@ async def test_concurrent_wrong_currency_redeems_give_every_use_back(api: Api, s
     assert await uses_left(store, code) == 2
     for w in [await api.wallet("GBP"), await api.wallet("GBP")]:
         assert (await api.redeem(w, code)).status_code == 200
+
+
+async def test_a_take_whose_reply_was_lost_still_credits_on_retry(api: Api, store: Store) -> None:
+    """A connection lost after voucher_take ran: the retried call finds its use taken, and credits it once."""
+    site = await api.site()
+    code = await api.voucher(site, 300, uses=2)
+    wallet = await api.wallet()
+    wallet_id = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
+    voucher_key, redeemed_by = keys.voucher_keys(vouchers.normalize_code(code))
+    await store.run("voucher_take", [voucher_key, redeemed_by], [wallet_id])  # the run whose reply was lost
+
+    first = await api.redeem(wallet, code)
+    second = await api.redeem(wallet, code)
+
+    assert first.status_code == 200
+    assert problem_type(second) == "voucher-already-redeemed"
+    assert await api.balance(wallet) == 300
+    assert await uses_left(store, code) == 1

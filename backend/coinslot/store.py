@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from coinslot.errors import ConfigurationError
 
 AnyRedis = Redis | RedisCluster
 
@@ -106,6 +112,124 @@ class Script:
             return await redis.eval(self.source, len(keys), *keys, *args)
 
 
+def pack(parts: Sequence[str | int]) -> bytes:
+    """One command in the Redis protocol (RESP); redis-py's general packer costs several times more."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if isinstance(part, str):
+            data = part.encode()
+        elif type(part) is int:  # not bool, which redis-py refuses too
+            data = b"%d" % part
+        else:
+            raise TypeError(f"script argument {part!r} is not a str or int")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Call:
+    __slots__ = ("script", "command", "future", "answered")
+
+    def __init__(self, script: Script, command: list[str | int], future: asyncio.Future[Any]) -> None:
+        self.script, self.command, self.future = script, command, future
+        self.answered = False
+
+    def packed(self) -> bytes:
+        return pack(["EVALSHA", self.script.sha, *self.command])
+
+    def settle(self, reply: Any) -> None:
+        self.answered = True
+        if not self.future.done():  # the caller may have been cancelled meanwhile
+            if isinstance(reply, BaseException):
+                self.future.set_exception(reply)
+            else:
+                self.future.set_result(reply)
+
+
+class ScriptBatcher:
+    """Sends the script calls of concurrent requests to Redis together, one round trip per batch.
+
+    Calls made within one event-loop tick, or while the previous batch is on the wire, go
+    out as one pipeline (not a transaction: each script is atomic by itself) on one
+    connection of the client's pool, so under load a round trip serves many requests and
+    the loop makes one write and few reads for all of them. A caller still waits for exactly
+    one round trip. Connection errors are retried as redis-py retries a command (the
+    connection's ``Retry``), resending only the calls that got no reply; a NOSCRIPT reply
+    runs that call again as EVAL, which loads the script.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._pool: Any = redis.connection_pool
+        self._queue: list[_Call] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Call(script, [len(keys), *keys, *args], future))
+        if self._drainer is None:
+            # Starts on the next tick, so every call of this tick joins the first batch.
+            self._drainer = asyncio.create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    # From the pool per batch, as redis-py takes one per command: checked out healthy.
+                    connection = await self._pool.get_connection()
+                    try:
+                        await connection.retry.call_with_retry(
+                            lambda: self._exchange(connection, batch), lambda _error: connection.disconnect()
+                        )
+                    finally:
+                        await self._pool.release(connection)
+                except BaseException as exc:
+                    for call in batch:
+                        if not call.answered:
+                            call.settle(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._drainer = None
+            if self._queue:  # cancelled with calls waiting: fail them rather than leave them hanging
+                waiting, self._queue = self._queue, []
+                for call in waiting:
+                    call.future.cancel()
+
+    async def _exchange(self, connection: Any, batch: list[_Call]) -> None:
+        sent = [call for call in batch if not call.answered and not call.future.cancelled()]
+        if not sent:
+            return
+        await connection.send_packed_command(b"".join(call.packed() for call in sent))
+        # One deadline for the whole batch rather than one per reply, which costs a timer each.
+        try:
+            async with asyncio.timeout(connection.socket_timeout):
+                for call in sent:
+                    try:
+                        reply = await connection.read_response(timeout=math.inf)
+                    except NoScriptError:
+                        # The server lost its scripts (restart, failover): EVAL runs the call and loads the script.
+                        call.answered = True
+                        self._queue.append(_Eval(call))
+                        continue
+                    except ResponseError as exc:
+                        reply = exc
+                    call.settle(reply)
+        except TimeoutError as exc:
+            await connection.disconnect(nowait=True)  # replies may still come: the stream is out of step
+            raise RedisTimeoutError(f"no reply from Redis within {connection.socket_timeout} s") from exc
+
+
+class _Eval(_Call):
+    """A call sent again with the script's source after NOSCRIPT."""
+
+    def __init__(self, call: _Call) -> None:
+        super().__init__(call.script, call.command, call.future)
+
+    def packed(self) -> bytes:
+        return pack(["EVAL", self.script.source, *self.command])
+
+
 class Store:
     """The Redis client and the scripts; one per app, shared by the domain modules."""
 
@@ -115,9 +239,15 @@ class Store:
         self.redis: Any = redis
         self.is_cluster = isinstance(redis, RedisCluster)
         self.scripts = {name: Script(name) for name in SCRIPTS}
+        # A cluster pipeline would have to be split by node and follow redirections: there
+        # each script call goes on its own, through the cluster client.
+        self._batcher = None if isinstance(redis, RedisCluster) else ScriptBatcher(redis)
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        return await self.scripts[name](self.redis, keys, args)
+        script = self.scripts[name]
+        if self._batcher is None:
+            return await script(self.redis, keys, args)
+        return await self._batcher.run(script, keys, args)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -126,8 +256,48 @@ class Store:
         await self.redis.aclose()
 
 
+class SentinelMaster(Redis):
+    """The master found through Sentinel; closing it closes its pool and the sentinel clients."""
+
+    # Not "sentinel": Redis already has a SENTINEL command method by that name.
+    sentinel_client: Sentinel
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool=True)
+        for client in self.sentinel_client.sentinels:
+            await client.aclose()
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """``redis+sentinel://[:password@]host:26379,host2:26379/service[/db]`` → its parts."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    sentinels = []
+    for address in filter(None, parts.netloc.rpartition("@")[2].split(",")):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"sentinel address {address!r} in {url!r} must be host:port")
+        sentinels.append((host, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not sentinels or not path or (len(path) > 1 and not path[1].isdigit()):
+        raise ConfigurationError(f"sentinel URL {url!r} must look like redis+sentinel://host:26379/service[/db]")
+    return sentinels, path[0], int(path[1]) if len(path) > 1 else 0, password
+
+
 async def connect(url: str) -> AnyRedis:
-    """Connect to ``url``, switching to the cluster client when the server is a cluster node."""
+    """Connect to ``url``: standalone, a Sentinel-managed master, or a Cluster (detected)."""
+    if url.startswith("redis+sentinel://"):
+        sentinels, service, db, password = parse_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels, socket_timeout=5, sentinel_kwargs={"password": password} if password else {}
+        )
+        # Each new connection asks the sentinels for the master again, so a failover is followed.
+        master: SentinelMaster = sentinel.master_for(
+            service, redis_class=SentinelMaster, db=db, password=password, decode_responses=True, protocol=2
+        )
+        master.sentinel_client = sentinel
+        await master.ping()
+        return master
     probe: Redis = Redis.from_url(url, decode_responses=True, protocol=2)
     try:
         info = await asyncio.wait_for(probe.info("cluster"), timeout=10)

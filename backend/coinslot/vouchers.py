@@ -105,8 +105,8 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
         raise VoucherUnavailable("voucher code not recognised")
     if taken[0] == "used-up":
         raise VoucherUnavailable("voucher has no uses left")
-    if taken[0] == "again":
-        raise VoucherAlreadyRedeemed("this wallet already redeemed that voucher")
+    # "again": this wallet's use was taken before, by an earlier redeem or by this very call
+    # if a lost reply made it run twice. The credit, keyed by the code, tells which.
     _, site_id, amount, currency = taken
     k = keys.wallet_keys(wallet.wallet_id)
     gen = await store.redis.hget(k.wallet, "gen")
@@ -121,9 +121,10 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
     if result[0] == "ok":
         CREDITED_MINOR_UNITS.labels("voucher", currency).inc(int(amount))
         return int(amount), int(result[1]), str(currency)
-    await store.run("voucher_give_back", [voucher_key, redeemed_by], [wallet.wallet_id])
     if result[0] == "duplicate":
+        # The wallet holds this voucher's credit (perhaps from a concurrent call): its use is spent.
         raise VoucherAlreadyRedeemed("this wallet already redeemed that voucher")
+    await store.run("voucher_give_back", [voucher_key, redeemed_by], [wallet.wallet_id])
     if result[0] == "currency":
         raise CurrencyMismatch(f"voucher is in {currency}, the wallet holds {result[1]}")
     raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")

@@ -1,0 +1,143 @@
+"""The store's connection and its script batcher, against real servers and their failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from coinslot import ledger
+from coinslot.clock import FrozenClock
+from coinslot.errors import ConfigurationError
+from coinslot.store import Store, connect, parse_sentinel_url
+from coinslot.tokens import KeyRing
+
+from api import Api
+from conftest import make_settings, running_app
+from servers import Sentinel, start_sentinel
+
+
+@pytest.fixture
+def api(standalone_client: httpx.AsyncClient, standalone_store: Store, clock: FrozenClock) -> Api:
+    return Api(standalone_client, standalone_store, clock)
+
+
+async def funded(api: Api, items: int, balance: int) -> tuple[str, str]:
+    site = await api.site()
+    for n in range(items):
+        await api.item(site, f"i{n}", 1)
+    wallet = await api.wallet()
+    await api.fund(site, wallet, balance)
+    return site[0], wallet
+
+
+async def test_scripts_flushed_on_the_server_are_loaded_again(api: Api, standalone_store: Store) -> None:
+    site, wallet = await funded(api, 20, 100)
+    await standalone_store.redis.script_flush()
+
+    results = await asyncio.gather(*(api.unlock(wallet, site, f"i{n}") for n in range(20)))
+
+    assert [r.status_code for r in results] == [200] * 20
+    assert await api.balance(wallet) == 80
+    assert (await ledger.reconcile(standalone_store)).clean
+
+
+async def test_an_error_in_one_call_of_a_batch_fails_that_call_only(standalone_store: Store) -> None:
+    await standalone_store.redis.set("{w:oops}", "not a hash")
+    good = [standalone_store.run("snapshot", ["{w:x" + str(n) + "}", "{w:x" + str(n) + "}:led"], []) for n in range(10)]
+    bad = standalone_store.run("snapshot", ["{w:oops}", "{w:oops}:led"], [])
+
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+
+    assert all(r == [[], []] for r in results[:10])
+    assert isinstance(results[10], ResponseError) and "WRONGTYPE" in str(results[10])
+
+
+async def test_killed_connections_are_reconnected(api: Api, standalone_store: Store, standalone_url: str) -> None:
+    site, wallet = await funded(api, 10, 100)
+    assert (await api.unlock(wallet, site, "i0")).status_code == 200
+    admin = Redis.from_url(standalone_url)
+    try:
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    finally:
+        await admin.aclose()
+
+    results = await asyncio.gather(*(api.unlock(wallet, site, f"i{n}") for n in range(1, 10)))
+
+    assert [r.status_code for r in results] == [200] * 9
+    assert await api.balance(wallet) == 90
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others(standalone_store: Store) -> None:
+    calls = [
+        asyncio.ensure_future(standalone_store.run("snapshot", [f"{{w:c{n}}}", f"{{w:c{n}}}:led"], []))
+        for n in range(10)
+    ]
+    calls[3].cancel()
+
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert all(r == [[], []] for i, r in enumerate(results) if i != 3)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel:///coinslot",
+        "redis+sentinel://host/coinslot",
+        "redis+sentinel://h:1",
+        "redis+sentinel://h:1/s/x",
+    ],
+)
+def test_malformed_sentinel_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="sentinel"):
+        parse_sentinel_url(url)
+
+
+def test_sentinel_url_parts() -> None:
+    assert parse_sentinel_url("redis+sentinel://:p%40ss@a:26379,b:26380/pay/2") == (
+        [("a", 26379), ("b", 26380)],
+        "pay",
+        2,
+        "p@ss",
+    )
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentinel]:
+    with start_sentinel(tmp_path_factory.mktemp("sentinel")) as server:
+        yield server
+
+
+@pytest.fixture
+async def sentinel_store(sentinel: Sentinel) -> AsyncIterator[Store]:
+    store = Store(await connect(sentinel.url))
+    await store.redis.flushall()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_money_moves_through_a_sentinel_managed_master(
+    sentinel_store: Store, sentinel: Sentinel, tmp_path: Path, clock: FrozenClock, keyring: KeyRing
+) -> None:
+    async with running_app(make_settings(tmp_path), sentinel_store, clock, keyring) as client:
+        api = Api(client, sentinel_store, clock)
+        site, wallet = await funded(api, 12, 10)
+
+        results = await asyncio.gather(*(api.unlock(wallet, site, f"i{n}") for n in range(12)))
+
+        assert sorted(r.status_code for r in results) == [200] * 10 + [402] * 2
+    direct = Redis(port=sentinel.master_port, decode_responses=True)
+    try:
+        assert await direct.scard("wallets") == 1
+    finally:
+        await direct.aclose()
+    assert (await ledger.reconcile(sentinel_store)).clean
