@@ -454,12 +454,13 @@ async def test_reopening_a_paid_topup_link_credits_nothing_more(
 @pytest.mark.parametrize(
     "tamper",
     [
-        lambda link: link[:-1] + ("A" if link[-1] != "A" else "B"),
+        # Not the last character: its low bits are base64 padding, so some changes decode alike.
+        lambda link: link[:-5] + ("A" if link[-5] != "A" else "B") + link[-4:],
         lambda link: "x" + link,
         lambda link: link.split(".")[0],
         lambda link: "not-a-link",
     ],
-    ids=["last-char", "prefix", "no-signature", "garbage"],
+    ids=["signature-char", "prefix", "no-signature", "garbage"],
 )
 async def test_tampered_topup_link_is_a_400_page(
     api: Api, client: httpx.AsyncClient, tamper: Callable[[str], str]

@@ -26,7 +26,7 @@ ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 KEY_OVERLAP_MS = 24 * 60 * 60 * 1000  # a rotated secret key keeps working this long
 MAX_PRICE = 100_000  # minor units; micropayments, not purchases
-CACHE_TTL_S = 2.0  # bound on staleness if an invalidation message is lost
+CACHE_TTL_S = 10.0  # seconds; bounds staleness only if an invalidation message is lost
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from coinslot.ids import new_id
 from coinslot.store import Store
 
 RECENT_LEDGER_LINES = 20
+VERIFIED_CACHE_SIZE = 100_000  # wallet tokens remembered as verified, per worker (~25 MB at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +34,24 @@ class WalletTokens:
         if not secrets:
             raise ValueError("WalletTokens needs at least one secret")
         self._serializer = URLSafeSerializer(list(secrets), salt="coinslot.wallet-token")
+        self._verified: dict[str, WalletRef] = {}
 
     def sign(self, ref: WalletRef) -> str:
         return self._serializer.dumps([ref.wallet_id, ref.generation])
 
     def verify(self, token: str) -> WalletRef:
+        # A signature check costs more than the rest of an unlock's Python; a token that
+        # verified once stays valid (generations are checked in Redis), so remember it.
+        ref = self._verified.get(token)
+        if ref is not None:
+            return ref
+        ref = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = ref
+        return ref
+
+    def _verify(self, token: str) -> WalletRef:
         try:
             wallet_id, generation = self._serializer.loads(token)
         except (BadSignature, ValueError, TypeError) as exc:
