@@ -170,3 +170,20 @@ def test_access_log_never_shows_tokens() -> None:
     RedactTokens().filter(record)
     assert "eyJ" not in record.getMessage()
     assert "token=[redacted]&x=1" in record.getMessage()
+
+
+def test_keys_rotate_keeps_the_old_key_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coinslot.tokens import KeyRing
+
+    data = tmp_path / "data"
+    first = KeyRing.load(data).kid
+
+    code, out = run_cli(["keys", "rotate"], data, monkeypatch, capsys)
+
+    result = json.loads(out)
+    assert code == 0
+    assert result["signing_kid"] != first
+    assert set(result["published_kids"]) == {first, result["signing_kid"]}
+    assert KeyRing.load(data).kid == result["signing_kid"]

@@ -24,6 +24,7 @@ from coinslot.embedded import EmbeddedRedisError, redis_for_command
 from coinslot.errors import CoinslotError
 from coinslot.settings import Settings, is_loopback_host
 from coinslot.store import Store, connect
+from coinslot.tokens import KeyRing
 
 
 class RedactTokens(logging.Filter):
@@ -142,6 +143,22 @@ def cmd_voucher_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    ring = KeyRing.load(settings.data_dir, settings.unlock_key_files)
+    kid = ring.rotate(settings.data_dir)
+    # Keys retired more than two token lifetimes ago can no longer have a valid token out there.
+    pruned = ring.prune(settings.data_dir, 2 * settings.unlock_token_ttl)
+    _print(
+        {
+            "signing_kid": kid,
+            "published_kids": [k["kid"] for k in ring.jwks()["keys"]],
+            "pruned_kids": pruned,
+            "note": "restart running servers so they sign with the new key",
+        }
+    )
+    return 0
+
+
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     report: ledger.Report = _with_store(settings, ledger.reconcile)
     _print(report.as_dict())
@@ -189,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     vcreate.add_argument("--uses", type=int, default=1)
     vcreate.add_argument("--code", help="choose the code instead of a random one")
     vcreate.set_defaults(func=cmd_voucher_create)
+
+    keys_cmd = sub.add_parser("keys", help="unlock-token signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    krotate = keys_cmd.add_parser("rotate", help="make a new signing key; old ones stay in the JWKS")
+    krotate.set_defaults(func=cmd_keys_rotate)
 
     reconcile = sub.add_parser("reconcile", help="replay the ledger; exit 1 on any difference")
     reconcile.set_defaults(func=cmd_reconcile)
