@@ -9,7 +9,7 @@ import pytest
 
 from coinslot import catalog
 from coinslot.clock import FrozenClock
-from coinslot.errors import BadRequest, DuplicateCode, UnknownItem
+from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, UnknownItem
 from coinslot.store import Store
 
 from conftest import unique
@@ -98,3 +98,26 @@ async def test_unknown_and_malformed_items(standalone_store: Store) -> None:
         await cache.item(site.id, "missing")
     with pytest.raises(UnknownItem):
         catalog.check_item_id("../etc/passwd")
+
+
+async def test_passes_and_daily_caps_are_refused_until_unlocks_honour_them(standalone_store: Store) -> None:
+    with pytest.raises(BadRequest, match="daily caps are not available yet"):
+        await new_site(standalone_store, daily_cap=300)
+    site = await new_site(standalone_store)
+    with pytest.raises(InvalidBody, match="passes are not available yet"):
+        await catalog.put_item(standalone_store, site, "day-pass", title="Day pass", price=200, pass_hours=24, now_ms=0)
+
+
+async def test_cache_stays_bounded_whatever_is_asked(standalone_store: Store) -> None:
+    site = await new_site(standalone_store)
+    cache = catalog.Catalog(standalone_store, max_entries=20)
+
+    for n in range(10):
+        await cache.items(site.id, [f"nope-{n}-{m}" for m in range(50)])
+        with pytest.raises(catalog.UnknownSite):
+            await cache.site("site_" + "x" * 40 + str(n))
+    with pytest.raises(catalog.UnknownSite):
+        await cache.site("not a site id " * 100)
+
+    assert cache._entries + len(cache._sites) <= 70  # one batch past the bound at most
+    assert sum(len(v) for v in cache._items.values()) == cache._entries

@@ -169,7 +169,11 @@ def test_access_log_never_shows_tokens() -> None:
     )
     RedactTokens().filter(record)
     assert "eyJ" not in record.getMessage()
-    assert "token=[redacted]&x=1" in record.getMessage()
+    assert '"GET /v1/content/s/a?[redacted] HTTP/1.1" 200' in record.getMessage()
+    sneaky = ("1.2.3.4", "GET", "/v1/content/s/a?tok%65n=eyJhbGciOi.x.y", "1.1", 200)
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', sneaky, None)
+    RedactTokens().filter(record)
+    assert "eyJ" not in record.getMessage()
 
 
 def test_keys_rotate_keeps_the_old_key_published(

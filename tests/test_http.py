@@ -146,3 +146,11 @@ async def test_admin_put_item_validates_and_sanitizes(api: Api) -> None:
     await api.fund(site, wallet, 100)
     html = (await api.unlock(wallet, site[0], "a")).json()["content"]
     assert html == "<p>Hi</p>"
+
+
+async def test_deeply_nested_json_is_422_not_500(api: Api) -> None:
+    wallet = await api.wallet()
+    deep = b"[" * 5000 + b"]" * 5000
+    r = await api.client.post("/v1/unlocks", content=deep, headers={**auth(wallet), "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["type"].endswith("/invalid-body")

@@ -222,3 +222,24 @@ async def test_unlock_needs_a_wallet(client: httpx.AsyncClient) -> None:
     assert r.status_code == 401
     r = await client.post("/v1/unlocks", json={"site": "site_x", "item": "a"}, headers=auth("forged.token"))
     assert r.status_code == 401
+
+
+async def test_a_rerun_of_the_same_request_reports_what_it_charged(api: Api, store: Store, clock: FrozenClock) -> None:
+    """If a reply is lost and the very same script call runs again, it neither charges again nor says 0."""
+    from coinslot import store as keys
+
+    site = await api.site()
+    await api.item(site, "a", 30)
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+    wallet_id = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
+    k = keys.wallet_keys(wallet_id)
+    args = [clock.now_ms(), 1, site[0], "a", 30, "EUR", 0, "pur_same", "", 60, "item", "A", "0", ""]
+    script_keys = [k.wallet, k.owned, k.purchases, k.ledger, k.idempotency("unlocks", "-")]
+
+    first = await store.run("unlock", script_keys, args)
+    again = await store.run("unlock", script_keys, args)
+
+    assert first == ["ok", "pur_same", 30, 70]
+    assert again == ["ok", "pur_same", 30, 70]
+    assert await api.balance(wallet) == 70

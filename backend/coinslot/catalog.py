@@ -27,6 +27,7 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 KEY_OVERLAP_MS = 24 * 60 * 60 * 1000  # a rotated secret key keeps working this long
 MAX_PRICE = 100_000  # minor units; micropayments, not purchases
 CACHE_TTL_S = 10.0  # seconds; bounds staleness only if an invalidation message is lost
+CACHE_MAX_ENTRIES = 200_000  # sites and items cached per worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,8 @@ async def create_site(
             raise BadRequest(f"{label} {value} must be >= 0")
     if not name.strip():
         raise BadRequest("site name must not be empty")
+    if daily_cap:
+        raise BadRequest("daily caps are not available yet; create the site without --daily-cap")
     site = Site(
         id=site_id,
         name=name.strip(),
@@ -182,6 +185,7 @@ async def create_site(
     )
     await r.set(keys.secret_index_key(digest), site_id)
     await r.sadd(keys.SITE_INDEX, site_id)
+    await r.publish(keys.CATALOG_CHANNEL, site_id)  # workers that cached "unknown" forget it
     return site, secret_key
 
 
@@ -235,6 +239,9 @@ async def put_item(
         raise InvalidBody("title must be 1 to 200 characters", [{"field": "title"}])
     if not 0 <= price <= MAX_PRICE:
         raise InvalidBody(f"price {price} must be between 0 and {MAX_PRICE} minor units", [{"field": "price"}])
+    if pass_hours is not None:
+        # Unlocks do not yet honour passes (nor daily caps): refuse rather than sell what is not delivered.
+        raise InvalidBody("passes are not available yet; sell single items", [{"field": "pass_hours"}])
     if pass_hours is not None and not 1 <= pass_hours <= 24 * 366:
         raise InvalidBody(f"pass_hours {pass_hours} must be between 1 and {24 * 366}", [{"field": "pass_hours"}])
     content = sanitize_html(content_html) if content_html is not None else None
@@ -287,41 +294,56 @@ class Catalog:
     The unlock path must cost one Redis round trip, so catalog reads come from memory.
     Writes publish the site id on ``coinslot:catalog``; every worker drops that site's
     entries when the message arrives, and entries also expire after ``CACHE_TTL_S`` in
-    case a message is lost.
+    case a message is lost. The cache is bounded (unknown ids are cached too, so lookups
+    of garbage cannot hammer Redis): past ``max_entries`` it starts over.
     """
 
-    def __init__(self, store: Store, ttl_s: float = CACHE_TTL_S) -> None:
+    def __init__(self, store: Store, ttl_s: float = CACHE_TTL_S, max_entries: int = CACHE_MAX_ENTRIES) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.max_entries = max_entries
         self._sites: dict[str, tuple[float, Site | None]] = {}
-        self._items: dict[tuple[str, str], tuple[float, Item | None]] = {}
+        self._items: dict[str, dict[str, tuple[float, Item | None]]] = {}  # site id → item id → entry
+        self._entries = 0
+        # Bumped by every invalidation of a site, so a read that raced one does not store stale data.
+        self._generation: dict[str, int] = {}
 
     def invalidate(self, site_id: str) -> None:
+        self._generation[site_id] = self._generation.get(site_id, 0) + 1
         self._sites.pop(site_id, None)
-        for key in [k for k in self._items if k[0] == site_id]:
-            del self._items[key]
+        self._entries -= len(self._items.pop(site_id, {}))
+
+    def _make_room(self) -> None:
+        if self._entries + len(self._sites) >= self.max_entries:
+            self._sites.clear()
+            self._items.clear()
+            self._entries = 0
 
     async def site(self, site_id: str) -> Site:
+        if not SITE_ID.match(site_id):
+            raise UnknownSite(f"site {site_id!r} does not exist")
         now = time.monotonic()
         hit = self._sites.get(site_id)
         if hit is not None and hit[0] > now:
             site = hit[1]
         else:
-            site = None
-            if SITE_ID.match(site_id):
-                h = await self.store.redis.hgetall(keys.site_key(site_id))
-                site = _site_from_hash(site_id, h) if h else None
-            self._sites[site_id] = (now + self.ttl_s, site)
+            generation = self._generation.get(site_id, 0)
+            h = await self.store.redis.hgetall(keys.site_key(site_id))
+            site = _site_from_hash(site_id, h) if h else None
+            if self._generation.get(site_id, 0) == generation:
+                self._make_room()
+                self._sites[site_id] = (now + self.ttl_s, site)
         if site is None:
             raise UnknownSite(f"site {site_id!r} does not exist")
         return site
 
     async def items(self, site_id: str, item_ids: Iterable[str]) -> dict[str, Item | None]:
         now = time.monotonic()
+        cached = self._items.get(site_id, {})
         found: dict[str, Item | None] = {}
         missing: list[str] = []
         for item_id in item_ids:
-            hit = self._items.get((site_id, item_id))
+            hit = cached.get(item_id)
             if hit is not None and hit[0] > now:
                 found[item_id] = hit[1]
             elif ITEM_ID.match(item_id):
@@ -329,16 +351,23 @@ class Catalog:
             else:
                 found[item_id] = None
         if missing:
+            generation = self._generation.get(site_id, 0)
             fields = ("title", "price", "kind", "pass_hours", "has_content")
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for item_id in missing:
                     pipe.hmget(keys.item_key(site_id, item_id), fields)
                 rows = await pipe.execute()
+            keep = self._generation.get(site_id, 0) == generation
+            if keep:
+                self._make_room()
+            entries = self._items.setdefault(site_id, {}) if keep else {}
             for item_id, row in zip(missing, rows, strict=True):
                 item = (
                     None if row[0] is None else _item_from_hash(site_id, item_id, dict(zip(fields, row, strict=True)))
                 )
-                self._items[(site_id, item_id)] = (now + self.ttl_s, item)
+                if keep and item_id not in entries:
+                    self._entries += 1
+                entries[item_id] = (now + self.ttl_s, item)
                 found[item_id] = item
         return found
 

@@ -12,11 +12,11 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from coinslot import catalog, ledger, vouchers
 from coinslot.clock import SystemClock
@@ -28,14 +28,23 @@ from coinslot.tokens import KeyRing
 
 
 class RedactTokens(logging.Filter):
-    """Unlock tokens may travel in ``?token=``; they must never reach the access log."""
+    """Unlock tokens may travel in ``?token=``; they must never reach the access log.
 
-    PATTERN = re.compile(r"(token=)[^&\s\"]+")
+    The query is judged decoded (``tok%65n=`` is read as ``token=`` too); one that names
+    a token is logged as ``[redacted]`` whole.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self.PATTERN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(self._redact(a) if isinstance(a, str) else a for a in record.args)
         return True
+
+    @staticmethod
+    def _redact(text: str) -> str:
+        path, mark, query = text.partition("?")
+        if mark and "token" in unquote_plus(query).lower():
+            return path + "?[redacted]"
+        return text
 
 
 @contextlib.contextmanager

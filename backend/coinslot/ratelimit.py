@@ -19,10 +19,6 @@ async def hit(store: Store, bucket: str, *, limit: int, window_s: int, now_ms: i
         raise RateLimited(f"more than {limit} {what} in {window_s} s; retry in {retry_after} s", max(retry_after, 1))
 
 
-async def check(store: Store, bucket: str, *, limit: int, window_s: int, now_ms: int, what: str) -> None:
-    """Raise ``RateLimited`` if ``bucket`` is already full, without counting."""
-    window = now_ms // 1000 // window_s
-    count = await store.redis.get(f"rl:{bucket}:{window}")
-    if count is not None and int(count) >= limit:
-        retry_after = (window + 1) * window_s - now_ms // 1000
-        raise RateLimited(f"more than {limit} {what} in {window_s} s; retry in {retry_after} s", max(retry_after, 1))
+async def give_back(store: Store, bucket: str, *, window_s: int, now_ms: int) -> None:
+    """Uncount one event that turned out not to be abuse (a right voucher code)."""
+    await store.redis.decr(f"rl:{bucket}:{now_ms // 1000 // window_s}")

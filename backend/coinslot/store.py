@@ -152,9 +152,10 @@ class ScriptBatcher:
     out as one pipeline (not a transaction: each script is atomic by itself) on one
     connection of the client's pool, so under load a round trip serves many requests and
     the loop makes one write and few reads for all of them. A caller still waits for exactly
-    one round trip. Connection errors are retried as redis-py retries a command (the
-    connection's ``Retry``), resending only the calls that got no reply; a NOSCRIPT reply
-    runs that call again as EVAL, which loads the script.
+    one round trip. Connection errors follow the connection's ``Retry`` policy as any redis-py
+    command does (none is configured by ``connect``: the calls that got no reply fail, and
+    every script is safe to run again if a client retries); a NOSCRIPT reply runs that call
+    again as EVAL, which loads the script.
     """
 
     def __init__(self, redis: Redis) -> None:

@@ -124,12 +124,12 @@ async def create_topup(
     # requests for one prepared id keep one complete record (both keys share the wallet's slot).
     scratch = k.topup(topup_id) + ":" + session.session_id
     await store.redis.hset(scratch, mapping=record)
-    if await store.redis.renamenx(scratch, k.topup(topup_id)):
-        await store.redis.set(
-            keys.checkout_session_key(session.session_id), f"{wallet.wallet_id} {topup_id}", ex=SESSION_INDEX_TTL_S
-        )
-    else:
-        await store.redis.delete(scratch)
+    # The session index first: if the process dies before the rename, an index without a
+    # record is harmless, while a record without an index would make a paid session unknown.
+    index = keys.checkout_session_key(session.session_id)
+    await store.redis.set(index, f"{wallet.wallet_id} {topup_id}", ex=SESSION_INDEX_TTL_S)
+    if not await store.redis.renamenx(scratch, k.topup(topup_id)):
+        await store.redis.delete(scratch, index)
     h = await store.redis.hgetall(k.topup(topup_id))
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
 

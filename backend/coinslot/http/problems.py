@@ -87,8 +87,8 @@ async def read_json(request: Request, model: type[Model], limit: int) -> tuple[M
         raise InvalidBody(f"Content-Type {content_type!r} is not application/json")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidBody(f"body is not valid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting exhausts the parser's stack
+        raise InvalidBody(f"body is not valid JSON: {type(exc).__name__}") from exc
     if not isinstance(data, dict):
         raise InvalidBody(f"body must be a JSON object, not {type(data).__name__}")
     try:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
-from coinslot.errors import InsufficientFunds, VoucherUnavailable
+from coinslot.errors import InsufficientFunds
 from coinslot.http.credentials import client_ip, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
@@ -140,15 +140,17 @@ async def redeem_voucher(request: Request) -> Response:
     ref = require_wallet(request)
     body, _ = await read_json(request, RedeemBody, svc.settings.max_body_bytes)
     now_ms = svc.clock.now_ms()
-    # Guessing codes must be slow: wrong ones are counted per address, and a full bucket stops tries.
-    bucket = f"redeem-fail:{client_ip(request, svc.settings.trusted_proxy_hops)}"
-    limit = svc.settings.failed_redeems_per_ip_per_hour
-    await ratelimit.check(svc.store, bucket, limit=limit, window_s=3600, now_ms=now_ms, what="wrong voucher codes")
-    try:
-        amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms)
-    except VoucherUnavailable:
-        await ratelimit.hit(
-            svc.store, bucket, limit=limit + 1, window_s=3600, now_ms=now_ms, what="wrong voucher codes"
-        )
-        raise
+    # Guessing codes must be slow: every try is counted before it is checked, in one atomic
+    # step, so parallel guesses cannot slip past the limit; only a credited code is uncounted.
+    bucket = f"redeem-tries:{client_ip(request, svc.settings.trusted_proxy_hops)}"
+    await ratelimit.hit(
+        svc.store,
+        bucket,
+        limit=svc.settings.failed_redeems_per_ip_per_hour,
+        window_s=3600,
+        now_ms=now_ms,
+        what="voucher code tries",
+    )
+    amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms)
+    await ratelimit.give_back(svc.store, bucket, window_s=3600, now_ms=now_ms)
     return private_json({"credited": amount, "balance": balance, "currency": currency})

@@ -30,6 +30,8 @@ local charged = 0
 local pid = redis.call('HGET', KEYS[2], owned_field)
 if pid then
   pid = string.match(pid, '^[^|]*')
+  -- The same request run again (its reply was lost): report what that run charged.
+  if pid == purchase_id then charged = price end
 else
   if ARGV[14] ~= '' and tonumber(ARGV[14]) ~= price then return {'price-changed'} end
   if w[4] == '1' then return {'frozen', balance} end
