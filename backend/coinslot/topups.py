@@ -128,7 +128,9 @@ async def create_topup(
     # record is harmless, while a record without an index would make a paid session unknown.
     index = keys.checkout_session_key(session.session_id)
     await store.redis.set(index, f"{wallet.wallet_id} {topup_id}", ex=SESSION_INDEX_TTL_S)
-    if not await store.redis.renamenx(scratch, k.topup(topup_id)):
+    if await store.redis.renamenx(scratch, k.topup(topup_id)):
+        await store.redis.expire(k.topup(topup_id), SESSION_INDEX_TTL_S)  # the ledger keeps the money for good
+    else:
         await store.redis.delete(scratch, index)
     h = await store.redis.hgetall(k.topup(topup_id))
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)

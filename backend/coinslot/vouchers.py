@@ -100,6 +100,10 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
     if not CODE.match(normal):
         raise VoucherUnavailable("voucher code not recognised")
     voucher_key, redeemed_by = keys.voucher_keys(normal)
+    k = keys.wallet_keys(wallet.wallet_id)
+    # A stale token must not take a use: its give-back could race a current token's credit.
+    if await store.redis.hget(k.wallet, "gen") != str(wallet.generation):
+        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
     taken = await store.run("voucher_take", [voucher_key, redeemed_by], [wallet.wallet_id])
     if taken[0] == "unknown":
         raise VoucherUnavailable("voucher code not recognised")
@@ -108,15 +112,11 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
     # "again": this wallet's use was taken before, by an earlier redeem or by this very call
     # if a lost reply made it run twice. The credit, keyed by the code, tells which.
     _, site_id, amount, currency = taken
-    k = keys.wallet_keys(wallet.wallet_id)
-    gen = await store.redis.hget(k.wallet, "gen")
-    result: list[Any] = ["stale"]
-    if gen == str(wallet.generation):
-        result = await store.run(
-            "credit",
-            [k.wallet, k.credited, k.ledger, k.wallet],
-            [now_ms, "v:" + normal, amount, currency, "voucher", f"site:{site_id}:promotions", site_id, "0"],
-        )
+    result = await store.run(
+        "credit",
+        [k.wallet, k.credited, k.ledger, k.wallet],
+        [now_ms, "v:" + normal, amount, currency, "voucher", f"site:{site_id}:promotions", site_id, "0"],
+    )
     CREDITS.labels("voucher", result[0]).inc()
     if result[0] == "ok":
         CREDITED_MINOR_UNITS.labels("voucher", currency).inc(int(amount))
