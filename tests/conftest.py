@@ -7,6 +7,7 @@ take the ``redis_url`` fixture run twice, once on each kind of server.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis.asyncio import RedisCluster
+from starlette.datastructures import Secret
 
 from coinslot.app import create_app
 from coinslot.clock import FrozenClock
@@ -86,17 +88,8 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(public_url=PUBLIC_URL, data_dir=tmp_path / "data", secret_keys=())
-
-
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
-    from starlette.datastructures import Secret
-
     base = Settings(public_url=PUBLIC_URL, data_dir=tmp_path / "data", secret_keys=(Secret(SECRET),))
-    import dataclasses
-
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

@@ -215,14 +215,7 @@ API: list[tuple[str, str, Any, Doc]] = [
 
 
 def routes() -> list[BaseRoute]:
-    by_path: dict[str, list[tuple[str, Any]]] = {}
-    for method, path, endpoint, _doc in API:
-        by_path.setdefault(path, []).append((method, endpoint))
-    out: list[BaseRoute] = []
-    for path, handlers in by_path.items():
-        for method, endpoint in handlers:
-            out.append(Route(path, endpoint, methods=[method]))
-    return out
+    return [Route(path, endpoint, methods=[method]) for method, path, endpoint, _doc in API]
 
 
 async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog) -> None:

@@ -105,6 +105,9 @@ class UnknownWallet(Unauthorized):
     type = "unknown-wallet"
     title = "Wallet token no longer valid"
 
+    def __init__(self, detail: str = "wallet token no longer valid (wallet unknown or recovered elsewhere)") -> None:
+        super().__init__(detail)
+
 
 class Conflict(CoinslotError):
     status = 409
@@ -196,11 +199,6 @@ class TopupAmountNotAllowed(CoinslotError):
     status = 422
     type = "topup-amount-not-allowed"
     title = "Top-up amount not allowed"
-
-
-class PaymentsUnavailable(NotFound):
-    type = "payments-unavailable"
-    title = "Payment provider not configured"
 
 
 class RateLimited(CoinslotError):

@@ -14,12 +14,12 @@ from enum import Enum
 from typing import Any
 
 from coinslot import store as keys
-from coinslot.errors import NotFound, TopupAmountNotAllowed, UnknownWallet
+from coinslot.errors import NotFound, TopupAmountNotAllowed
 from coinslot.ids import new_id
 from coinslot.metrics import ALERTS, CREDITED_MINOR_UNITS, CREDITS
 from coinslot.payments import Payments
 from coinslot.store import Store
-from coinslot.wallets import WalletRef
+from coinslot.wallets import WalletRef, check_wallet
 
 log = logging.getLogger("coinslot.topups")
 
@@ -97,9 +97,7 @@ async def create_topup(
     same id returns the existing top-up instead of opening a second checkout.
     """
     k = keys.wallet_keys(wallet.wallet_id)
-    currency, gen = await store.redis.hmget(k.wallet, ["currency", "gen"])
-    if currency is None or gen != str(wallet.generation):
-        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    currency = await check_wallet(store, wallet)
     check_amount(amount, currency, allowed(currency))
     if topup_id is None:
         topup_id = new_id("tu")
@@ -193,15 +191,3 @@ async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, n
         return Fulfilment.MISMATCH
     log.error("checkout session %s could not be credited: %s", session_id, status)
     return Fulfilment.REFUSED
-
-
-async def mark(store: Store, session_id: str, status: str) -> None:
-    """Record a provider's verdict (``failed``, ``expired``) on a top-up that is not paid."""
-    raw = await store.redis.get(keys.checkout_session_key(session_id))
-    if raw is None:
-        return
-    wallet_id, topup_id = raw.split(" ")
-    key = keys.wallet_keys(wallet_id).topup(topup_id)
-    current = await store.redis.hget(key, "status")
-    if current == "pending":
-        await store.redis.hset(key, "status", status)

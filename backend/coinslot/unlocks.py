@@ -141,5 +141,5 @@ async def unlock(
             f"Idempotency-Key {idempotency.key if idempotency else ''!r} was used with another body"
         )
     if status in ("no-wallet", "stale"):
-        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+        raise UnknownWallet()
     raise RuntimeError(f"unlock script returned unknown status {status!r}")

@@ -24,7 +24,7 @@ from coinslot.errors import (
 )
 from coinslot.metrics import CREDITED_MINOR_UNITS, CREDITS
 from coinslot.store import Store
-from coinslot.wallets import WalletRef
+from coinslot.wallets import WalletRef, check_wallet
 
 CODE = re.compile(r"^[A-Z0-9]{6,40}$")
 MAX_VOUCHER = 100 * MAX_PRICE  # minor units
@@ -102,8 +102,7 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
     voucher_key, redeemed_by = keys.voucher_keys(normal)
     k = keys.wallet_keys(wallet.wallet_id)
     # A stale token must not take a use: its give-back could race a current token's credit.
-    if await store.redis.hget(k.wallet, "gen") != str(wallet.generation):
-        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    await check_wallet(store, wallet)
     taken = await store.run("voucher_take", [voucher_key, redeemed_by], [wallet.wallet_id])
     if taken[0] == "unknown":
         raise VoucherUnavailable("voucher code not recognised")
@@ -127,4 +126,4 @@ async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> 
     await store.run("voucher_give_back", [voucher_key, redeemed_by], [wallet.wallet_id])
     if result[0] == "currency":
         raise CurrencyMismatch(f"voucher is in {currency}, the wallet holds {result[1]}")
-    raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+    raise UnknownWallet()

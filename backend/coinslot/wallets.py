@@ -78,7 +78,7 @@ async def check_wallet(store: Store, ref: WalletRef) -> str:
     """The wallet's currency, if the wallet exists and the token's generation is current."""
     currency, gen = await store.redis.hmget(keys.wallet_key(ref.wallet_id), ["currency", "gen"])
     if currency is None or gen != str(ref.generation):
-        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+        raise UnknownWallet()
     return str(currency)
 
 
@@ -91,7 +91,7 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
         pipe.lrange(k.ledger, -RECENT_LEDGER_LINES, -1)
         (currency, balance, gen, frozen), purchases, ledger = await pipe.execute()
     if currency is None or gen != str(ref.generation):
-        raise UnknownWallet("wallet token no longer valid (wallet unknown or recovered elsewhere)")
+        raise UnknownWallet()
     receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
     lines = []
     for raw in reversed(ledger):
