@@ -29,6 +29,7 @@ from coinslot.payments import Payments
 from coinslot.payments.testmode import BuiltinCheckout
 from coinslot.services import Services
 from coinslot.settings import Settings
+from coinslot.signer import SigningProcess
 from coinslot.store import AnyRedis, Store, connect
 from coinslot.tokens import KeyRing, UnlockTokens
 from coinslot.wallets import WalletTokens
@@ -286,6 +287,8 @@ def create_app(
             client = await connect(url)
         store = Store(client)
         catalog = Catalog(store)
+        signer = SigningProcess()
+        await signer.start()
         # Pseudonyms must stay stable when secrets rotate, so they derive from the first secret.
         first = secrets[0]
         app.state.services = Services(
@@ -302,6 +305,7 @@ def create_app(
                 pseudonym_secret=secretfiles.derive(first, "pseudonym"),
                 livemode=chosen_payments.livemode,
                 ttl_s=settings.unlock_token_ttl,
+                signer=signer,
             ),
             payments=chosen_payments,
             topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link", signer=_clocked_signer(the_clock)),
@@ -317,6 +321,7 @@ def create_app(
             while not follower.done():
                 follower.cancel()
                 await asyncio.wait({follower}, timeout=0.1)
+            await signer.stop()
             if redis is None:
                 await store.close()
             if embedded is not None:

@@ -90,7 +90,7 @@ async def unlock(request: Request) -> Response:
         shortfall = exc.price - exc.balance
         exc.extra["topup_options"] = topup_options(svc, ref, shortfall, exc.currency)
         raise
-    token, exp = svc.unlock_tokens.issue(
+    claims = svc.unlock_tokens.claims(
         site=done.site.id,
         item=done.item.id,
         purchase_id=done.purchase_id,
@@ -98,8 +98,8 @@ async def unlock(request: Request) -> Response:
         now_s=now_ms // 1000,
     )
     out: dict[str, Any] = {
-        "token": token,
-        "expires_at": exp,
+        "token": await svc.unlock_tokens.sign(claims),
+        "expires_at": claims["exp"],
         "balance": done.balance,
         "charged": done.charged,
         "purchase_id": done.purchase_id,

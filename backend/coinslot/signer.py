@@ -1,0 +1,227 @@
+"""Ed25519 signatures made in a child process, beside the event loop.
+
+A signature costs ~40 µs of CPU, a fifth of an unlock. Made on the event loop's thread it
+stalls every other request for that long; made in a thread it waits for the GIL, which a
+busy event loop hands over only every few milliseconds. A child process has its own
+interpreter and core: the loop writes the signing inputs of one tick as one frame to the
+child's stdin and reads the signatures back, in order, from its stdout — one write and
+one read per batch, with no extra thread on the loop's side.
+
+When the child is not running (not started yet, or it died) signatures are made inline,
+so signing never fails for want of the child; a dead child is restarted after a pause.
+
+Frame, parent to child: u32 count, the 32-byte raw private key, ``count`` u32 lengths,
+then the signing inputs back to back. Reply: ``count`` signatures of 64 bytes each. The
+key travels with every frame, so the child needs no state to follow a key rotation.
+
+Run as ``python -m coinslot.signer``; it exits when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import sys
+import time
+from collections import deque
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+log = logging.getLogger("coinslot.signer")
+
+SIGNATURE_BYTES = 64
+RAW_KEY_BYTES = 32
+RESTART_PAUSE_S = 5.0  # after a child dies, sign inline this long before trying another
+STOP_TIMEOUT_S = 5.0
+
+
+class _Batch:
+    __slots__ = ("key", "inputs", "futures")
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self.key = key
+        self.inputs: list[bytes] = []
+        self.futures: list[asyncio.Future[bytes]] = []
+
+    def settle_inline(self) -> None:
+        for data, future in zip(self.inputs, self.futures, strict=True):
+            if not future.done():
+                future.set_result(self.key.sign(data))
+
+
+class SigningProcess:
+    """Signs on a child process; ``sign`` batches the calls of one event-loop tick."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._queue: dict[bytes, _Batch] = {}  # raw key → the batch forming in this tick
+        self._in_flight: deque[_Batch] = deque()
+        self._flush_scheduled = False
+        self._retry_at = 0.0
+        self._stopping = False
+        self._starting: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and self._reader is not None
+
+    async def start(self) -> None:
+        if self._proc is not None:
+            return
+        self._stopping = False
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "coinslot.signer",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            log.warning("signing process did not start (%s); signing inline", exc)
+            self._retry_at = time.monotonic() + RESTART_PAUSE_S
+            return
+        self._proc = proc
+        self._reader = asyncio.create_task(self._read_replies(proc))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._starting is not None:
+            await self._starting
+        proc, reader = self._proc, self._reader
+        self._proc = self._reader = None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # the child exits at end of input, after answering what it has
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        self._fail_over()
+
+    def sign(self, raw_key: bytes, key: Ed25519PrivateKey, data: bytes) -> asyncio.Future[bytes]:
+        """The signature of ``data`` by ``key`` (whose raw private bytes are ``raw_key``)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        if not self.running:
+            self._maybe_restart()
+            future.set_result(key.sign(data))
+            return future
+        batch = self._queue.get(raw_key)
+        if batch is None:
+            batch = self._queue[raw_key] = _Batch(key)
+        batch.inputs.append(data)
+        batch.futures.append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        queued, self._queue = self._queue, {}
+        proc = self._proc
+        if proc is None or proc.stdin is None or not self.running:
+            for batch in queued.values():
+                batch.settle_inline()
+            return
+        for raw_key, batch in queued.items():
+            count = len(batch.inputs)
+            head = struct.pack(f">I{RAW_KEY_BYTES}s{count}I", count, raw_key, *map(len, batch.inputs))
+            proc.stdin.write(head + b"".join(batch.inputs))
+            self._in_flight.append(batch)
+
+    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            while True:
+                first = await proc.stdout.readexactly(SIGNATURE_BYTES)  # waits for the next reply
+                batch = self._in_flight.popleft()
+                rest = await proc.stdout.readexactly(SIGNATURE_BYTES * (len(batch.inputs) - 1))
+                signatures = first + rest
+                for i, future in enumerate(batch.futures):
+                    if not future.done():
+                        future.set_result(signatures[i * SIGNATURE_BYTES : (i + 1) * SIGNATURE_BYTES])
+        except asyncio.IncompleteReadError:
+            if not self._stopping:
+                log.warning("signing process ended (exit %s); signing inline for now", proc.returncode)
+        except Exception:
+            log.exception("signing process reply failed; signing inline for now")
+        finally:
+            if self._proc is proc:
+                self._proc = self._reader = None
+                self._retry_at = time.monotonic() + RESTART_PAUSE_S
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            self._fail_over()
+
+    def _fail_over(self) -> None:
+        """Sign inline whatever was sent to a child that can no longer answer."""
+        while self._in_flight:
+            self._in_flight.popleft().settle_inline()
+        queued, self._queue = self._queue, {}
+        for batch in queued.values():
+            batch.settle_inline()
+
+    def _maybe_restart(self) -> None:
+        if self._stopping or self._proc is not None or self._starting is not None:
+            return
+        if time.monotonic() < self._retry_at:
+            return
+        self._starting = asyncio.get_running_loop().create_task(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            await self.start()
+        finally:
+            self._starting = None
+
+
+def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
+    data = stream.read(n)
+    if len(data) < n:
+        return None
+    return data
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The child's loop: read a frame, answer its signatures, until end of input."""
+    keys: dict[bytes, Ed25519PrivateKey] = {}
+    head_size = struct.calcsize(f">I{RAW_KEY_BYTES}s")
+    while True:
+        head = _read_exactly(stdin, head_size)
+        if head is None:
+            return
+        count, raw_key = struct.unpack(f">I{RAW_KEY_BYTES}s", head)
+        lengths_raw = _read_exactly(stdin, 4 * count)
+        if lengths_raw is None:
+            return
+        lengths = struct.unpack(f">{count}I", lengths_raw)
+        data = _read_exactly(stdin, sum(lengths))
+        if data is None:
+            return
+        key = keys.get(raw_key)
+        if key is None:
+            if len(keys) > 8:  # rotations are rare; never hold more than a handful
+                keys.clear()
+            key = keys[raw_key] = Ed25519PrivateKey.from_private_bytes(raw_key)
+        out = bytearray()
+        offset = 0
+        for length in lengths:
+            out += key.sign(data[offset : offset + length])
+            offset += length
+        stdout.write(out)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
