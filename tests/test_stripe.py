@@ -279,6 +279,40 @@ async def test_async_payment_failed_is_failed_and_credits_nothing_ever(
     assert await clean_entries(store) == 0
 
 
+async def test_a_failed_session_that_stripe_later_reports_paid_is_credited_once(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    """Only Stripe's word that money arrived credits; when it says so (signed), the money is the reader's."""
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    session_id = session_of(stripe_stub, topup)
+    unpaid = stripe_stub.pay(session_id, payment_status="unpaid")
+    await deliver(stripe_client, "checkout.session.async_payment_failed", unpaid)
+
+    paid = stripe_stub.settle(session_id, paid=True)
+    answers = [await deliver(stripe_client, "checkout.session.async_payment_succeeded", paid) for _ in range(2)]
+
+    assert [r.json()["outcome"] for r in answers] == ["credited", "already-credited"]
+    assert (await status_of(stripe_client, wallet, topup["topup_id"]))["status"] == "paid"
+    assert await clean_entries(store) == 1
+
+
+async def test_return_page_for_a_paid_amount_that_differs_says_it_is_under_review(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    session_id = session_of(stripe_stub, topup)
+    stripe_stub.pay(session_id)
+    stripe_stub.sessions[session_id]["amount_total"] = 499
+
+    page = await stripe_client.get(f"/checkout/return?session_id={session_id}")
+
+    assert "under review" in page.text
+    assert await api.balance(wallet) == 0
+    assert await clean_entries(store) == 0
+
+
 async def test_expired_session_is_expired_and_credits_nothing(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
 ) -> None:

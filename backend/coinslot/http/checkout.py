@@ -134,9 +134,15 @@ async def test_checkout_pay(request: Request) -> Response:
     return page("Paid", f"<h1>Payment received</h1><p>{price} added to your wallet. You can close this window.</p>")
 
 
-def _return_page(topup: topups.Topup, status: str, *, test_mode: bool) -> HTMLResponse:
+def _return_page(topup: topups.Topup, status: str, outcome: str, *, test_mode: bool) -> HTMLResponse:
     price = escape(format_amount(topup.amount, topup.currency))
-    if status == "paid":
+    if outcome == topups.Fulfilment.MISMATCH.value:
+        # Stripe took money, but not what was asked: the operator is alerted and settles it by hand.
+        body = (
+            "<h1>Payment received, under review</h1><p>Your payment differs from the top-up that was asked "
+            "for, so it is being checked before your wallet is credited. You can close this window.</p>"
+        )
+    elif status == "paid":
         body = f"<h1>Payment received</h1><p>{price} added to your wallet. You can close this window.</p>"
     elif topup.awaiting_payment and status == "pending":
         body = (
@@ -160,6 +166,7 @@ async def checkout_return(request: Request) -> Response:
     topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) if session_id else None
     if topup is None:
         return page("Unknown top-up", "<h1>This top-up is not known here</h1>", 404, test_mode=test_mode)
+    outcome = ""
     if topup.status == "pending" and request.query_params.get("cancelled") is None:
         try:
             report = await svc.payments.retrieve_session(session_id)
@@ -169,6 +176,6 @@ async def checkout_return(request: Request) -> Response:
                 "You can close this window.</p>"
             )
             return page("Top-up", body, 503, test_mode=test_mode)
-        await topups.settle(svc.store, report, now_ms=now_ms)
+        outcome = await topups.settle(svc.store, report, now_ms=now_ms)
         topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) or topup
-    return _return_page(topup, topup.status, test_mode=test_mode)
+    return _return_page(topup, topup.status, outcome, test_mode=test_mode)
