@@ -45,6 +45,7 @@ class StripeStub:
     requests: list[Recorded] = field(default_factory=list)
     idempotent: dict[str, tuple[dict[str, str], dict[str, Any]]] = field(default_factory=dict)
     failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # answers to give next, in order
+    lost_creates: int = 0  # creates to carry out whose answer is then lost (a 500 instead)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # What "Stripe" knows, changed by tests ------------------------------------------
@@ -94,7 +95,11 @@ class StripeStub:
             if self.failures:
                 return self.failures.pop(0)
             if method == "POST" and parts.path == "/v1/checkout/sessions":
-                return self._create(form, headers.get("idempotency-key"))
+                answer = self._create(form, headers.get("idempotency-key"))
+                if self.lost_creates > 0 and answer[0] == 200:
+                    self.lost_creates -= 1
+                    return 500, {"error": {"type": "api_error", "message": "the answer was lost"}}
+                return answer
             if method == "GET" and parts.path == "/v1/checkout/sessions":
                 return self._list(query)
             if method == "GET" and parts.path.startswith("/v1/checkout/sessions/"):

@@ -119,7 +119,7 @@ async def test_topup_opens_a_stripe_checkout_session_as_specified(
 
 
 async def test_racing_opens_of_one_topup_link_make_one_stripe_session(
-    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, real_time_clock: FrozenClock
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub
 ) -> None:
     site = await api.site()
     await api.item(site, "article", 150)
@@ -127,13 +127,39 @@ async def test_racing_opens_of_one_topup_link_make_one_stripe_session(
     option = (await api.unlock(wallet, site[0], "article")).json()["topup_options"][0]
     path = option["url"].removeprefix(PUBLIC_URL)
 
-    first = await stripe_client.get(path)
-    real_time_clock.advance(61)  # a retry later on: the same Idempotency-Key must carry the same parameters
     racing = await asyncio.gather(*(stripe_client.get(path) for _ in range(10)))
+    later = await stripe_client.get(path)
 
-    assert {r.status_code for r in (first, *racing)} == {303}
-    assert {r.headers["location"] for r in (first, *racing)} == {first.headers["location"]}
+    assert {r.status_code for r in (*racing, later)} == {303}
+    assert {r.headers["location"] for r in (*racing, later)} == {racing[0].headers["location"]}
     assert len(stripe_stub.sessions) == 1
+    assert {r.headers["idempotency-key"] for r in stripe_stub.created()} == {option["topup_id"]}
+    [session_id] = stripe_stub.sessions
+    paid = await deliver(stripe_client, "checkout.session.completed", stripe_stub.pay(session_id))
+    assert paid.json()["outcome"] == "credited"  # the losers of the race left the session known
+    assert await api.balance(wallet) == 200
+
+
+async def test_topup_link_retried_after_a_lost_answer_gets_the_session_stripe_made(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, real_time_clock: FrozenClock
+) -> None:
+    """Stripe replays an Idempotency-Key only with the same parameters: the retry must ask alike."""
+    site = await api.site()
+    await api.item(site, "article", 150)
+    wallet = await api.wallet()
+    option = (await api.unlock(wallet, site[0], "article")).json()["topup_options"][0]
+    path = option["url"].removeprefix(PUBLIC_URL)
+    stripe_stub.lost_creates = 3  # Stripe makes the session, but no answer reaches us, nor the library's retries
+
+    lost = await stripe_client.get(path)
+    real_time_clock.advance(5 * 60)  # the reader tries again minutes later
+    retried = await stripe_client.get(path)
+
+    assert lost.status_code == 503
+    assert retried.status_code == 303, retried.text
+    [session] = stripe_stub.sessions.values()
+    assert retried.headers["location"] == session["url"]
+    assert len(stripe_stub.created()) == 4
     assert {r.headers["idempotency-key"] for r in stripe_stub.created()} == {option["topup_id"]}
 
 

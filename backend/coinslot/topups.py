@@ -152,7 +152,9 @@ async def create_topup(
     }
     # Written under a scratch name and renamed only if the id is still free, so two racing
     # requests for one prepared id keep one complete record (both keys share the wallet's slot).
-    scratch = k.topup(topup_id) + ":" + session.session_id
+    # A scratch name of its own per request: racing requests may all get the same session back
+    # from a provider that honours the idempotency key (Stripe does).
+    scratch = k.topup(topup_id) + ":" + new_id("new")
     await store.redis.hset(scratch, mapping=record)
     # The session index first: if the process dies before the rename, an index without a
     # record is harmless, while a record without an index would make a paid session unknown.
@@ -161,7 +163,10 @@ async def create_topup(
     if await store.redis.renamenx(scratch, k.topup(topup_id)):
         await store.redis.expire(k.topup(topup_id), SESSION_INDEX_TTL_S)  # the ledger keeps the money for good
     else:
-        await store.redis.delete(scratch, index)
+        await store.redis.delete(scratch)
+        # Our session lost the race and will expire unpaid; its index goes, unless it is the winner's too.
+        if await store.redis.hget(k.topup(topup_id), "session") != session.session_id:
+            await store.redis.delete(index)
     h = await store.redis.hgetall(k.topup(topup_id))
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
 
@@ -200,9 +205,9 @@ async def fulfil(
     wallet_id, topup_id = raw.split(" ")
     k = keys.wallet_keys(wallet_id)
     if payment_id:
-        # Before the credit, so a refund can never find a credited top-up it cannot trace; kept
-        # for good, as disputes may come many months later.
-        # The amount is the one the credit accepts (it credits only when it equals the stored one).
+        # Before the credit, so a refund never meets a credited top-up it cannot trace. Kept for
+        # good: disputes may come months later. The amount is the one a credit accepts (only the
+        # stored one), so a refund or dispute is checked against it.
         await store.redis.set(keys.payment_key(payment_id), f"{wallet_id} {topup_id} {session_id} {amount} {currency}")
     result = await store.run(
         "credit",
