@@ -8,6 +8,7 @@ Stripe signs them. Where money moves, tests run on standalone Redis and on Clust
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from starlette.datastructures import Secret
 
 from coinslot import ledger, topups
 from coinslot.clock import FrozenClock
@@ -427,6 +429,19 @@ async def test_signature_within_300_seconds_is_accepted(
     r = await deliver(stripe_client, "checkout.session.completed", paid, timestamp=int(time.time()) - 280)
 
     assert (r.status_code, r.json()["outcome"]) == (200, "credited")
+
+
+async def test_a_rolled_webhook_secret_accepts_old_and_new_signatures(
+    tmp_path: Path, store: Store, real_time_clock: FrozenClock, keyring: Any, stripe_stub: StripeStub
+) -> None:
+    settings = stripe_settings(tmp_path, stripe_stub)
+    rolled = dataclasses.replace(settings, stripe_webhook_secret=Secret(f"whsec_new, {WEBHOOK_SECRET}"))
+    async with running_app(rolled, store, real_time_clock, keyring) as client:
+        old = await deliver(client, "customer.created", {"id": "cus_1"})
+        new = await deliver(client, "customer.created", {"id": "cus_2"}, secret="whsec_new")
+        other = await deliver(client, "customer.created", {"id": "cus_3"}, secret="whsec_other")
+
+    assert [r.status_code for r in (old, new, other)] == [200, 200, 400]
 
 
 async def test_signed_body_that_is_not_an_event_is_400(stripe_client: httpx.AsyncClient) -> None:

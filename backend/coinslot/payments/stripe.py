@@ -121,7 +121,8 @@ class StripeCheckout:
             raise ConfigurationError("Stripe needs both a secret key and a webhook signing secret")
         self.livemode = secret_key.startswith(("sk_live_", "rk_live_"))
         self.public_url = public_url
-        self._webhook_secret = webhook_secret
+        # Comma-separated while Stripe rolls the endpoint's secret: the old one stays valid for a while.
+        self._webhook_secrets = [w.strip() for w in webhook_secret.split(",") if w.strip()]
         self._http = _HTTPXClient(timeout=REQUEST_TIMEOUT_S)
         self._client = stripe.StripeClient(
             secret_key,
@@ -197,15 +198,21 @@ class StripeCheckout:
             raise _wrap(exc, "list checkout sessions") from exc
 
     def parse_event(self, payload: bytes, signature: str | None) -> PaymentEvent:
-        try:
-            event = self._client.construct_event(payload, signature, self._webhook_secret)
-        except stripe.SignatureVerificationError as exc:
+        event = None
+        refused: Exception | None = None
+        for secret in self._webhook_secrets:
+            try:
+                event = self._client.construct_event(payload, signature, secret)
+                break
+            except stripe.SignatureVerificationError as exc:
+                refused = exc
+            except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+                # A malformed header or a body that is not an event, even with a right signature.
+                raise BadWebhook(f"webhook is not a Stripe event: {type(exc).__name__}") from exc
+        if event is None:
             raise BadWebhook(
-                f"Stripe-Signature not valid for this body and secret, or older than 300 s: {exc}"
-            ) from exc
-        except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
-            # A malformed header or a body that is not an event, even with a right signature.
-            raise BadWebhook(f"webhook is not a Stripe event: {type(exc).__name__}") from exc
+                f"Stripe-Signature not valid for this body and secret, or older than 300 s: {refused}"
+            ) from refused
         obj = event.data.object
         data: dict[str, Any] = obj.to_dict() if isinstance(obj, stripe.StripeObject) else dict(obj)
         try:
