@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import httpx
@@ -310,3 +311,40 @@ async def test_reconcile_reports_a_frozen_wallet_at_or_above_zero(
 
     assert not report.clean
     assert report.problems == [f"wallet:{wallet_id}: frozen at balance 0 >= 0"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_any_order_of_payment_refund_and_dispute_events_settles_the_same(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store, seed: int
+) -> None:
+    """Stripe delivers at least once, in any order, concurrently; it retries what is not answered 2xx."""
+    wallet = await api.wallet()
+    sessions = []
+    for amount in (1000, 500):
+        r = await stripe_client.post("/v1/topups", json={"amount": amount}, headers=auth(wallet))
+        sessions.append(stripe_stub.pay(r.json()["checkout_url"].rsplit("/", 1)[-1]))
+    refunded, disputed = sessions[0]["payment_intent"], sessions[1]["payment_intent"]
+    events = [
+        *[("checkout.session.completed", s) for s in sessions for _ in range(2)],
+        *[("charge.refunded", charge(refunded, amount=1000, refunded=total)) for total in (100, 300, 300, 450)],
+        ("charge.dispute.created", dispute(disputed, amount=500, status="needs_response", dispute_id=f"dp_{seed}")),
+        ("charge.dispute.closed", dispute(disputed, amount=500, status="won", dispute_id=f"dp_{seed}")),
+        ("charge.dispute.closed", dispute(disputed, amount=500, status="won", dispute_id=f"dp_{seed}")),
+    ]
+    random.Random(seed).shuffle(events)
+
+    pending, rounds = events, 0
+    while pending:
+        rounds += 1
+        answers = await asyncio.gather(*(deliver(stripe_client, kind, obj) for kind, obj in pending))
+        assert {r.status_code for r in answers} <= {200, 409}
+        pending = [e for e, r in zip(pending, answers, strict=True) if r.status_code == 409]
+        assert rounds <= 3
+
+    entries = await lines(stripe_client, wallet)
+    assert sorted(a for k, a in entries if k == "topup") == [500, 1000]
+    assert sum(a for k, a in entries if k == "refund") == -450
+    assert [(k, a) for k, a in entries if k.startswith("dispute")] == [("dispute", -500), ("dispute-won", 500)]
+    view = await wallet_view(stripe_client, wallet)
+    assert (view["balance"], view["frozen"]) == (1050, False)
+    await clean(store)
