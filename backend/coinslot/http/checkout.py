@@ -161,13 +161,17 @@ async def checkout_return(request: Request) -> Response:
     svc = services(request)
     test_mode = not svc.payments.livemode
     now_ms = svc.clock.now_ms()
+    if request.query_params.get("cancelled") is not None:
+        # The reader left the checkout; the session stays open at Stripe until it expires.
+        body = "<h1>Top-up cancelled</h1><p>No payment was taken. You can close this window.</p>"
+        return page("Top-up cancelled", body, test_mode=test_mode)
     session_id = request.query_params.get("session_id", "")
     # Only sessions this deployment opened are looked up at Stripe, and only until they are paid.
     topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) if session_id else None
     if topup is None:
         return page("Unknown top-up", "<h1>This top-up is not known here</h1>", 404, test_mode=test_mode)
     outcome = ""
-    if topup.status == "pending" and request.query_params.get("cancelled") is None:
+    if topup.status == "pending":
         try:
             report = await svc.payments.retrieve_session(session_id)
         except (PaymentsUnavailable, PaymentsRefused):

@@ -167,7 +167,8 @@ class StripeCheckout:
             "payment_intent_data": {"metadata": ours},
             "expires_at": expires_at,
             "success_url": return_url,
-            "cancel_url": return_url + "&cancelled=1",
+            # No session id here: Stripe documents the {CHECKOUT_SESSION_ID} template for success_url only.
+            "cancel_url": f"{self.public_url}/checkout/return?cancelled=1",
         }
         try:
             session = await self._client.v1.checkout.sessions.create_async(params, {"idempotency_key": topup_id})
