@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from coinslot.store import Store, connect
 from coinslot.tokens import KeyRing
 
 from servers import Cluster, Standalone, start_cluster, start_standalone
+from stripe_stub import SECRET_KEY as STRIPE_SECRET_KEY
+from stripe_stub import WEBHOOK_SECRET, StripeStub, start_stub
 
 PUBLIC_URL = "http://127.0.0.1:8000"
 SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -128,3 +131,44 @@ _ids = itertools.count()
 def unique(prefix: str) -> str:
     """An id that no other test in this run uses."""
     return f"{prefix}{next(_ids)}"
+
+
+# Stripe: the real library against a local stub of its API ---------------------------
+
+
+@pytest.fixture
+def stripe_stub() -> Iterator[StripeStub]:
+    """A fresh stub per test, so listing sessions sees only this test's."""
+    stub, server = start_stub()
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def real_time_clock() -> FrozenClock:
+    """A frozen clock at the real time: Stripe (and its signature tolerance) lives in real time."""
+    return FrozenClock(time.time_ns() // 1_000_000)
+
+
+def stripe_settings(tmp_path: Path, stub: StripeStub, **changes: object) -> Settings:
+    return make_settings(
+        tmp_path,
+        payments="stripe",
+        payments_explicit=True,
+        stripe_secret_key=Secret(STRIPE_SECRET_KEY),
+        stripe_webhook_secret=Secret(WEBHOOK_SECRET),
+        stripe_api_base=stub.url,
+        **changes,
+    )
+
+
+@pytest.fixture
+async def stripe_client(
+    tmp_path: Path, store: Store, real_time_clock: FrozenClock, keyring: KeyRing, stripe_stub: StripeStub
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with COINSLOT_PAYMENTS=stripe, on standalone Redis and on Cluster."""
+    async with running_app(stripe_settings(tmp_path, stripe_stub), store, real_time_clock, keyring) as c:
+        yield c

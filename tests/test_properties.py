@@ -175,7 +175,12 @@ class MoneyMachine(RuleBasedStateMachine):
         # A small tab quota, so that random traffic reaches it.
         # Abuse limits are not what this machine models (test_ratelimit.py covers them): out of the way.
         self.settings: Settings = make_settings(
-            tmp_path, tab_wallets_per_ip=2, wallets_per_ip_per_hour=10**6, failed_redeems_per_ip_per_hour=10**6
+            tmp_path,
+            tab_wallets_per_ip=2,
+            wallets_per_ip_per_hour=10**6,
+            failed_redeems_per_ip_per_hour=10**6,
+            topups_per_wallet_per_hour=10**6,
+            topups_per_ip_per_hour=10**6,
         )
         self.keys = itertools.count()
         self.sites: list[tuple[str, str, int, str]] = []  # (site id, secret key, tab limit, time zone)

@@ -30,6 +30,10 @@ def test_defaults_are_embedded_redis_and_test_payments() -> None:
         ({"UNLOCK_TOKEN_TTL": "0"}, "COINSLOT_UNLOCK_TOKEN_TTL"),
         ({"PAYMENTS": "paypal"}, "COINSLOT_PAYMENTS"),
         ({"STRIPE_SECRET_KEY": "sk_test_x"}, "COINSLOT_STRIPE_WEBHOOK_SECRET"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_x"}, "COINSLOT_STRIPE_SECRET_KEY"),
+        ({"PAYMENTS": "stripe"}, "COINSLOT_STRIPE_SECRET_KEY"),
+        ({"TOPUPS_PER_WALLET_PER_HOUR": "many"}, "COINSLOT_TOPUPS_PER_WALLET_PER_HOUR"),
+        ({"TOPUPS_PER_IP_PER_HOUR": "many"}, "COINSLOT_TOPUPS_PER_IP_PER_HOUR"),
         ({"SECRET_KEYS": "short"}, "COINSLOT_SECRET_KEYS"),
         ({"TOPUP_AMOUNTS": "EUR:20"}, "COINSLOT_TOPUP_AMOUNTS"),
         ({"TOPUP_AMOUNTS": "EUR:five"}, "COINSLOT_TOPUP_AMOUNTS"),
@@ -59,3 +63,15 @@ def test_test_checkout_refused_beyond_loopback_unless_explicit() -> None:
         load(PUBLIC_URL="https://pay.example.com").check_for_serving("0.0.0.0")
     load(PUBLIC_URL="https://pay.example.com", PAYMENTS="test").check_for_serving("0.0.0.0")
     load().check_for_serving("127.0.0.1")
+
+
+def test_stripe_is_the_default_once_both_secrets_are_set() -> None:
+    s = load(STRIPE_SECRET_KEY="sk_test_abc", STRIPE_WEBHOOK_SECRET="whsec_abc", STRIPE_API_BASE="http://127.0.0.1:9")
+    assert (s.payments, s.stripe_api_base, s.livemode) == ("stripe", "http://127.0.0.1:9", False)
+    assert load(STRIPE_SECRET_KEY="sk_live_abc", STRIPE_WEBHOOK_SECRET="whsec_abc").livemode is True
+
+
+def test_card_testing_limits_default_and_read() -> None:
+    assert (load().topups_per_wallet_per_hour, load().topups_per_ip_per_hour) == (10, 30)
+    s = load(TOPUPS_PER_WALLET_PER_HOUR="3", TOPUPS_PER_IP_PER_HOUR="7")
+    assert (s.topups_per_wallet_per_hour, s.topups_per_ip_per_hour) == (3, 7)

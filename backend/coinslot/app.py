@@ -20,13 +20,12 @@ from coinslot import store as keys
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
 from coinslot.embedded import EmbeddedRedis, running_url
-from coinslot.errors import CoinslotError, ConfigurationError
-from coinslot.http import admin, checkout, public, wallet
+from coinslot.errors import CoinslotError
+from coinslot.http import admin, checkout, public, wallet, webhooks
 from coinslot.http.openapi import Doc, build, openapi
 from coinslot.http.problems import coinslot_error, http_error, unexpected_error
 from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
-from coinslot.payments import Payments
-from coinslot.payments.testmode import BuiltinCheckout
+from coinslot.payments import Payments, from_settings
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
@@ -120,7 +119,7 @@ API: list[tuple[str, str, Any, Doc]] = [
             "Open a checkout for an allowed amount",
             auth="wallet",
             body=TopupBody,
-            responses={201: "topup_id and checkout_url", 401: "", 422: ""},
+            responses={201: "topup_id and checkout_url", 401: "", 422: "", 429: "", 502: "", 503: ""},
             tags=("wallet",),
         ),
     ),
@@ -212,6 +211,27 @@ API: list[tuple[str, str, Any, Doc]] = [
         checkout.test_checkout_pay,
         Doc("Pay a test checkout session", tags=("checkout",)),
     ),
+    (
+        "GET",
+        "/checkout/return",
+        checkout.checkout_return,
+        Doc(
+            "Where Stripe Checkout returns the reader; credits a paid session at once",
+            query=("session_id", "cancelled"),
+            responses={200: "HTML page", 404: "", 503: ""},
+            tags=("checkout",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/webhooks/stripe",
+        webhooks.stripe_webhook,
+        Doc(
+            "Stripe events, verified with the Stripe-Signature header on the raw body",
+            responses={200: "handled or ignored", 400: "", 404: "", 409: "", 413: ""},
+            tags=("payments",),
+        ),
+    ),
 ]
 
 
@@ -268,9 +288,7 @@ def create_app(
     data_dir = settings.data_dir
     secrets = [str(s).encode() for s in settings.secret_keys] or secretfiles.load_or_create(data_dir)
     ring = keyring or KeyRing.load(data_dir, settings.unlock_key_files)
-    if settings.payments == "stripe" and payments is None:
-        raise ConfigurationError("Stripe payments are not available in this version; set COINSLOT_PAYMENTS=test")
-    chosen_payments: Payments = payments or BuiltinCheckout(public_url)
+    chosen_payments: Payments = payments or from_settings(settings, public_url)
     the_clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
@@ -324,6 +342,8 @@ def create_app(
             await signer.stop()
             if redis is None:
                 await store.close()
+            if payments is None:
+                await chosen_payments.aclose()
             if embedded is not None:
                 embedded.stop()
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from coinslot import catalog, ledger, vouchers
+from coinslot import catalog, ledger, topups, vouchers
 from coinslot.clock import SystemClock
 from coinslot.embedded import EmbeddedRedisError, redis_for_command
-from coinslot.errors import CoinslotError
+from coinslot.errors import CoinslotError, ConfigurationError
 from coinslot.settings import Settings, is_loopback_host
 from coinslot.store import Store, connect
 from coinslot.tokens import KeyRing
@@ -169,9 +169,26 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    report: ledger.Report = _with_store(settings, ledger.reconcile)
-    _print(report.as_dict())
-    return 0 if report.clean else 1
+    if not args.stripe:
+        report: ledger.Report = _with_store(settings, ledger.reconcile)
+        _print(report.as_dict())
+        return 0 if report.clean else 1
+    if settings.payments != "stripe":
+        raise ConfigurationError("reconcile --stripe needs Stripe configured (COINSLOT_STRIPE_SECRET_KEY)")
+    from coinslot.payments import from_settings
+
+    async def work(store: Store) -> tuple[dict[str, Any], ledger.Report]:
+        provider = from_settings(settings, settings.public_url or "http://127.0.0.1:8000")
+        try:
+            # Lost webhooks first, so the replay below sees the repaired ledger.
+            stripe = await topups.repair_from_provider(store, provider, now_ms=SystemClock().now_ms())
+        finally:
+            await provider.aclose()
+        return stripe, await ledger.reconcile(store)
+
+    stripe, report = _with_store(settings, work)
+    _print({**report.as_dict(), "stripe": stripe})
+    return 0 if report.clean and not stripe["problems"] else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -223,6 +240,9 @@ def parser() -> argparse.ArgumentParser:
     krotate.set_defaults(func=cmd_keys_rotate)
 
     reconcile = sub.add_parser("reconcile", help="replay the ledger; exit 1 on any difference")
+    reconcile.add_argument(
+        "--stripe", action="store_true", help="first credit paid Checkout Sessions of the last 30 days the ledger lacks"
+    )
     reconcile.set_defaults(func=cmd_reconcile)
     return p
 

@@ -137,11 +137,6 @@ class IdempotencyKeyReused(Conflict):
     title = "Idempotency-Key reused with another body"
 
 
-class WalletFrozen(Conflict):
-    type = "wallet-frozen"
-    title = "Wallet frozen"
-
-
 class VoucherUnavailable(Conflict):
     type = "voucher-unavailable"
     title = "Voucher unavailable"
@@ -171,6 +166,29 @@ class InsufficientFunds(CoinslotError):
             price=price,
             currency=currency,
             **extra,
+        )
+        self.balance = balance
+        self.price = price
+        self.currency = currency
+
+
+class WalletFrozen(InsufficientFunds):
+    """A refund or dispute pushed the balance below zero: no unlock until a top-up brings it to >= 0.
+
+    A 402 like ``InsufficientFunds``, so the card offers the top-up that thaws the wallet.
+    """
+
+    type = "wallet-frozen"
+    title = "Wallet frozen"
+
+    def __init__(self, balance: int, price: int, currency: str) -> None:
+        CoinslotError.__init__(
+            self,
+            f"wallet frozen: balance {balance} < 0 after a refund or dispute; a top-up that brings it to >= 0 "
+            f"unfreezes it ({currency} minor units)",
+            balance=balance,
+            price=price,
+            currency=currency,
         )
         self.balance = balance
         self.price = price
@@ -215,3 +233,32 @@ class ServiceUnavailable(CoinslotError):
     status = 503
     type = "service-unavailable"
     title = "Service unavailable"
+
+
+class BadWebhook(BadRequest):
+    """A webhook whose signature is missing, wrong or too old, or whose body is not an event."""
+
+    type = "bad-webhook"
+    title = "Webhook refused"
+
+
+class PaymentNotYetKnown(Conflict):
+    """A refund or dispute for a payment not credited here yet; the provider retries the event later."""
+
+    type = "payment-not-yet-known"
+    title = "Payment not known yet"
+
+
+class PaymentsUnavailable(ServiceUnavailable):
+    """The payment provider could not be reached or is overloaded; trying again later may work."""
+
+    type = "payments-unavailable"
+    title = "Payment provider unavailable"
+
+
+class PaymentsRefused(CoinslotError):
+    """The payment provider refused our request (a configuration or account problem, not the reader's)."""
+
+    status = 502
+    type = "payments-refused"
+    title = "Payment provider refused the request"

@@ -1,7 +1,8 @@
 """The ledger: every movement of money, as double-entry postings kept beside each wallet.
 
 Each wallet's list holds entries whose postings name both sides (``wallet:<id>`` and the
-counter account: ``site:<id>:revenue``, ``site:<id>:promotions``, ``topup:clearing``), so
+counter account: ``site:<id>:revenue``, ``site:<id>:promotions``, ``topup:clearing`` — refunds
+go back there — and ``topup:disputes``), so
 the accounts of sites and of the payment clearing are derived by summing wallet entries.
 ``reconcile`` replays every wallet and reports any difference from the stored balances.
 """
@@ -107,6 +108,9 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
     stored = int(wallet["balance"])
     if stored != running:
         report.problems.append(f"{account}: stored balance {stored} != replayed ledger {running} ({currency})")
+    if wallet.get("frozen") == "1" and stored >= 0:
+        # Only a refund or dispute freezes, only below zero; money that brings it back thaws it.
+        report.problems.append(f"{account}: frozen at balance {stored} >= 0")
     if int(wallet.get("seq", 0)) != len(raw_entries):
         report.problems.append(f"{account}: sequence counter {wallet.get('seq')} != {len(raw_entries)} entries")
 

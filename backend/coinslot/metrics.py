@@ -16,3 +16,4 @@ ALERTS = Counter(
     "Events that need an operator: a paid amount that differs from the stored one, an unknown paid session",
     ["kind"],
 )
+CHARGEBACKS = Counter("coinslot_chargebacks", "Refund and dispute events by kind and outcome", ["kind", "outcome"])

@@ -80,6 +80,10 @@ class Settings:
     trusted_proxy_hops: int = 0  # X-Forwarded-For entries to trust for the client IP
     wallets_per_ip_per_hour: int = 60  # guest wallets one address may create
     failed_redeems_per_ip_per_hour: int = 20  # wrong voucher codes before an address must wait
+    # Card testing: fraudsters try stolen cards through cheap checkouts; cap the sessions one
+    # wallet and one address may open.
+    topups_per_wallet_per_hour: int = 10
+    topups_per_ip_per_hour: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -134,6 +138,8 @@ class Settings:
             trusted_proxy_hops=get("TRUSTED_PROXY_HOPS", int, 0),
             wallets_per_ip_per_hour=get("WALLETS_PER_IP_PER_HOUR", int, 60),
             failed_redeems_per_ip_per_hour=get("FAILED_REDEEMS_PER_IP_PER_HOUR", int, 20),
+            topups_per_wallet_per_hour=get("TOPUPS_PER_WALLET_PER_HOUR", int, 10),
+            topups_per_ip_per_hour=get("TOPUPS_PER_IP_PER_HOUR", int, 30),
         )
 
     def allowed_topups(self, currency: str) -> tuple[int, ...]:

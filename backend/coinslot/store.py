@@ -24,7 +24,7 @@ from coinslot.errors import ConfigurationError
 
 AnyRedis = Redis | RedisCluster
 
-SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot")
+SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback")
 
 
 # Keys -------------------------------------------------------------------------------
@@ -54,6 +54,10 @@ class WalletKeys:
 
     def topup(self, topup_id: str) -> str:
         return f"{self.tag}:tu:{topup_id}"
+
+    @property
+    def chargebacks(self) -> str:
+        return self.tag + ":cb"
 
 
 WALLET_INDEX = "wallets"  # set of every wallet id, for reconcile and exports
@@ -89,6 +93,11 @@ def voucher_keys(code: str) -> tuple[str, str]:
 
 def checkout_session_key(session_id: str) -> str:
     return "checkout:" + session_id
+
+
+def payment_key(payment_id: str) -> str:
+    """The provider's payment (a Stripe PaymentIntent) → the top-up it paid, for refunds and disputes."""
+    return "payment:" + payment_id
 
 
 CATALOG_CHANNEL = "coinslot:catalog"

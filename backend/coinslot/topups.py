@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from coinslot import ratelimit
 from coinslot import store as keys
 from coinslot.errors import NotFound, TopupAmountNotAllowed
 from coinslot.ids import new_id
 from coinslot.metrics import ALERTS, CREDITED_MINOR_UNITS, CREDITS
-from coinslot.payments import Payments
+from coinslot.payments import Payments, SessionReport
 from coinslot.store import Store
 from coinslot.wallets import WalletRef, check_wallet
 
@@ -45,6 +46,9 @@ class Topup:
     checkout_url: str
     session_id: str
     expires_ms: int
+    # The reader completed the checkout with a delayed method (SEPA Direct Debit): the money is
+    # on its way, the top-up stays pending until the provider reports it paid or failed.
+    awaiting_payment: bool = False
 
     def public(self) -> dict[str, Any]:
         return {
@@ -54,12 +58,23 @@ class Topup:
             "currency": self.currency,
             "checkout_url": self.checkout_url,
             "expires_at": self.expires_ms // 1000,
+            "awaiting_payment": self.awaiting_payment,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class TopupLimits:
+    """Card testing: at most so many new checkouts per wallet and per client address in an hour."""
+
+    per_wallet: int
+    per_ip: int
+    ip: str
 
 
 def _from_hash(topup_id: str, wallet_id: str, h: dict[str, str], now_ms: int) -> Topup:
     status = h["status"]
-    if status == "pending" and int(h["expires_ms"]) <= now_ms:
+    awaiting = status == "pending" and "awaiting" in h
+    if status == "pending" and not awaiting and int(h["expires_ms"]) <= now_ms:
         status = "expired"
     return Topup(
         id=topup_id,
@@ -70,6 +85,7 @@ def _from_hash(topup_id: str, wallet_id: str, h: dict[str, str], now_ms: int) ->
         checkout_url=h["url"],
         session_id=h["session"],
         expires_ms=int(h["expires_ms"]),
+        awaiting_payment=awaiting,
     )
 
 
@@ -90,11 +106,16 @@ async def create_topup(
     allowed: Callable[[str], tuple[int, ...]],
     now_ms: int,
     topup_id: str | None = None,
+    issued_ms: int | None = None,
+    limits: TopupLimits | None = None,
 ) -> Topup:
     """Open a checkout for ``amount`` and remember what was asked, to check it on payment.
 
-    ``topup_id`` may be chosen in advance (a prepared top-up link); asking again for the
-    same id returns the existing top-up instead of opening a second checkout.
+    ``topup_id`` may be chosen in advance (a prepared top-up link, signed at ``issued_ms``);
+    asking again for the same id returns the existing top-up instead of opening a second
+    checkout. The checkout's lifetime counts from ``issued_ms``, so a retried request asks the
+    provider for exactly the same session under the same idempotency key. ``limits`` raise
+    ``RateLimited`` before a new checkout is opened beyond them.
     """
     k = keys.wallet_keys(wallet.wallet_id)
     currency = await check_wallet(store, wallet)
@@ -105,8 +126,19 @@ async def create_topup(
         existing = await store.redis.hgetall(k.topup(topup_id))
         if existing:
             return _from_hash(topup_id, wallet.wallet_id, existing, now_ms)
+    if limits is not None:
+        # Counted only when a new checkout would open: reopening a prepared link is free.
+        for bucket, limit, what in (
+            (f"topups-wallet:{wallet.wallet_id}", limits.per_wallet, "top-up checkouts for this wallet"),
+            (f"topups-ip:{limits.ip}", limits.per_ip, "top-up checkouts from this address"),
+        ):
+            await ratelimit.hit(store, bucket, limit=limit, window_s=3600, now_ms=now_ms, what=what)
     session = await payments.create_checkout(
-        topup_id=topup_id, wallet_id=wallet.wallet_id, amount=amount, currency=currency, now_ms=now_ms
+        topup_id=topup_id,
+        wallet_id=wallet.wallet_id,
+        amount=amount,
+        currency=currency,
+        now_ms=now_ms if issued_ms is None else issued_ms,
     )
     record = {
         "amount": amount,
@@ -120,7 +152,9 @@ async def create_topup(
     }
     # Written under a scratch name and renamed only if the id is still free, so two racing
     # requests for one prepared id keep one complete record (both keys share the wallet's slot).
-    scratch = k.topup(topup_id) + ":" + session.session_id
+    # A scratch name of its own per request: racing requests may all get the same session back
+    # from a provider that honours the idempotency key (Stripe does).
+    scratch = k.topup(topup_id) + ":" + new_id("new")
     await store.redis.hset(scratch, mapping=record)
     # The session index first: if the process dies before the rename, an index without a
     # record is harmless, while a record without an index would make a paid session unknown.
@@ -129,7 +163,10 @@ async def create_topup(
     if await store.redis.renamenx(scratch, k.topup(topup_id)):
         await store.redis.expire(k.topup(topup_id), SESSION_INDEX_TTL_S)  # the ledger keeps the money for good
     else:
-        await store.redis.delete(scratch, index)
+        await store.redis.delete(scratch)
+        # Our session lost the race and will expire unpaid; its index goes, unless it is the winner's too.
+        if await store.redis.hget(k.topup(topup_id), "session") != session.session_id:
+            await store.redis.delete(index)
     h = await store.redis.hgetall(k.topup(topup_id))
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
 
@@ -150,12 +187,15 @@ async def find_session(store: Store, session_id: str, *, now_ms: int) -> Topup |
     return _from_hash(topup_id, wallet_id, h, now_ms) if h and "url" in h else None
 
 
-async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, now_ms: int) -> Fulfilment:
+async def fulfil(
+    store: Store, session_id: str, *, amount: int, currency: str, now_ms: int, payment_id: str = ""
+) -> Fulfilment:
     """Credit the wallet behind a paid checkout session, at most once per session id.
 
     ``amount`` and ``currency`` are what the provider reports as paid; if they differ from
     what was stored when the session was created, nothing is credited and the operator is
-    alerted through the ``coinslot.topups`` logger at ERROR.
+    alerted through the ``coinslot.topups`` logger at ERROR. ``payment_id`` (a Stripe
+    PaymentIntent) is remembered so later refunds and disputes find the top-up.
     """
     raw = await store.redis.get(keys.checkout_session_key(session_id))
     if raw is None:
@@ -164,10 +204,15 @@ async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, n
         return Fulfilment.UNKNOWN_SESSION
     wallet_id, topup_id = raw.split(" ")
     k = keys.wallet_keys(wallet_id)
+    if payment_id:
+        # Before the credit, so a refund never meets a credited top-up it cannot trace. Kept for
+        # good: disputes may come months later. The amount is the one a credit accepts (only the
+        # stored one), so a refund or dispute is checked against it.
+        await store.redis.set(keys.payment_key(payment_id), f"{wallet_id} {topup_id} {session_id} {amount} {currency}")
     result = await store.run(
         "credit",
         [k.wallet, k.credited, k.ledger, k.topup(topup_id)],
-        [now_ms, "cs:" + session_id, amount, currency, "topup", TOPUP_CLEARING, "", "1"],
+        [now_ms, "cs:" + session_id, amount, currency, "topup", TOPUP_CLEARING, "", "1", payment_id],
     )
     status = result[0]
     CREDITS.labels("topup", status).inc()
@@ -191,3 +236,70 @@ async def fulfil(store: Store, session_id: str, *, amount: int, currency: str, n
         return Fulfilment.MISMATCH
     log.error("checkout session %s could not be credited: %s", session_id, status)
     return Fulfilment.REFUSED
+
+
+async def mark(store: Store, session_id: str, state: str, *, now_ms: int) -> str:
+    """Record a session that brought no money (``awaiting``, ``failed``, ``expired``); paid stays paid.
+
+    Returns the top-up's status afterwards, or ``unknown-session``.
+    """
+    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    if raw is None:
+        return "unknown-session"
+    wallet_id, topup_id = raw.split(" ")
+    status: str = await store.run("topup_mark", [keys.wallet_keys(wallet_id).topup(topup_id)], [state, now_ms])
+    return status
+
+
+async def settle(store: Store, report: SessionReport, *, now_ms: int) -> str:
+    """Act on what the provider says about a session: credit once if paid, else record the state.
+
+    Sessions without our metadata belong to another integration on the same account: ignored.
+    Returns a short outcome for the webhook's answer and the reconcile report.
+    """
+    if report.topup_id is None:
+        return "ignored"
+    if report.state == "paid":
+        outcome = await fulfil(
+            store,
+            report.session_id,
+            amount=report.amount,
+            currency=report.currency,
+            now_ms=now_ms,
+            payment_id=report.payment_intent or "",
+        )
+        return outcome.value
+    if report.state in ("awaiting", "failed", "expired"):
+        return await mark(store, report.session_id, report.state, now_ms=now_ms)
+    return "open"
+
+
+RECONCILE_DAYS = 30
+
+
+async def repair_from_provider(store: Store, payments: Payments, *, now_ms: int) -> dict[str, Any]:
+    """Credit every paid session of the last 30 days that the ledger lacks (a webhook was lost).
+
+    Uses the same exactly-once credit as the webhook, so running it again changes nothing.
+    """
+    since_s = now_ms // 1000 - RECONCILE_DAYS * 24 * 60 * 60
+    checked = 0
+    credited: list[dict[str, Any]] = []
+    problems: list[str] = []
+    async for report in payments.recent_sessions(since_s=since_s):
+        checked += 1
+        if report.topup_id is None or report.state != "paid":
+            continue
+        outcome = await settle(store, report, now_ms=now_ms)
+        if outcome == Fulfilment.CREDITED.value:
+            credited.append(
+                {
+                    "session": report.session_id,
+                    "topup_id": report.topup_id,
+                    "amount": report.amount,
+                    "currency": report.currency,
+                }
+            )
+        elif outcome != Fulfilment.ALREADY.value:
+            problems.append(f"paid session {report.session_id} (top-up {report.topup_id}): {outcome}")
+    return {"sessions_checked": checked, "credited": credited, "problems": problems}

@@ -87,8 +87,8 @@ async def unlock(
 ) -> Unlocked:
     """Debit ``wallet`` for the item and grant it, or raise why not.
 
-    Raises ``InsufficientFunds`` (402), ``PriceChanged``, ``CurrencyMismatch``,
-    ``WalletFrozen``, ``IdempotencyKeyReused`` (409) or ``UnknownWallet`` (401).
+    Raises ``InsufficientFunds`` or ``WalletFrozen`` (402), ``PriceChanged``, ``CurrencyMismatch``,
+    ``IdempotencyKeyReused`` (409) or ``UnknownWallet`` (401).
     """
     site = await catalog.site(site_id)
     item = await catalog.item(site_id, item_id)
@@ -133,7 +133,7 @@ async def unlock(
     if status == "price-changed":
         raise PriceChanged(shown_price or 0, item.price, site.currency)
     if status == "frozen":
-        raise WalletFrozen(f"wallet balance {result[1]} is below its limit after a refund or dispute; top up to unlock")
+        raise WalletFrozen(int(result[1]), item.price, site.currency)
     if status == "currency":
         raise CurrencyMismatch(f"wallet holds {result[1]}, site {site.id} sells in {site.currency}")
     if status == "idem-conflict":

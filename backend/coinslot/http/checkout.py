@@ -2,7 +2,8 @@
 
 ``/topup/{link}`` opens a checkout from a link prepared in a 402 (bound to one wallet,
 valid 15 minutes), so the card can open the window synchronously on the click. The
-built-in test checkout lives at ``/checkout/test/{session}``.
+built-in test checkout lives at ``/checkout/test/{session}``; Stripe sends the reader back
+to ``/checkout/return``, which credits through the same exactly-once path as the webhook.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from coinslot import topups
-from coinslot.errors import Forbidden, NotFound
+from coinslot.errors import Forbidden, NotFound, PaymentsRefused, PaymentsUnavailable, RateLimited
+from coinslot.http.credentials import client_ip
 from coinslot.money import format_amount
 from coinslot.services import services
 from coinslot.wallets import WalletRef
@@ -29,7 +31,10 @@ PAGE_HEADERS = {
 }
 
 
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+TEST_BANNER = '<div class="test" role="note">TEST MODE: no real money moves</div>'
+
+
+def page(title: str, body: str, status: int = 200, *, test_mode: bool = True) -> HTMLResponse:
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{escape(title)}</title>
@@ -41,7 +46,7 @@ box-shadow:0 1px 4px #0002}}
 button{{font:inherit;font-weight:600;width:100%;padding:.8rem;border:0;border-radius:8px;background:#1d4ed8;
 color:#fff;cursor:pointer}}
 button:focus-visible{{outline:3px solid #000;outline-offset:2px}}
-</style></head><body><div class="test" role="note">TEST MODE: no real money moves</div>
+</style></head><body>{TEST_BANNER if test_mode else ""}
 <main>{body}</main></body></html>"""
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
@@ -49,22 +54,42 @@ button:focus-visible{{outline:3px solid #000;outline-offset:2px}}
 async def open_topup_link(request: Request) -> Response:
     svc = services(request)
     try:
-        wallet_id, generation, amount, topup_id = svc.topup_links.loads(
-            request.path_params["link"], max_age=TOPUP_LINK_MAX_AGE
+        (wallet_id, generation, amount, topup_id), signed_at = svc.topup_links.loads(
+            request.path_params["link"], max_age=TOPUP_LINK_MAX_AGE, return_timestamp=True
         )
     except SignatureExpired:
         return page("Link expired", "<h1>This top-up link has expired</h1><p>Go back and try again.</p>", 410)
     except (BadData, ValueError, TypeError):
         return page("Invalid link", "<h1>This top-up link is not valid</h1>", 400)
-    topup = await topups.create_topup(
-        svc.store,
-        svc.payments,
-        WalletRef(wallet_id, generation),
-        amount=amount,
-        allowed=svc.settings.allowed_topups,
-        now_ms=svc.clock.now_ms(),
-        topup_id=topup_id,
-    )
+    test_mode = not svc.payments.livemode
+    try:
+        topup = await topups.create_topup(
+            svc.store,
+            svc.payments,
+            WalletRef(wallet_id, generation),
+            amount=amount,
+            allowed=svc.settings.allowed_topups,
+            now_ms=svc.clock.now_ms(),
+            topup_id=topup_id,
+            issued_ms=int(signed_at.timestamp() * 1000),
+            limits=topups.TopupLimits(
+                per_wallet=svc.settings.topups_per_wallet_per_hour,
+                per_ip=svc.settings.topups_per_ip_per_hour,
+                ip=client_ip(request, svc.settings.trusted_proxy_hops),
+            ),
+        )
+    except RateLimited as exc:
+        response = page(
+            "Too many top-ups",
+            f"<h1>Too many top-ups</h1><p>Please try again in {exc.retry_after // 60 + 1} minutes.</p>",
+            429,
+            test_mode=test_mode,
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except (PaymentsUnavailable, PaymentsRefused):
+        body = "<h1>Payments are unavailable</h1><p>No money was taken. Please try again in a few minutes.</p>"
+        return page("Payments unavailable", body, 503, test_mode=test_mode)
     return RedirectResponse(topup.checkout_url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
@@ -107,3 +132,54 @@ async def test_checkout_pay(request: Request) -> Response:
         return page("Checkout closed", f"<h1>This checkout has {escape(topup.status)}</h1>", 410)
     price = escape(format_amount(topup.amount, topup.currency))
     return page("Paid", f"<h1>Payment received</h1><p>{price} added to your wallet. You can close this window.</p>")
+
+
+def _return_page(topup: topups.Topup, status: str, outcome: str, *, test_mode: bool) -> HTMLResponse:
+    price = escape(format_amount(topup.amount, topup.currency))
+    if outcome == topups.Fulfilment.MISMATCH.value:
+        # Stripe took money, but not what was asked: the operator is alerted and settles it by hand.
+        body = (
+            "<h1>Payment received, under review</h1><p>Your payment differs from the top-up that was asked "
+            "for, so it is being checked before your wallet is credited. You can close this window.</p>"
+        )
+    elif status == "paid":
+        body = f"<h1>Payment received</h1><p>{price} added to your wallet. You can close this window.</p>"
+    elif topup.awaiting_payment and status == "pending":
+        body = (
+            f"<h1>Your payment is on its way</h1><p>Your bank is transferring {price}; this can take a few "
+            "business days. Your wallet is credited as soon as it arrives. You can close this window.</p>"
+        )
+    elif status in ("failed", "expired"):
+        body = f"<h1>No payment was taken</h1><p>This top-up has {escape(status)}. You can close this window.</p>"
+    else:
+        body = "<h1>Top-up not finished</h1><p>No payment was taken. You can close this window.</p>"
+    return page("Top-up", body, test_mode=test_mode)
+
+
+async def checkout_return(request: Request) -> Response:
+    """Where Stripe sends the reader back: credit now if Stripe says paid (the webhook may be late)."""
+    svc = services(request)
+    test_mode = not svc.payments.livemode
+    now_ms = svc.clock.now_ms()
+    if request.query_params.get("cancelled") is not None:
+        # The reader left the checkout; the session stays open at Stripe until it expires.
+        body = "<h1>Top-up cancelled</h1><p>No payment was taken. You can close this window.</p>"
+        return page("Top-up cancelled", body, test_mode=test_mode)
+    session_id = request.query_params.get("session_id", "")
+    # Only sessions this deployment opened are looked up at Stripe, and only until they are paid.
+    topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) if session_id else None
+    if topup is None:
+        return page("Unknown top-up", "<h1>This top-up is not known here</h1>", 404, test_mode=test_mode)
+    outcome = ""
+    if topup.status == "pending":
+        try:
+            report = await svc.payments.retrieve_session(session_id)
+        except (PaymentsUnavailable, PaymentsRefused):
+            body = (
+                "<h1>Checking your payment…</h1><p>Your wallet is credited as soon as Stripe confirms it. "
+                "You can close this window.</p>"
+            )
+            return page("Top-up", body, 503, test_mode=test_mode)
+        outcome = await topups.settle(svc.store, report, now_ms=now_ms)
+        topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) or topup
+    return _return_page(topup, topup.status, outcome, test_mode=test_mode)

@@ -124,6 +124,11 @@ async def create_topup(request: Request) -> Response:
         amount=body.amount,
         allowed=svc.settings.allowed_topups,
         now_ms=svc.clock.now_ms(),
+        limits=topups.TopupLimits(
+            per_wallet=svc.settings.topups_per_wallet_per_hour,
+            per_ip=svc.settings.topups_per_ip_per_hour,
+            ip=client_ip(request, svc.settings.trusted_proxy_hops),
+        ),
     )
     return private_json(topup.public(), status_code=201)
 

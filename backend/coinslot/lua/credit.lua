@@ -2,7 +2,8 @@
 -- KEYS: 1 wallet hash, 2 credited-refs set, 3 ledger list, 4 top-up hash (or any key of the
 --       wallet's slot when the credit is not a top-up)
 -- ARGV: 1 now_ms, 2 ref, 3 amount, 4 currency, 5 kind ('topup'|'voucher'),
---       6 counter account, 7 site ('' if none), 8 '1' when KEYS[4] is a top-up to check and settle
+--       6 counter account, 7 site ('' if none), 8 '1' when KEYS[4] is a top-up to check and settle,
+--       9 the provider's payment id for refunds and disputes ('' or absent if none)
 -- Returns {'ok', balance} | {'duplicate', balance} | {'no-wallet'} | {'currency', wallet_currency}
 --       | {'mismatch', stored_amount, stored_currency} | {'no-topup'}
 local now, ref, amount, currency = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -17,7 +18,10 @@ if ARGV[8] == '1' then
   if tonumber(t[1]) ~= amount or t[2] ~= currency then return {'mismatch', tonumber(t[1]), t[2]} end
 end
 if w[1] ~= currency then return {'currency', w[1]} end
-if ARGV[8] == '1' then redis.call('HSET', KEYS[4], 'status', 'paid', 'paid_at', now) end
+if ARGV[8] == '1' then
+  redis.call('HSET', KEYS[4], 'status', 'paid', 'paid_at', now)
+  if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[4], 'payment', ARGV[9]) end
+end
 local balance = tonumber(w[2]) + amount
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('SADD', KEYS[2], ref)

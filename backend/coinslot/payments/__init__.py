@@ -1,9 +1,17 @@
-"""Ways money enters a wallet from outside: the built-in test checkout, later Stripe."""
+"""Ways money enters a wallet from outside: the built-in test checkout, and Stripe.
+
+A provider turns what it knows into the plain reports below, so the domain modules
+(``topups``, ``chargebacks``) never see a provider's own objects.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from coinslot.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,10 +21,83 @@ class CheckoutSession:
     expires_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class SessionReport:
+    """What the provider says about one checkout session."""
+
+    session_id: str
+    # 'paid' | 'awaiting' (completed, a delayed payment such as SEPA under way) | 'failed'
+    # (that delayed payment failed) | 'expired' | 'open'
+    state: str
+    amount: int  # minor units the provider will take or took
+    currency: str  # ISO 4217, upper case
+    payment_intent: str | None
+    topup_id: str | None  # from our metadata; None for a session some other integration made
+    created_s: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RefundReport:
+    """A charge was refunded, in part or in whole; ``refunded_total`` is cumulative."""
+
+    payment_intent: str
+    charge_id: str
+    refunded_total: int  # minor units refunded on the charge so far
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeReport:
+    """A chargeback: ``status`` 'open' (funds withdrawn), 'won', 'lost' or 'inquiry' (no funds moved)."""
+
+    dispute_id: str
+    payment_intent: str
+    amount: int
+    currency: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An event this deployment does not act on (answered 200 so the provider stops sending it)."""
+
+    kind: str
+
+
+PaymentEvent = SessionReport | RefundReport | DisputeReport | Ignored
+
+
 class Payments(Protocol):
     name: str
     livemode: bool
 
     async def create_checkout(
         self, *, topup_id: str, wallet_id: str, amount: int, currency: str, now_ms: int
-    ) -> CheckoutSession: ...
+    ) -> CheckoutSession:
+        """Open a checkout; ``topup_id`` is the idempotency key, so asking twice opens one session."""
+        ...
+
+    async def retrieve_session(self, session_id: str) -> SessionReport:
+        """Ask the provider about one session (the reader's return page; never the webhook)."""
+        ...
+
+    def recent_sessions(self, *, since_s: int) -> AsyncIterator[SessionReport]:
+        """Every session created since ``since_s`` (Unix seconds), all pages of them."""
+        ...
+
+    def parse_event(self, payload: bytes, signature: str | None) -> PaymentEvent:
+        """Verify a webhook on its raw body and translate it; raises ``BadWebhook`` if not authentic."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def from_settings(settings: Settings, public_url: str) -> Payments:
+    """The provider the settings choose (``COINSLOT_PAYMENTS``)."""
+    if settings.payments == "stripe":
+        from coinslot.payments.stripe import StripeCheckout
+
+        return StripeCheckout.from_settings(settings, public_url)
+    from coinslot.payments.testmode import BuiltinCheckout
+
+    return BuiltinCheckout(public_url)

@@ -1,0 +1,64 @@
+-- Take back money Stripe took back: a refund or a dispute of a credited top-up, posted as a
+-- compensating ledger entry on the wallet's own keys, each at most once, in any event order.
+-- KEYS: 1 wallet hash, 2 credited-refs set, 3 ledger list, 4 chargebacks hash (what was posted)
+-- ARGV: 1 now_ms, 2 op ('refund'|'dispute'), 3 credit ref of the top-up ('cs:<session>'),
+--       4 currency reported, 5 top-up amount, 6 top-up currency, 7 top-up id,
+--       8 charge id (refund) or dispute id, 9 amount (refund: cumulative refunded on the charge;
+--       dispute: disputed amount), 10 dispute status ('open'|'won'|'lost')
+-- Returns {'ok', balance, frozen} | {'duplicate', balance} | {'not-credited'} | {'no-wallet'}
+--       | {'mismatch', reported_amount, reported_currency}
+local now, op, topup_ref = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local currency, topup_amount, id, amount = ARGV[6], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
+local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
+if not w[1] then return {'no-wallet'} end
+-- Money can only be taken back after it was credited; until then the provider retries.
+if redis.call('SISMEMBER', KEYS[2], topup_ref) == 0 then return {'not-credited'} end
+if ARGV[4] ~= currency or w[1] ~= currency or amount < 0 or amount > topup_amount then
+  return {'mismatch', amount, ARGV[4]}
+end
+local balance = tonumber(w[2])
+local wallet_account = 'wallet:' .. string.sub(KEYS[1], 4, -2)
+local posted = 0
+
+local function post(kind, ref, delta, counter)
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  balance = balance + delta
+  redis.call('RPUSH', KEYS[3], cjson.encode({
+    seq = seq, at = now, kind = kind, ref = ref, topup = ARGV[7], currency = currency, balance = balance,
+    postings = {{account = wallet_account, amount = delta}, {account = counter, amount = -delta}}}))
+  posted = posted + 1
+end
+
+if op == 'refund' then
+  -- Stripe reports the charge's cumulative refunded amount: post the difference, so a repeated
+  -- or older event posts nothing and two partial refunds post one entry each.
+  local field = 'refund:' .. id
+  local before = tonumber(redis.call('HGET', KEYS[4], field) or '0')
+  if amount > before then
+    redis.call('HSET', KEYS[4], field, amount)
+    post('refund', field .. ':' .. amount, before - amount, 'topup:clearing')
+  end
+else
+  local field = 'dispute:' .. id
+  local debited = tonumber(redis.call('HGET', KEYS[4], field) or '-1')
+  -- 'won' or 'lost' may come before 'created': the funds were withdrawn either way.
+  if debited < 0 then
+    debited = amount
+    redis.call('HSET', KEYS[4], field, debited)
+    post('dispute', field, -debited, 'topup:disputes')
+  end
+  if ARGV[10] == 'won' and redis.call('HSETNX', KEYS[4], field .. ':won', now) == 1 then
+    post('dispute-won', field .. ':won', debited, 'topup:disputes')
+  end
+end
+if posted == 0 then return {'duplicate', balance} end
+redis.call('HSET', KEYS[1], 'balance', balance)
+-- Below zero the wallet is frozen until a top-up (credit.lua) brings it back to >= 0.
+local frozen = 0
+if balance < 0 then
+  redis.call('HSET', KEYS[1], 'frozen', '1')
+  frozen = 1
+elseif w[3] == '1' then
+  redis.call('HDEL', KEYS[1], 'frozen')
+end
+return {'ok', balance, frozen}

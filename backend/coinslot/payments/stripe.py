@@ -1,0 +1,225 @@
+"""Stripe Checkout: real top-ups through the official ``stripe`` library, without blocking the loop.
+
+Sessions are created with ``price_data`` (amount and currency from the server's allowed list,
+no pre-made Prices), our top-up id as the Idempotency-Key, and the top-up and wallet in the
+session's and the PaymentIntent's metadata, so refunds and disputes can be traced back.
+Webhooks are verified on the raw body by ``stripe.Webhook.construct_event`` and turned into
+the plain reports of ``coinslot.payments``; Stripe's errors become ``CoinslotError``s here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import stripe
+
+from coinslot.errors import BadWebhook, ConfigurationError, NotFound, PaymentsRefused, PaymentsUnavailable
+from coinslot.payments import CheckoutSession, DisputeReport, Ignored, PaymentEvent, RefundReport, SessionReport
+from coinslot.settings import Settings
+
+log = logging.getLogger("coinslot.payments.stripe")
+
+# Stripe requires 30 min to 24 h. An hour covers 3-D Secure and bank redirects; a prepared
+# top-up link (valid 15 min) counts it from its signing, so at least 45 min remain.
+SESSION_LIFETIME_S = 60 * 60
+REQUEST_TIMEOUT_S = 10.0  # per attempt; a top-up request waits on it, so not the library's 80 s
+NETWORK_RETRIES = 2  # safe: every create carries our Idempotency-Key
+PRODUCT_NAME = "Coinslot wallet top-up"
+LIST_PAGE = 100  # Stripe's largest page
+
+
+class _HTTPXClient(stripe.HTTPXClient):
+    """stripe's httpx client, sending the form body as ``content=``.
+
+    stripe-python passes the encoded form as ``data=<str>``, which httpx deprecates (a
+    DeprecationWarning on every request); the bytes on the wire are the same.
+    """
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if isinstance(data, str | bytes):
+            kwargs["content"] = data
+        return args, kwargs
+
+
+def _wrap(exc: stripe.StripeError, doing: str) -> Exception:
+    """Stripe's error as ours: transient ones are 503 (try again), refusals 502 (our set-up)."""
+    status = getattr(exc, "http_status", None)
+    request_id = getattr(exc, "request_id", None)
+    log.error("Stripe %s failed: %s %s (request %s)", doing, type(exc).__name__, status, request_id)
+    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (status or 0) >= 500:
+        return PaymentsUnavailable(f"Stripe could not be reached to {doing}; try again shortly")
+    return PaymentsRefused(f"Stripe refused to {doing} ({type(exc).__name__}, HTTP {status}); the operator is alerted")
+
+
+def session_report(session: dict[str, Any], *, event: str | None = None) -> SessionReport:
+    """A Checkout Session (as a plain dict) as the domain sees it; ``event`` is the webhook type, if any."""
+    status, payment_status = session.get("status"), session.get("payment_status")
+    if event == "checkout.session.async_payment_failed":
+        state = "failed"
+    elif event == "checkout.session.expired" or status == "expired":
+        state = "expired"
+    elif status == "complete" and payment_status == "paid":
+        state = "paid"
+    elif status == "complete" and payment_status == "unpaid":
+        state = "awaiting"
+    else:  # open, or complete without payment (never for our sessions, whose amount is > 0)
+        state = "open"
+    metadata = session.get("metadata") or {}
+    pi = session.get("payment_intent")
+    return SessionReport(
+        session_id=str(session["id"]),
+        state=state,
+        amount=int(session.get("amount_total") or 0),
+        currency=str(session.get("currency") or "").upper(),
+        payment_intent=pi if isinstance(pi, str) else (pi or {}).get("id"),
+        topup_id=metadata.get("topup_id"),
+        created_s=int(session.get("created") or 0),
+    )
+
+
+def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
+    """One verified Stripe event as a report; anything we do not act on is ``Ignored``."""
+    if kind in (
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.expired",
+    ):
+        return session_report(obj, event=kind)
+    pi = obj.get("payment_intent")
+    if not isinstance(pi, str):
+        # Not a charge of a Checkout Session (ours always have a PaymentIntent).
+        return Ignored(kind)
+    currency = str(obj.get("currency") or "").upper()
+    if kind == "charge.refunded":
+        return RefundReport(
+            payment_intent=pi, charge_id=str(obj["id"]), refunded_total=int(obj["amount_refunded"]), currency=currency
+        )
+    if kind in ("charge.dispute.created", "charge.dispute.closed"):
+        stripe_status = str(obj.get("status"))
+        if stripe_status.startswith("warning_"):
+            status = "inquiry"  # an inquiry or early warning: no funds were withdrawn
+        elif kind == "charge.dispute.created":
+            status = "open"
+        else:
+            status = stripe_status if stripe_status in ("won", "lost") else "open"
+        return DisputeReport(
+            dispute_id=str(obj["id"]), payment_intent=pi, amount=int(obj["amount"]), currency=currency, status=status
+        )
+    return Ignored(kind)
+
+
+class StripeCheckout:
+    name = "stripe"
+
+    def __init__(self, secret_key: str, webhook_secret: str, *, public_url: str, api_base: str | None = None) -> None:
+        if not secret_key or not webhook_secret:
+            raise ConfigurationError("Stripe needs both a secret key and a webhook signing secret")
+        self.livemode = secret_key.startswith(("sk_live_", "rk_live_"))
+        self.public_url = public_url
+        # Comma-separated while Stripe rolls the endpoint's secret: the old one stays valid for a while.
+        self._webhook_secrets = [w.strip() for w in webhook_secret.split(",") if w.strip()]
+        self._http = _HTTPXClient(timeout=REQUEST_TIMEOUT_S)
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=NETWORK_RETRIES,
+            http_client=self._http,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, public_url: str) -> StripeCheckout:
+        if settings.stripe_secret_key is None or settings.stripe_webhook_secret is None:
+            raise ConfigurationError(
+                "COINSLOT_PAYMENTS=stripe needs COINSLOT_STRIPE_SECRET_KEY and COINSLOT_STRIPE_WEBHOOK_SECRET"
+            )
+        return cls(
+            str(settings.stripe_secret_key),
+            str(settings.stripe_webhook_secret),
+            public_url=public_url,
+            api_base=settings.stripe_api_base,
+        )
+
+    async def create_checkout(
+        self, *, topup_id: str, wallet_id: str, amount: int, currency: str, now_ms: int
+    ) -> CheckoutSession:
+        expires_at = now_ms // 1000 + SESSION_LIFETIME_S
+        ours = {"topup_id": topup_id, "wallet_id": wallet_id}
+        return_url = f"{self.public_url}/checkout/return?session_id={{CHECKOUT_SESSION_ID}}"
+        params: Any = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount,
+                        "product_data": {"name": PRODUCT_NAME},
+                    },
+                }
+            ],
+            "client_reference_id": wallet_id,
+            "metadata": ours,
+            "payment_intent_data": {"metadata": ours},
+            "expires_at": expires_at,
+            "success_url": return_url,
+            # No session id here: Stripe documents the {CHECKOUT_SESSION_ID} template for success_url only.
+            "cancel_url": f"{self.public_url}/checkout/return?cancelled=1",
+        }
+        try:
+            session = await self._client.v1.checkout.sessions.create_async(params, {"idempotency_key": topup_id})
+        except stripe.StripeError as exc:
+            raise _wrap(exc, "open a checkout") from exc
+        if not session.url:
+            raise PaymentsRefused(f"Stripe returned checkout session {session.id} without a URL")
+        return CheckoutSession(session_id=session.id, url=session.url, expires_ms=int(session.expires_at) * 1000)
+
+    async def retrieve_session(self, session_id: str) -> SessionReport:
+        try:
+            session = await self._client.v1.checkout.sessions.retrieve_async(session_id)
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) == 404:
+                raise NotFound(f"Stripe knows no checkout session {session_id!r}") from exc
+            raise _wrap(exc, "read a checkout session") from exc
+        except stripe.StripeError as exc:
+            raise _wrap(exc, "read a checkout session") from exc
+        return session_report(session.to_dict())
+
+    async def recent_sessions(self, *, since_s: int) -> AsyncIterator[SessionReport]:
+        params: Any = {"created": {"gte": since_s}, "limit": LIST_PAGE}
+        try:
+            page = await self._client.v1.checkout.sessions.list_async(params)
+            async for session in page.auto_paging_iter():
+                yield session_report(session.to_dict())
+        except stripe.StripeError as exc:
+            raise _wrap(exc, "list checkout sessions") from exc
+
+    def parse_event(self, payload: bytes, signature: str | None) -> PaymentEvent:
+        event = None
+        refused: Exception | None = None
+        for secret in self._webhook_secrets:
+            try:
+                event = self._client.construct_event(payload, signature, secret)
+                break
+            except stripe.SignatureVerificationError as exc:
+                refused = exc
+            except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+                # A malformed header or a body that is not an event, even with a right signature.
+                raise BadWebhook(f"webhook is not a Stripe event: {type(exc).__name__}") from exc
+        if event is None:
+            raise BadWebhook(
+                f"Stripe-Signature not valid for this body and secret, or older than 300 s: {refused}"
+            ) from refused
+        obj = event.data.object
+        data: dict[str, Any] = obj.to_dict() if isinstance(obj, stripe.StripeObject) else dict(obj)
+        try:
+            return translate(str(event.type), data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadWebhook(f"{event.type} event {event.id} lacks a field Coinslot needs: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
