@@ -154,3 +154,26 @@ async def test_deeply_nested_json_is_422_not_500(api: Api) -> None:
     r = await api.client.post("/v1/unlocks", content=deep, headers={**auth(wallet), "Content-Type": "application/json"})
     assert r.status_code == 422
     assert r.json()["type"].endswith("/invalid-body")
+
+
+async def test_the_unlock_fast_lane_renders_problems_like_every_route(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = await api.site()
+    await api.item(site, "a", 10)
+    wallet = await api.wallet()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("coinslot.unlocks.unlock", broken)
+    r = await api.unlock(wallet, site[0], "a")
+
+    assert r.status_code == 500
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["type"].endswith("/internal")
+    assert "boom" not in r.text
+    assert "unhandled error on POST /v1/unlocks" in caplog.text
+    # The lane is POST only: another method still meets the router's 405 problem.
+    r = await api.client.get("/v1/unlocks")
+    assert r.status_code == 405 and r.headers["content-type"] == PROBLEM
