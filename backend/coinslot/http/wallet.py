@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
 from coinslot.errors import InsufficientFunds
 from coinslot.http.credentials import client_ip, require_wallet, set_wallet_cookie, uses_cookie
-from coinslot.http.problems import read_json
+from coinslot.http.problems import FastJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.ids import new_id
 from coinslot.services import Services, services
@@ -20,7 +20,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def private_json(body: Any, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code, headers=NO_STORE)
+    return FastJSONResponse(body, status_code=status_code, headers=NO_STORE)
 
 
 async def create_wallet(request: Request) -> Response:
