@@ -21,7 +21,7 @@ from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
 from coinslot.embedded import EmbeddedRedis, running_url
 from coinslot.errors import CoinslotError, ConfigurationError
-from coinslot.http import admin, checkout, public, wallet
+from coinslot.http import admin, checkout, embed, public, wallet
 from coinslot.http.openapi import Doc, build, openapi
 from coinslot.http.problems import coinslot_error, http_error, unexpected_error
 from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
@@ -210,6 +210,45 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/checkout/test/{session}",
         checkout.test_checkout_pay,
         Doc("Pay a test checkout session", tags=("checkout",)),
+    ),
+    # The widget: loader, card page, the card's own files, and the reader's state for a card.
+    (
+        "GET",
+        "/coinslot.js",
+        embed.loader,
+        Doc("The loader script a publisher pastes (short cache; see /v/{version}/coinslot.js)", tags=("widget",)),
+    ),
+    (
+        "GET",
+        "/v/{version}/{asset}",
+        embed.versioned_asset,
+        Doc(
+            "coinslot.js, card.js or card.css at an immutable versioned URL",
+            responses={200: "the file", 304: "", 404: ""},
+            tags=("widget",),
+        ),
+    ),
+    (
+        "GET",
+        "/embed/{site}/{item}",
+        embed.card,
+        Doc(
+            "The card the loader frames, rendered with title and price (cacheable; frame-ancestors: site origins)",
+            query=("origin", "lang", "theme", "accent"),
+            responses={200: "HTML card", 304: "", 403: "origin not allowed", 404: "unknown site or item"},
+            tags=("widget",),
+        ),
+    ),
+    (
+        "GET",
+        "/v1/card/{site}/{item}",
+        embed.reader_state,
+        Doc(
+            "The card's one credentialed read: wallet, balance, owned (then a fresh token and content)",
+            auth="wallet",
+            responses={200: "reader state", 401: "", 404: ""},
+            tags=("widget",),
+        ),
     ),
 ]
 
