@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import FrameLocator, Page, expect
+import redis
+from playwright.sync_api import Browser, FrameLocator, Page, expect
 
 from conftest import Reader, Stack, shot
 
@@ -319,3 +320,150 @@ def test_unknown_item_and_network_failures_stay_calm(stack: Stack, reader: Reade
     assert any("[coinslot]" in m and "no-such-item" in m for m in reader.console)
     assert any("[coinslot]" in m and "request failed" in m for m in reader.console)
     assert reader.errors == []
+
+
+def _topup_keys(stack: Stack, reader: Reader) -> list[str]:
+    wallet_id = wallet(stack, reader)["wallet_id"]
+    with redis.Redis.from_url(stack.redis.url, decode_responses=True) as r:
+        return sorted(r.scan_iter(match="{w:" + str(wallet_id) + "}:tu:*"))
+
+
+def _set_topup(stack: Stack, key: str, **fields: str | int) -> None:
+    # What the payment provider would report (a declined debit, a session that timed out);
+    # the built-in test checkout has no button for failing, so the test writes the outcome.
+    with redis.Redis.from_url(stack.redis.url, decode_responses=True) as r:
+        r.hset(key, mapping=fields)
+
+
+def test_failed_closed_and_expired_topups_are_calm_and_can_be_retried(stack: Stack, reader: Reader) -> None:
+    page = reader.page()
+    page.goto(stack.demo + "/events/keynote.html")
+    c = card(page, "session-keynote")
+    expect(c.get_by_role("button", name="Unlock for €1.50")).to_be_visible()
+    shot(page, "17-dark-theme-offer")
+    c.locator("#buy").click()
+
+    # A window the reader closes without paying.
+    with page.expect_popup() as first:
+        c.get_by_role("button", name="Add €2.00").click()
+    first.value.wait_for_load_state()
+    first.value.close()
+    expect(c.get_by_role("status")).to_have_text("The payment window was closed. Choose an amount to try again.")
+
+    # A payment that fails.
+    seen = set(_topup_keys(stack, reader))
+    with page.expect_popup() as second:
+        c.get_by_role("button", name="Add €5.00").click()
+    second.value.wait_for_load_state()
+    expect(c.get_by_role("status")).to_contain_text("Finish the payment in the new window")
+    [key] = set(_topup_keys(stack, reader)) - seen
+    _set_topup(stack, key, status="failed")
+    expect(c.get_by_role("status")).to_have_text(
+        "The payment did not go through and nothing was charged. Press the button to try again."
+    )
+    shot(page, "18-topup-failed")
+    second.value.close()
+
+    # A checkout that expires.
+    seen = set(_topup_keys(stack, reader))
+    with page.expect_popup() as third:
+        c.get_by_role("button", name="Add €10.00").click()
+    third.value.wait_for_load_state()
+    [key] = set(_topup_keys(stack, reader)) - seen
+    _set_topup(stack, key, expires_ms=1)
+    expect(c.get_by_role("status")).to_have_text("That payment window has expired. Press the button to try again.")
+    third.value.close()
+    assert wallet(stack, reader)["balance"] == 0
+
+    # Trying again: fresh choices, a real payment, and the unlock completes by itself.
+    c.locator("#buy").click()
+    with page.expect_popup() as fourth:
+        c.get_by_role("button", name="Add €2.00").click()
+    fourth.value.get_by_role("button", name="Pay €2.00").click()
+    expect(content(page, "session-keynote")).to_contain_text("Recording: 42 minutes")
+    expect(c.locator("#balance")).to_have_text("Wallet balance: €0.50")
+    shot(page, "19-dark-theme-unlocked")
+    assert wallet(stack, reader)["balance"] == 50
+    assert reader.errors == []
+
+
+def test_a_keyboard_only_reader_can_unlock(stack: Stack, browser: Browser) -> None:
+    context = browser.new_context(reduced_motion="reduce")
+    try:
+        page = context.new_page()
+        page.goto(stack.demo + "/article.html")
+        c = card(page, "article-heatwave")
+        expect(c.locator("#buy")).to_be_visible()
+        focused = ""
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            focused = c.locator(":focus").evaluate_all("els => els.map((e) => e.id).join()")
+            if focused == "buy":
+                break
+        assert focused == "buy"
+        buy = c.locator("#buy")
+        # A visible focus ring; no motion when the reader asked for less.
+        assert buy.evaluate("(b) => getComputedStyle(b).outlineStyle") == "solid"
+        assert buy.evaluate("(b) => getComputedStyle(b).transitionDuration") == "0s"
+        shot(page, "20-keyboard-focus")
+        page.keyboard.press("Enter")
+        expect(c.get_by_role("button", name="Add €2.00")).to_be_focused()
+        c.locator("#code").focus()
+        page.keyboard.type(VOUCHER)
+        page.keyboard.press("Enter")
+        expect(content(page, "article-heatwave")).to_contain_text("Meteorologists")
+    finally:
+        context.close()
+
+
+def test_software_feature_turns_on_from_the_unlock_event(stack: Stack, reader: Reader) -> None:
+    page = reader.page()
+    page.goto(stack.demo + "/app/storage.html")
+    redeem_in_card(page, "extra-storage")
+    expect(page.locator("#storage-text")).to_have_text("9.2 GB of 20 GB used — extra storage is on")
+    expect(card(page, "extra-storage").get_by_text("€0.99 — Extra storage: 10 GB more for your notes")).to_be_visible()
+    assert content(page, "extra-storage").count() == 0  # nothing hosted: the publisher's own code acts on the token
+    [event] = unlocks(page)
+    status, _body = stack.api("GET", "/v1/content/site_demo_app/extra-storage?token=" + event["token"])
+    assert status == 404  # the token verifies; there is simply no hosted content
+    shot(page, "21-software-feature")
+
+
+CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4))
+    .reduce((s, c, i) => s + c * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0) return c;
+    }
+    return [255, 255, 255];
+  };
+  return [...document.querySelectorAll('.title, .meta, .receipt, .status, button, label, input, .brand')]
+    .filter((el) => el.offsetParent !== null && (el.tagName === 'INPUT' || el.textContent.trim() !== ''))
+    .map((el) => {
+      const a = lum(rgb(getComputedStyle(el).color)), b = lum(background(el));
+      return [el.id || el.className || el.tagName, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+    });
+}"""
+
+
+def test_card_text_meets_aa_contrast_in_every_theme(stack: Stack, reader: Reader) -> None:
+    page = reader.page()
+    for path, item in (
+        ("/article.html", "article-heatwave"),  # light (auto, light system)
+        ("/events/keynote.html", "session-keynote"),  # dark
+        ("/course/lesson-3.html", "lesson-3"),  # a light publisher accent, so black button text
+    ):
+        page.goto(stack.demo + path)
+        c = card(page, item)
+        c.locator("#buy").click()
+        c.locator("#code").fill("WRONG-CODE-1")
+        c.locator("#voucher button").click()
+        expect(c.get_by_role("status")).to_have_text("That code can't be used. Check it and try again.")
+        ratios = c.locator("body").evaluate(CONTRAST)
+        assert len(ratios) >= 8
+        low = [(name, round(ratio, 2)) for name, ratio in ratios if ratio < 4.5]
+        assert low == [], f"{path}: below WCAG AA 4.5:1: {low}"

@@ -186,7 +186,8 @@
       }
       const age = Date.now() - started;
       if (age > 20 * 60 * 1000) return say(t.topupExpired, 'error');
-      if (state.popup && state.popup.closed && age > 5000 && r.status !== 200) say(t.windowClosed);
+      // Still pending with the window gone: say so, but keep listening (a debit may settle late).
+      if (state.popup && state.popup.closed && status.textContent === t.waiting) say(t.windowClosed);
       setTimeout(tick, age < 60000 ? 1000 : 4000);
     };
     setTimeout(tick, 800);
