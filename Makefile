@@ -8,7 +8,7 @@ PORT   ?= 8000
 DEMO_PORT ?= 8001
 E2E_STAMP := $(VENV)/.e2e-installed
 
-.PHONY: run test lint typecheck pytest redis-server bench clean demo e2e chromium
+.PHONY: run test lint typecheck pytest redis-server bench clean demo e2e chromium bench-widget
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ e2e: redis-server chromium
 bench: redis-server
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null
 	$(BIN)/python bench/unlock.py
+
+# Widget sizes and reader-facing timings in headless Chromium (prints, asserts nothing).
+bench-widget: redis-server chromium
+	$(BIN)/python bench/widget.py
 
 clean:
 	rm -rf $(VENV) .coinslot .pytest_cache .mypy_cache .ruff_cache
