@@ -217,3 +217,27 @@ async def test_reader_state_with_a_stale_cookie_starts_afresh_but_a_bad_bearer_i
     assert bearer.status_code == 401
     unknown = await api.client.get(f"/v1/card/{site[0]}/zzz", headers=card_get(token))
     assert unknown.status_code == 404 and unknown.json()["type"].endswith("/unknown-item")
+
+
+def test_snippet_command_prints_the_pinned_loader(capsys: pytest.CaptureFixture[str]) -> None:
+    from coinslot.cli import main
+
+    assert main(["snippet", "site_abc", "--item", "story-1"]) == 0
+    out = capsys.readouterr().out
+    assert f"/v/{embed.version()}/coinslot.js" in out
+    assert f'integrity="{embed.asset("coinslot.js").integrity}" crossorigin="anonymous"' in out
+    assert 'data-site="site_abc"' in out and 'data-coinslot-item="story-1"' in out
+
+
+async def test_changing_a_sites_origins_moves_where_its_cards_may_be_framed(api: Api) -> None:
+    from coinslot import catalog
+
+    site = await api.site()
+    await api.item(site, "a", 19)
+    assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 200
+    await catalog.set_origins(api.store, site[0], ["https://News.example.com/"])
+    api.client.app.state.services.catalog.invalidate(site[0])  # type: ignore[attr-defined]
+    moved = await api.client.get(f"/embed/{site[0]}/a", params={"origin": "https://news.example.com"})
+    assert moved.status_code == 200
+    assert moved.headers["content-security-policy"].endswith("frame-ancestors https://news.example.com")
+    assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 403

@@ -133,6 +133,21 @@ Ctrl-C stops it.""",
     return 0
 
 
+def cmd_snippet(settings: Settings, args: argparse.Namespace) -> int:
+    from coinslot.app import DEFAULT_PUBLIC_URL
+    from coinslot.http.embed import asset, loader_url
+
+    base = settings.public_url or DEFAULT_PUBLIC_URL
+    attrs = f' data-lang="{args.lang}"' if args.lang else ""
+    print(
+        f'<script src="{loader_url(base)}"\n'
+        f'        integrity="{asset("coinslot.js").integrity}" crossorigin="anonymous"\n'
+        f'        data-site="{args.site}"{attrs} async></script>\n'
+        f'<div data-coinslot-item="{args.item}">Teaser text you already show…</div>'
+    )
+    return 0
+
+
 def cmd_site_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Store) -> Any:
         site, secret = await catalog.create_site(
@@ -232,6 +247,12 @@ def parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--demo-port", type=int, default=8001, help="demo site port (on localhost)")
     demo_cmd.add_argument("--pages", help="the demo site's directory (default: ./demo_site)")
     demo_cmd.set_defaults(func=cmd_demo)
+
+    snippet = sub.add_parser("snippet", help="print the HTML to paste: the pinned loader (with SRI) and an item")
+    snippet.add_argument("site")
+    snippet.add_argument("--item", default="article-42")
+    snippet.add_argument("--lang", choices=["en", "de"], help="fix the card's language (default: the page's)")
+    snippet.set_defaults(func=cmd_snippet)
 
     site = sub.add_parser("site", help="publisher sites").add_subparsers(dest="site_command", required=True)
     create = site.add_parser("create", help="create a site; prints its secret key once")
