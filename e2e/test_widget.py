@@ -290,7 +290,7 @@ def test_a_page_on_another_origin_cannot_frame_the_card(stack: Stack, reader: Re
     for frame in page.frames[1:]:
         assert frame.url.startswith("chrome-error://") or frame.locator("#buy").count() == 0
     assert len(blocked) >= 2  # both frames were refused by frame-ancestors
-    assert any("[coinslot]" in m and "did not load" in m for m in reader.console)
+    assert any("[coinslot]" in m and "no card for" in m for m in reader.console)
     assert reader.wallet_token() is None
     assert reader.errors == []
 
@@ -412,6 +412,7 @@ def test_a_keyboard_only_reader_can_unlock(stack: Stack, browser: Browser) -> No
         page.keyboard.type(VOUCHER)
         page.keyboard.press("Enter")
         expect(content(page, "article-heatwave")).to_contain_text("Meteorologists")
+        expect(c.locator("#receipt")).to_be_focused()  # focus stays in the card when the button goes
     finally:
         context.close()
 

@@ -79,6 +79,11 @@
       : fill(t.receipt, {amount: fmt(data.charged), title: cfg.title});
     say(again ? '' : t.unlocked, 'ok');
     setBusy(false);
+    if (!again) {
+      // The focused button just went away; keep keyboard focus in the card, on the receipt.
+      receipt.tabIndex = -1;
+      receipt.focus({preventScroll: true});
+    }
     post({type: 'unlocked', item: cfg.item, token: data.token, content: data.content});
   };
 

@@ -1,6 +1,5 @@
-/* Coinslot loader: one card (an iframe on the backend's origin, where the wallet and every
-   payment stay) per [data-coinslot-item]. Trusts only messages from the backend's origin
-   whose source is one of its own cards. */
+/* Coinslot loader: a card (iframe on the backend's origin, which alone holds the wallet and
+   pays) per [data-coinslot-item]; trusts only messages from that origin and its cards. */
 (() => {
   'use strict';
   const script = document.currentScript;
@@ -19,8 +18,8 @@
 
   const fail = (rec, why) => {
     if (rec.ok || !rec.frame.isConnected) return;
-    warn(`card for "${rec.item}" did not load (${why}); is ${location.origin} an origin of ${site}?`);
-    rec.frame.remove(); // a browser error page in the publisher's layout helps nobody
+    warn(`no card for "${rec.item}" (${why}): is ${location.origin} an origin of ${site}?`);
+    rec.frame.remove(); // no browser error page in the publisher's layout
     const p = document.createElement('p');
     p.className = 'coinslot-unavailable';
     p.textContent = de ? 'Freischalten ist gerade nicht möglich.' : 'Unlocking is not available right now.';
@@ -29,7 +28,8 @@
   };
 
   const place = (el) => {
-    if (el.coinslot) return;
+    // While parsing, only elements the parser is done with.
+    if (el.coinslot || (document.readyState === 'loading' && !el.nextSibling)) return;
     const item = el.dataset.coinslotItem;
     const frame = document.createElement('iframe');
     const q = new URLSearchParams({origin: location.origin, lang: de ? 'de' : 'en', theme});
@@ -56,12 +56,13 @@
     if (m.type === 'ready') rec.ok = true;
     if (m.type === 'size' && m.height > 0) rec.frame.style.height = Math.min(Math.ceil(m.height), 4000) + 'px';
     if (m.type === 'error') {
-      warn(String(m.message));
-      emit('error', {item: rec.item, reason: String(m.message)});
+      const reason = String(m.message);
+      warn(reason);
+      emit('error', {item: rec.item, reason});
     }
     if (m.type === 'unlocked') {
       if (typeof m.content === 'string' && !rec.box) {
-        // Sanitized when the publisher stored it; parsed inertly, so nothing in it runs.
+        // Sanitized when stored; parsed inertly, nothing in it runs.
         rec.box = document.createElement('div');
         rec.box.className = 'coinslot-content';
         rec.box.append(...new DOMParser().parseFromString(m.content, 'text/html').body.childNodes);
@@ -73,7 +74,7 @@
     }
   });
 
-  // Calls queued before this file loaded: (window.coinslot = window.coinslot || []).push(['on', 'unlocked', fn])
+  // Calls queued before this loaded: (window.coinslot = window.coinslot || []).push(['on', 'unlocked', fn])
   const run = (call) => {
     try {
       if (typeof call === 'function') call(coinslot);
@@ -82,19 +83,18 @@
   };
   const coinslot = {
     on: (name, fn) => (handlers[name] && typeof fn === 'function' ? handlers[name].push(fn) : warn('no event', name)),
-    scan: () => scan(document),
     push: run,
   };
   const queued = window.coinslot;
   window.coinslot = coinslot;
   if (Array.isArray(queued)) queued.forEach(run);
 
-  if (!site) return warn('data-site is missing on the coinslot.js <script> tag');
-  const start = () => {
-    scan(document);
-    new MutationObserver((list) => list.forEach((r) => r.addedNodes.forEach(scan)))
-      .observe(document.documentElement, {childList: true, subtree: true});
-  };
-  if (document.readyState === 'loading') addEventListener('DOMContentLoaded', start);
-  else start();
+  if (!site) return warn('no data-site on the <script> tag');
+  // Not waiting for DOMContentLoaded, which slow scripts can hold back for seconds.
+  scan(document);
+  new MutationObserver((list) => list.forEach((r) => {
+    r.addedNodes.forEach(scan);
+    if (r.previousSibling) scan(r.previousSibling);
+  })).observe(document.documentElement, {childList: true, subtree: true});
+  addEventListener('DOMContentLoaded', () => scan(document));
 })();
