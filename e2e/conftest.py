@@ -69,6 +69,7 @@ class Stack:
     backend: str  # http://127.0.0.1:PORT
     demo: str  # http://localhost:PORT
     stranger: str  # http://localhost:OTHER, an origin no demo site allows
+    stranger_dir: Path  # what the stranger's server serves
     redis: Standalone
     env: dict[str, str] = field(default_factory=dict)
 
@@ -124,8 +125,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             backend = f"http://127.0.0.1:{port}"
             _wait_for(backend + "/healthz", proc, log)
             _wait_for(f"http://localhost:{demo_port}/", proc, log)
-            stack = Stack(backend, f"http://localhost:{demo_port}", f"http://localhost:{stranger_port}", redis, env)
-            stack.stranger_dir = stranger_dir  # type: ignore[attr-defined]
+            stack = Stack(
+                backend, f"http://localhost:{demo_port}", f"http://localhost:{stranger_port}", stranger_dir, redis, env
+            )
             yield stack
             report = stack.reconcile()
             assert report.returncode == 0, f"ledger does not reconcile after the e2e run: {report.stdout}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import redis
 from playwright.sync_api import Browser, FrameLocator, Page, expect
@@ -25,13 +26,13 @@ def unlocks(page: Page) -> list[dict[str, str]]:
     return events
 
 
-def wallet(stack: Stack, reader: Reader) -> dict[str, object]:
+def wallet(stack: Stack, reader: Reader) -> dict[str, Any]:
     """The reader's wallet as the backend holds it, read with the cookie's token as a server would."""
     token = reader.wallet_token()
     assert token is not None, "the card should have made a wallet cookie"
     status, body = stack.api("GET", "/v1/wallet", token)
     assert status == 200, body
-    result: dict[str, object] = body
+    result: dict[str, Any] = body
     return result
 
 
@@ -82,7 +83,7 @@ def test_fresh_reader_tops_up_and_the_unlock_completes_by_itself(stack: Stack, r
     assert status == 200 and "Meteorologists" in verified["content_html"]  # the token is real
     w = wallet(stack, reader)
     assert w["balance"] == 181
-    assert [(p["item"], p["charged"]) for p in w["purchases"]] == [("article-heatwave", 19)]  # type: ignore[attr-defined]
+    assert [(p["item"], p["charged"]) for p in w["purchases"]] == [("article-heatwave", 19)]
     assert popup.is_closed()  # the card closed the checkout window it opened
     assert reader.errors == []
 
@@ -106,7 +107,7 @@ def test_returning_reader_sees_content_without_a_click_and_pays_nothing(stack: S
     assert [e["item"] for e in unlocks(again)] == ["article-heatwave"]
     after = wallet(stack, reader)
     assert after["balance"] == before["balance"]
-    assert len(after["purchases"]) == 1  # type: ignore[arg-type]
+    assert len(after["purchases"]) == 1
     assert reader.errors == []
 
 
@@ -266,7 +267,7 @@ def test_page_scripts_cannot_read_the_wallet_or_make_the_card_pay(stack: Stack, 
     assert [e["item"] for e in unlocks(page)] == ["article-heatwave"]
     after = wallet(stack, reader)
     assert after["balance"] == 481
-    assert [p["item"] for p in after["purchases"]] == ["article-heatwave"]  # type: ignore[attr-defined]
+    assert [p["item"] for p in after["purchases"]] == ["article-heatwave"]
     assert reader.wallet_token() is not None
     assert reader.errors == []
 
@@ -275,7 +276,7 @@ def test_a_page_on_another_origin_cannot_frame_the_card(stack: Stack, reader: Re
     # The same snippet, copied onto a site the publisher never allowed, plus a hand-made frame
     # that claims to be the allowed origin.
     embed = f"{stack.backend}/embed/site_demo_news/article-heatwave?origin={stack.demo}"
-    (stack.stranger_dir / "index.html").write_text(  # type: ignore[attr-defined]
+    (stack.stranger_dir / "index.html").write_text(
         f"""<!doctype html><html lang="en"><body><h1>Not the publisher</h1>
 <div data-coinslot-item="article-heatwave"><p>Teaser</p></div>
 <iframe id="direct" src="{embed}" title="direct"></iframe>
