@@ -365,7 +365,9 @@ def test_failed_closed_and_expired_topups_are_calm_and_can_be_retried(stack: Sta
     shot(page, "18-topup-failed")
     second.value.close()
 
-    # A checkout that expires.
+    # A checkout that expires (its spent links are gone; the button brings fresh ones).
+    expect(c.locator("#options button")).to_have_count(0)
+    c.locator("#buy").click()
     seen = set(_topup_keys(stack, reader))
     with page.expect_popup() as third:
         c.get_by_role("button", name="Add €10.00").click()

@@ -183,10 +183,11 @@
         state.polling++;
         if (state.popup && !state.popup.closed) state.popup.close();
         say(t.paid, 'ok');
-        return unlock(false);
+        return unlock(false).catch(failed);
       }
       if (s === 'failed' || s === 'expired') {
         state.polling++;
+        options.replaceChildren(); // their links are spent; the button fetches fresh ones
         return say(s === 'failed' ? t.topupFailed : t.topupExpired, 'error');
       }
       const age = Date.now() - started;
