@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any
 
 import redis
@@ -471,3 +473,40 @@ def test_card_text_meets_aa_contrast_in_every_theme(stack: Stack, reader: Reader
         assert len(ratios) >= 8
         low = [(name, round(ratio, 2)) for name, ratio in ratios if ratio < 4.5]
         assert low == [], f"{path}: below WCAG AA 4.5:1: {low}"
+
+
+def _cli(stack: Stack, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "coinslot.cli", *args], env=stack.env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_price_change_after_render_is_shown_before_anyone_pays_it(stack: Stack, reader: Reader) -> None:
+    _cli(stack, "item", "put", "site_demo_news", "price-test", "--title", "Prices move", "--price", "19")
+    page = reader.page()
+    page.goto(stack.demo + "/late-item.html")
+    page.evaluate(
+        """() => { const d = document.createElement('div'); d.setAttribute('data-coinslot-item', 'price-test');
+        document.querySelector('main').append(d); }"""
+    )
+    c = card(page, "price-test")
+    redeem_in_card(page, "price-test")  # funds the wallet with the voucher, buying this first item
+    expect(content(page, "price-test")).to_have_count(0)  # no hosted content; the receipt tells
+    expect(c.get_by_text("€0.19 — Prices move")).to_be_visible()
+
+    _cli(stack, "item", "put", "site_demo_news", "price-test-2", "--title", "Prices move again", "--price", "19")
+    page.evaluate(
+        """() => { const d = document.createElement('div'); d.setAttribute('data-coinslot-item', 'price-test-2');
+        document.querySelector('main').append(d); }"""
+    )
+    c2 = card(page, "price-test-2")
+    expect(c2.get_by_role("button", name="Unlock for €0.19")).to_be_visible()
+    # The publisher raises the price while the reader looks at €0.19.
+    _cli(stack, "item", "put", "site_demo_news", "price-test-2", "--title", "Prices move again", "--price", "29")
+    c2.locator("#buy").click()
+    expect(c2.get_by_role("status")).to_have_text("The price is now €0.29. Press the button to unlock at this price.")
+    expect(c2.get_by_role("button", name="Unlock for €0.29")).to_be_visible()
+    shot(page, "22-price-changed")
+    assert wallet(stack, reader)["balance"] == 500 - 19  # nothing charged at a price not shown
+    c2.get_by_role("button", name="Unlock for €0.29").click()
+    expect(c2.get_by_text("€0.29 — Prices move again")).to_be_visible()
+    assert wallet(stack, reader)["balance"] == 500 - 19 - 29
