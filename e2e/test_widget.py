@@ -79,6 +79,13 @@ def test_fresh_reader_tops_up_and_the_unlock_completes_by_itself(stack: Stack, r
     expect(c.locator("#buy")).to_be_hidden()
     shot(page, "04-unlocked-after-topup")
 
+    # The publisher's teaser stays first, the content follows it, the card comes last.
+    children = page.locator('[data-coinslot-item="article-heatwave"] > *')
+    assert children.evaluate_all("els => els.map((e) => e.className || e.tagName)") == [
+        "teaser",
+        "coinslot-content",
+        "IFRAME",
+    ]
     events = unlocks(page)
     assert [e["item"] for e in events] == ["article-heatwave"]
     status, verified = stack.api("GET", "/v1/content/site_demo_news/article-heatwave?token=" + events[0]["token"])
@@ -510,3 +517,20 @@ def test_a_price_change_after_render_is_shown_before_anyone_pays_it(stack: Stack
     c2.get_by_role("button", name="Unlock for €0.29").click()
     expect(c2.get_by_text("€0.29 — Prices move again")).to_be_visible()
     assert wallet(stack, reader)["balance"] == 500 - 19 - 29
+
+
+def test_cards_appear_while_a_slow_script_still_holds_up_the_page(stack: Stack, reader: Reader) -> None:
+    # The page's own ad script has not arrived: DOMContentLoaded is far off, but the reader
+    # already sees the price.
+    held = []
+    page = reader.page()
+    page.route(stack.demo + "/ads.js", lambda route: held.append(route))
+    page.goto(stack.demo + "/slow-ads.html", wait_until="commit")
+    expect(card(page, "article-bridge").get_by_role("button", name="Unlock for €0.19")).to_be_visible()
+    assert page.evaluate("document.readyState") == "loading"
+    assert page.locator("#after-ads").count() == 0
+    held[0].continue_()
+    expect(page.locator("#after-ads")).to_be_visible()
+    expect(page.locator(".ad")).to_have_text("Advertisement")
+    expect(page.locator('[data-coinslot-item="article-bridge"] iframe')).to_have_count(1)  # placed once
+    shot(page, "23-before-a-slow-script")

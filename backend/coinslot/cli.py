@@ -119,6 +119,7 @@ Coinslot demo (payments: {settings.payments})
     item added after load     {origin}/late-item.html
     German article            {origin}/de/artikel.html
     strict CSP page           {origin}/strict-csp.html
+    loader in head, slow ads  {origin}/slow-ads.html
     course lesson (EUR 0.49)  {origin}/course/lesson-3.html
     conference (EUR 1.50)     {origin}/events/keynote.html
     app feature (EUR 0.99)    {origin}/app/storage.html
