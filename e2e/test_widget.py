@@ -329,6 +329,23 @@ def test_unknown_item_and_network_failures_stay_calm(stack: Stack, reader: Reade
     expect(c.get_by_role("button", name="Add €2.00")).to_be_visible()
     assert any("[coinslot]" in m and "no-such-item" in m for m in reader.console)
     assert any("[coinslot]" in m and "request failed" in m for m in reader.console)
+
+    # The backend unreachable when a card loads (the loader itself came from the cache), and an
+    # element without an item id: the teaser stays, with a calm line instead of a browser error.
+    reader.context.route("**/embed/**", lambda route: route.abort("connectionrefused"))
+    page.evaluate(
+        """() => { for (const id of ['article-bridge', '']) { const d = document.createElement('div');
+        d.setAttribute('data-coinslot-item', id); d.innerHTML = '<p>Teaser ' + id + '</p>';
+        document.querySelector('main').append(d); } }"""
+    )
+    expect(page.locator('[data-coinslot-item="article-bridge"] .coinslot-unavailable')).to_have_text(
+        "Unlocking is not available right now."
+    )
+    expect(page.locator('[data-coinslot-item="article-bridge"] iframe')).to_have_count(0)
+    expect(page.locator('[data-coinslot-item=""] iframe')).to_have_count(0)
+    shot(page, "24-backend-unreachable")
+    assert any("[coinslot]" in m and 'no card for "article-bridge"' in m for m in reader.console)
+    assert any("[coinslot]" in m and "empty data-coinslot-item" in m for m in reader.console)
     assert reader.errors == []
 
 

@@ -9,7 +9,7 @@
   const {site = '', theme: th, accent: ac} = script.dataset;
   const de = /^de/i.test(script.dataset.lang || document.documentElement.lang);
   const theme = ['light', 'dark'].includes(th) ? th : 'auto';
-  const cards = new Map(); // card window -> record
+  const cards = new Map(); // window -> card
   const handlers = {unlocked: [], error: []};
 
   const emit = (name, detail) => handlers[name].forEach((fn) => {
@@ -19,7 +19,7 @@
   const fail = (rec, why) => {
     if (rec.ok || !rec.frame.isConnected) return;
     warn(`no card for "${rec.item}" (${why}): is ${location.origin} an origin of ${site}?`);
-    rec.frame.remove(); // no browser error page in the publisher's layout
+    rec.frame.remove(); // not a browser error page
     const p = document.createElement('p');
     p.className = 'coinslot-unavailable';
     p.textContent = de ? 'Freischalten ist gerade nicht möglich.' : 'Unlocking is not available right now.';
@@ -28,9 +28,13 @@
   };
 
   const place = (el) => {
-    // While parsing, only elements the parser is done with.
+    // While parsing, only finished elements.
     if (el.coinslot || (document.readyState === 'loading' && !el.nextSibling)) return;
     const item = el.dataset.coinslotItem;
+    if (!item) {
+      el.coinslot = 1;
+      return warn('empty data-coinslot-item', el);
+    }
     const frame = document.createElement('iframe');
     const q = new URLSearchParams({origin: location.origin, lang: de ? 'de' : 'en', theme});
     if (/^#[0-9a-f]{6}$/i.test(ac)) q.set('accent', ac);
