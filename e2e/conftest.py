@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    FrameLocator,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from servers import Standalone, start_standalone
 
@@ -216,3 +227,38 @@ def reader(browser: Browser) -> Iterator[Reader]:
 def shot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+# Helpers the tests share -------------------------------------------------------------
+
+VOUCHER = "DEMO-FIVE-EUROS"  # €5.00, seeded by `coinslot demo`
+
+
+def card(page: Page, item: str) -> FrameLocator:
+    return page.frame_locator(f'[data-coinslot-item="{item}"] iframe')
+
+
+def content(page: Page, item: str) -> Locator:
+    return page.locator(f'[data-coinslot-item="{item}"] .coinslot-content')
+
+
+def unlocks(page: Page) -> list[dict[str, str]]:
+    events: list[dict[str, str]] = page.evaluate("window.__unlocks")
+    return events
+
+
+def wallet(stack: Stack, reader: Reader) -> dict[str, Any]:
+    """The reader's wallet as the backend holds it, read with the cookie's token as a server would."""
+    token = reader.wallet_token()
+    assert token is not None, "the card should have made a wallet cookie"
+    status, body = stack.api("GET", "/v1/wallet", token)
+    assert status == 200, body
+    result: dict[str, Any] = body
+    return result
+
+
+def redeem_in_card(page: Page, item: str, code: str = VOUCHER) -> None:
+    c = card(page, item)
+    c.get_by_role("button", name=re.compile("Unlock for|freischalten")).click()
+    c.locator("#code").fill(code)
+    c.locator("#voucher button").click()
