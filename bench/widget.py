@@ -9,10 +9,11 @@ localhost), adds ``--runs`` + 1 items to the demo news site and a one-item page,
   and in one context (warm: loader and card files cached as their Cache-Control allows);
 - click → content visible: a wallet funded by a voucher clicks "Unlock" on a new item each
   time, until the item's content is in the publisher's page.
-Times are read inside the browser, on its epoch clock (``performance.timeOrigin``): from the
-page's navigation start to the card's first contentful paint (its title and price button),
-and from the click event in the card to the first animation frame after the content was
-inserted into the page. Medians of ``--runs``. Nothing is asserted.
+As a reference, the same page framing a bare JSON document from the backend shows what any
+cross-site iframe costs on this machine. Times are read inside the browser, on its epoch
+clock (``performance.timeOrigin``): from the page's navigation start to the card's first
+contentful paint (its title and price button), and from the click event in the card to the
+first animation frame after the content was inserted into the page. Medians of ``--runs``. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ FLAGS += "--disable-component-update --disable-sync"
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bench</title>
 <link rel="icon" href="data:,"></head><body><main id="m"></main><script src="/bench.js"></script>
 <script src="http://127.0.0.1:8000/coinslot.js" data-site="site_demo_news" async></script></body></html>
+"""
+# The floor any cross-site iframe pays here (a new renderer process under site isolation):
+# the same page framing a bare JSON document from the backend, timed the same way.
+BARE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bare</title>
+<link rel="icon" href="data:,"></head><body><main><iframe src="http://127.0.0.1:8000/healthz"></iframe></main>
+</body></html>
 """
 PAGE_JS = """var d = document.createElement('div');
 d.setAttribute('data-coinslot-item', new URLSearchParams(location.search).get('item'));
@@ -100,11 +107,13 @@ SHOWN_AT = """() => { window.__shownAt = 0; document.addEventListener('coinslot:
     {once: true}); }"""
 
 
-def price_visible(page: Page, url: str) -> tuple[float, float]:
+def price_visible(page: Page, url: str, bare: bool = False) -> tuple[float, float]:
     """Seconds from the navigation's start (the page's time origin) to the card's first paint,
     and to the start of the card's own navigation (when the loader created its iframe)."""
     page.goto(url, wait_until="commit")
-    page.frame_locator("iframe").get_by_role("button", name="Unlock for €0.19").wait_for(state="visible")
+    if not bare:
+        page.frame_locator("iframe").get_by_role("button", name="Unlock for €0.19").wait_for(state="visible")
+    page.wait_for_function("() => window.frames.length > 0")
     frame = page.frames[1]
     painted: float = frame.wait_for_function(
         "() => performance.getEntriesByName('first-contentful-paint').length"
@@ -130,6 +139,7 @@ def run(runs: int, tmp: Path) -> int:
     pages.mkdir()
     (pages / "bench.html").write_text(PAGE)
     (pages / "bench.js").write_text(PAGE_JS)
+    (pages / "bare.html").write_text(BARE_PAGE)
     env = {**os.environ, "COINSLOT_REDIS_URL": redis_url, "COINSLOT_DATA_DIR": str(tmp / "data")}
     env["COINSLOT_PAYMENTS"] = "test"
     env.pop("COINSLOT_PUBLIC_URL", None)
@@ -151,6 +161,7 @@ def run(runs: int, tmp: Path) -> int:
             browser = pw.chromium.launch(headless=True, **chromium_args(find_chromium(pw.chromium.executable_path)))
             try:
                 cold, warm, click = measure(browser, bench_origin + "/bench.html?item=bench-", runs)
+                bare = measure_bare(browser, bench_origin + "/bare.html", runs)
             finally:
                 browser.close()
     print(f"Coinslot widget, Chromium headless on loopback, median of {runs} (load average {os.getloadavg()[0]:.1f})")
@@ -163,11 +174,22 @@ def run(runs: int, tmp: Path) -> int:
     for name, pairs in (("cold", cold), ("warm", warm)):
         print(f"  navigation -> price visible, {name}   {ms([p for p, _ in pairs])}   goal <= {GOALS['price']} ms")
         print(f"    of which until the loader framed the card: {ms([f for _, f in pairs])}")
+    print(f"  reference: a bare cross-site iframe, warm {ms([p for p, _ in bare])}")
     print(f"  click -> content visible (funded)   {ms(click)}   goal <= {GOALS['content']} ms")
     return 0
 
 
 Pairs = list[tuple[float, float]]
+
+
+def measure_bare(browser: Browser, url: str, runs: int) -> Pairs:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        price_visible(page, url, bare=True)
+        return [price_visible(page, url, bare=True) for _ in range(runs)]
+    finally:
+        context.close()
 
 
 def measure(browser: Browser, url: str, runs: int) -> tuple[Pairs, Pairs, list[float]]:
