@@ -22,7 +22,7 @@ from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
 from coinslot.embedded import EmbeddedRedis, running_url
 from coinslot.errors import CoinslotError
-from coinslot.http import admin, checkout, public, wallet, webhooks
+from coinslot.http import admin, checkout, embed, public, wallet, webhooks
 from coinslot.http.openapi import Doc, build, openapi
 from coinslot.http.problems import BareEndpoint, coinslot_error, http_error, unexpected_error
 from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
@@ -231,6 +231,45 @@ API: list[tuple[str, str, Any, Doc]] = [
             "Stripe events, verified with the Stripe-Signature header on the raw body",
             responses={200: "handled or ignored", 400: "", 404: "", 409: "", 413: ""},
             tags=("payments",),
+        ),
+    ),
+    # The widget: loader, card page, the card's own files, and the reader's state for a card.
+    (
+        "GET",
+        "/coinslot.js",
+        embed.loader,
+        Doc("The loader script a publisher pastes (short cache; see /v/{version}/coinslot.js)", tags=("widget",)),
+    ),
+    (
+        "GET",
+        "/v/{version}/{asset}",
+        embed.versioned_asset,
+        Doc(
+            "coinslot.js, card.js or card.css at an immutable versioned URL",
+            responses={200: "the file", 304: "", 404: ""},
+            tags=("widget",),
+        ),
+    ),
+    (
+        "GET",
+        "/embed/{site}/{item}",
+        embed.card,
+        Doc(
+            "The card the loader frames, rendered with title and price (cacheable; frame-ancestors: site origins)",
+            query=("origin", "lang", "theme", "accent"),
+            responses={200: "HTML card", 304: "", 403: "origin not allowed", 404: "unknown site or item"},
+            tags=("widget",),
+        ),
+    ),
+    (
+        "GET",
+        "/v1/card/{site}/{item}",
+        embed.reader_state,
+        Doc(
+            "The card's one credentialed read: wallet, balance, owned (then a fresh token and content)",
+            auth="wallet",
+            responses={200: "reader state", 401: "", 404: ""},
+            tags=("widget",),
         ),
     ),
 ]

@@ -376,3 +376,15 @@ class Catalog:
         if item is None:
             raise UnknownItem(f"item {item_id!r} does not exist on site {site_id}")
         return item
+
+
+async def set_origins(store: Store, site_id: str, origins: Sequence[str]) -> tuple[str, ...]:
+    """Replace the origins allowed to embed a site's cards (and to read its offers with CORS)."""
+    parsed = tuple(dict.fromkeys(parse_origin(o) for o in origins))
+    if not parsed:
+        raise BadRequest("a site needs at least one origin")
+    if not await store.redis.exists(keys.site_key(site_id)):
+        raise UnknownSite(f"site {site_id} does not exist")
+    await store.redis.hset(keys.site_key(site_id), "origins", json.dumps(list(parsed)))
+    await store.redis.publish(keys.CATALOG_CHANNEL, site_id)
+    return parsed

@@ -89,6 +89,66 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from coinslot import demo
+    from coinslot.app import create_app
+    from coinslot.http.embed import asset, loader_url
+
+    pages = Path(args.pages) if args.pages else demo.find_pages(Path.cwd())
+    if pages is None or not (pages / "index.html").is_file():
+        print("coinslot: no demo_site/ here; run from a source checkout or pass --pages DIR", file=sys.stderr)
+        return 2
+    settings.check_for_serving("127.0.0.1")
+    backend = f"http://127.0.0.1:{args.port}"
+    origin = f"http://localhost:{args.demo_port}"
+    # Its own data directory, so the demo's sites never mix with a real one's.
+    settings = dataclasses.replace(settings, public_url=backend, data_dir=settings.data_dir / "demo")
+    made = _with_store(settings, lambda store: demo.seed(store, origin, now_ms=SystemClock().now_ms()))
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with demo.serve_pages(pages, "127.0.0.1", args.demo_port, backend):
+        print(
+            f"""
+Coinslot demo (payments: {settings.payments})
+  backend      {backend}
+  demo site    {origin}/   <- open this in a browser
+    news article (EUR 0.19)   {origin}/article.html
+    two items on one page     {origin}/two-items.html
+    item added after load     {origin}/late-item.html
+    German article            {origin}/de/artikel.html
+    strict CSP page           {origin}/strict-csp.html
+    loader in head, slow ads  {origin}/slow-ads.html
+    course lesson (EUR 0.49)  {origin}/course/lesson-3.html
+    conference (EUR 1.50)     {origin}/events/keynote.html
+    app feature (EUR 0.99)    {origin}/app/storage.html
+    site with a tab           {origin}/gazette/fair.html
+  voucher code  {made["voucher"]} (EUR 5.00), or "Add EUR 5.00" in the card and press Pay in the TEST MODE window
+  snippet       <script src="{loader_url(backend)}" integrity="{asset("coinslot.js").integrity}"
+                  crossorigin="anonymous" data-site="site_demo_news" async></script>
+Ctrl-C stops it.""",
+            flush=True,
+        )
+        uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning", proxy_headers=False)
+    return 0
+
+
+def cmd_snippet(settings: Settings, args: argparse.Namespace) -> int:
+    from coinslot.app import DEFAULT_PUBLIC_URL
+    from coinslot.http.embed import asset, loader_url
+
+    base = settings.public_url or DEFAULT_PUBLIC_URL
+    attrs = f' data-lang="{args.lang}"' if args.lang else ""
+    print(
+        f'<script src="{loader_url(base)}"\n'
+        f'        integrity="{asset("coinslot.js").integrity}" crossorigin="anonymous"\n'
+        f'        data-site="{args.site}"{attrs} async></script>\n'
+        f'<div data-coinslot-item="{args.item}">Teaser text you already show…</div>'
+    )
+    return 0
+
+
 def cmd_site_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Store) -> Any:
         site, secret = await catalog.create_site(
@@ -199,6 +259,18 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
+
+    demo_cmd = sub.add_parser("demo", help="run the backend and the demo publisher site, with seeded items")
+    demo_cmd.add_argument("--port", type=int, default=8000, help="backend port (on 127.0.0.1)")
+    demo_cmd.add_argument("--demo-port", type=int, default=8001, help="demo site port (on localhost)")
+    demo_cmd.add_argument("--pages", help="the demo site's directory (default: ./demo_site)")
+    demo_cmd.set_defaults(func=cmd_demo)
+
+    snippet = sub.add_parser("snippet", help="print the HTML to paste: the pinned loader (with SRI) and an item")
+    snippet.add_argument("site")
+    snippet.add_argument("--item", default="article-42")
+    snippet.add_argument("--lang", choices=["en", "de"], help="fix the card's language (default: the page's)")
+    snippet.set_defaults(func=cmd_snippet)
 
     site = sub.add_parser("site", help="publisher sites").add_subparsers(dest="site_command", required=True)
     create = site.add_parser("create", help="create a site; prints its secret key once")

@@ -115,3 +115,26 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
         "purchases": receipts,
         "ledger": lines,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ItemStanding:
+    """What one wallet holds for one item: its balance, and the purchase that owns the item, if any."""
+
+    currency: str
+    balance: int  # minor units
+    purchase_id: str | None
+
+
+async def item_standing(store: Store, ref: WalletRef, site_id: str, item_id: str) -> ItemStanding:
+    """Balance and ownership of one item in one round trip, for the card a reader sees."""
+    k = keys.wallet_keys(ref.wallet_id)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(k.wallet, ["currency", "balance", "gen"])
+        pipe.hget(k.owned, site_id + "\t" + item_id)
+        (currency, balance, gen), owned = await pipe.execute()
+    if currency is None or gen != str(ref.generation):
+        raise UnknownWallet()
+    # The owned field holds the purchase id, as the unlock script writes it (before any '|').
+    purchase_id = str(owned).split("|", 1)[0] if owned is not None else None
+    return ItemStanding(str(currency), int(balance), purchase_id)

@@ -1,0 +1,339 @@
+"""What a publisher's page loads: the loader script, the card it frames, and the card's state.
+
+The card page depends only on site, item, origin, language, theme and accent, so it is
+cacheable (ETag, a short public max-age) and a CDN can serve every page view; what concerns
+the reader (wallet, balance, owned) comes from ``GET /v1/card/...``, which the card fetches
+from its own origin with the wallet cookie after it renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from html import escape
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from coinslot import catalog, wallets
+from coinslot.catalog import Item, Site
+from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
+from coinslot.http.credentials import optional_wallet, uses_cookie
+from coinslot.http.wallet import private_json
+from coinslot.money import format_amount
+from coinslot.services import services
+
+ASSETS = {"coinslot.js": "text/javascript; charset=utf-8", "card.js": "text/javascript; charset=utf-8"}
+ASSETS["card.css"] = "text/css; charset=utf-8"
+LOADER_MAX_AGE = 5 * 60  # seconds, at the unversioned URL; the versioned one is immutable
+IMMUTABLE = "public, max-age=31536000, immutable"
+CARD_MAX_AGE = 60  # seconds: a price change reaches readers within a minute (and rule 7 guards the gap)
+ACCENT = re.compile(r"^#[0-9a-fA-F]{6}$")
+THEMES = ("light", "dark", "auto")
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "unlockFor": "Unlock for {price}",
+        "balance": "Wallet balance: {amount}",
+        "owing": "On your tab: {amount}",
+        "working": "One moment…",
+        "unlocked": "Unlocked. Enjoy!",
+        "receipt": "{amount} — {title}",
+        "owned": "Yours — unlocked before, no charge.",
+        "needMoney": "{price} is more than your wallet's {balance}. Add money once, then each unlock is one click.",
+        "add": "Add {amount}",
+        "voucherLabel": "Voucher code",
+        "redeem": "Redeem",
+        "waiting": "Finish the payment in the new window; this card unlocks by itself.",
+        "paid": "Payment received.",
+        "topupFailed": "The payment did not go through and nothing was charged. Press the button to try again.",
+        "topupExpired": "That payment window has expired. Press the button to try again.",
+        "windowClosed": "The payment window was closed. Choose an amount to try again.",
+        "popupBlocked": "Your browser blocked the payment window.",
+        "openCheckout": "Open it here",
+        "voucherAdded": "Voucher added: {amount}.",
+        "voucherRefused": "That code can't be used. Check it and try again.",
+        "priceChanged": "The price is now {price}. Press the button to unlock at this price.",
+        "frozen": "Your wallet needs a top-up before it can unlock again.",
+        "tooMany": "Too many tries. Please wait a few minutes.",
+        "networkError": "Can't reach the payment service. Check your connection and try again.",
+        "serviceError": "Something went wrong on our side and nothing was charged. Please try again.",
+        "unavailable": "This item isn't available right now.",
+        "wrongOrigin": "This payment box can't be shown on this website.",
+        "brand": "Coinslot · no account needed",
+        "label": "Unlock with Coinslot",
+    },
+    "de": {
+        "unlockFor": "Für {price} freischalten",
+        "balance": "Guthaben: {amount}",
+        "owing": "Offen: {amount}",
+        "working": "Einen Moment …",
+        "unlocked": "Freigeschaltet. Viel Freude!",
+        "receipt": "{amount} — {title}",
+        "owned": "Gehört Ihnen – schon freigeschaltet, keine Kosten.",
+        "needMoney": "{price} ist mehr als Ihr Guthaben von {balance}. Einmal aufladen, dann reicht je ein Klick.",
+        "add": "{amount} aufladen",
+        "voucherLabel": "Gutscheincode",
+        "redeem": "Einlösen",
+        "waiting": "Schließen Sie die Zahlung im neuen Fenster ab; diese Karte schaltet dann von selbst frei.",
+        "paid": "Zahlung erhalten.",
+        "topupFailed": "Die Zahlung ist nicht durchgegangen, es wurde nichts berechnet. Bitte erneut versuchen.",
+        "topupExpired": "Das Zahlungsfenster ist abgelaufen. Bitte erneut versuchen.",
+        "windowClosed": "Das Zahlungsfenster wurde geschlossen. Wählen Sie einen Betrag, um es erneut zu versuchen.",
+        "popupBlocked": "Ihr Browser hat das Zahlungsfenster blockiert.",
+        "openCheckout": "Hier öffnen",
+        "voucherAdded": "Gutschein gutgeschrieben: {amount}.",
+        "voucherRefused": "Dieser Code ist nicht gültig. Bitte prüfen und erneut versuchen.",
+        "priceChanged": "Der Preis ist jetzt {price}. Drücken Sie den Knopf, um zu diesem Preis freizuschalten.",
+        "frozen": "Ihr Guthaben muss erst aufgeladen werden.",
+        "tooMany": "Zu viele Versuche. Bitte warten Sie ein paar Minuten.",
+        "networkError": "Der Zahlungsdienst ist nicht erreichbar. Bitte Verbindung prüfen und erneut versuchen.",
+        "serviceError": "Bei uns ist etwas schiefgegangen, es wurde nichts berechnet. Bitte erneut versuchen.",
+        "unavailable": "Dieser Inhalt ist gerade nicht verfügbar.",
+        "wrongOrigin": "Diese Bezahlbox kann auf dieser Website nicht angezeigt werden.",
+        "brand": "Coinslot · ohne Konto",
+        "label": "Mit Coinslot freischalten",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    media_type: str
+    etag: str
+    integrity: str  # Subresource Integrity value, sha384-<base64>
+
+
+@functools.cache
+def asset(name: str) -> Asset:
+    """A static widget file shipped inside the package (read once, on first use)."""
+    body = resources.files("coinslot").joinpath("static", name).read_bytes()
+    digest = hashlib.sha256(body).hexdigest()
+    integrity = "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+    return Asset(body, ASSETS[name], f'"{digest[:20]}"', integrity)
+
+
+@functools.cache
+def version() -> str:
+    """One version for the loader, card script and stylesheet together: a digest of all three."""
+    return hashlib.sha256(b"".join(asset(n).body for n in sorted(ASSETS))).hexdigest()[:16]
+
+
+def loader_url(public_url: str) -> str:
+    """The loader's versioned, immutable URL (its SRI hash is ``asset("coinslot.js").integrity``)."""
+    return f"{public_url}/v/{version()}/coinslot.js"
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    return etag in [t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")]
+
+
+def _asset_response(request: Request, name: str, cache_control: str) -> Response:
+    a = asset(name)
+    headers = {
+        "Cache-Control": cache_control,
+        "ETag": a.etag,
+        "X-Content-Type-Options": "nosniff",
+        # Publishers may pin the loader with integrity=…; SRI on a cross-origin script needs CORS.
+        "Access-Control-Allow-Origin": "*",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+    if _not_modified(request, a.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(a.body, media_type=a.media_type, headers=headers)
+
+
+async def loader(request: Request) -> Response:
+    return _asset_response(request, "coinslot.js", f"public, max-age={LOADER_MAX_AGE}")
+
+
+async def versioned_asset(request: Request) -> Response:
+    name = request.path_params["asset"]
+    if request.path_params["version"] != version() or name not in ASSETS:
+        raise NotFound(f"no widget file {name!r} at version {request.path_params['version']!r}; current: {version()}")
+    return _asset_response(request, name, IMMUTABLE)
+
+
+def _lang(value: str | None) -> str:
+    return "de" if (value or "").lower().startswith("de") else "en"
+
+
+def _page(
+    *,
+    lang: str,
+    theme: str,
+    title: str,
+    config: dict[str, Any],
+    body: str,
+    status: int,
+    ancestors: str,
+    cache_control: str,
+    request: Request,
+) -> Response:
+    v = version()
+    # JSON inside <script type="application/json"> is data, not script, so CSP allows it;
+    # escaping '<' keeps a title such as "</script>" from closing the element.
+    data = json.dumps(config, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    html = f"""<!doctype html>
+<html lang="{lang}" data-theme="{theme}" data-state="offer"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{escape(title)}</title>
+<link rel="stylesheet" href="/v/{v}/card.css"><script src="/v/{v}/card.js" defer></script>
+<script type="application/json" id="coinslot-config">{data}</script></head>
+<body>{body}</body></html>
+"""
+    payload = html.encode()
+    etag = '"' + hashlib.sha256(payload).hexdigest()[:20] + '"'
+    headers = {
+        "Cache-Control": cache_control,
+        "ETag": etag,
+        "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        f"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    if status == 200 and _not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    return HTMLResponse(payload, status_code=status, headers=headers)
+
+
+def _offer_body(texts: dict[str, str], item: Item, price: str) -> str:
+    return f"""<main class="card" aria-label="{escape(texts["label"])}">
+<div class="row"><div class="what"><p class="title">{escape(item.title)}</p>
+<p class="meta" id="balance"></p><p class="receipt" id="receipt"></p></div>
+<button id="buy" class="buy" type="button">{escape(texts["unlockFor"].format(price=price))}</button></div>
+<p class="status" id="status" role="status" aria-live="polite"></p>
+<div class="topup" id="topup" hidden><div class="options" id="options"></div>
+<form class="voucher" id="voucher" novalidate><label for="code">{escape(texts["voucherLabel"])}</label>
+<input id="code" name="code" autocomplete="off" autocapitalize="characters" spellcheck="false" maxlength="64">
+<button type="submit">{escape(texts["redeem"])}</button></form></div>
+<p class="brand">{escape(texts["brand"])}</p></main>"""
+
+
+def _notice_body(texts: dict[str, str], message: str) -> str:
+    return f"""<main class="card unavailable" aria-label="{escape(texts["label"])}">
+<p class="title" role="status">{escape(message)}</p><p class="brand">{escape(texts["brand"])}</p></main>"""
+
+
+async def card(request: Request) -> Response:
+    """The card for one item, rendered with its title and price in the reader's language."""
+    svc = services(request)
+    q = request.query_params
+    lang = _lang(q.get("lang"))
+    theme = q.get("theme", "auto")
+    theme = theme if theme in THEMES else "auto"
+    accent = q.get("accent", "")
+    texts = TEXTS[lang]
+
+    def page(title: str, config: dict[str, Any], body: str, status: int, ancestors: str, cache: str) -> Response:
+        return _page(
+            lang=lang,
+            theme=theme,
+            title=title,
+            config=config,
+            body=body,
+            status=status,
+            ancestors=ancestors,
+            cache_control=cache,
+            request=request,
+        )
+
+    base: dict[str, Any] = {"lang": lang, "texts": texts, "item": "", "origin": ""}
+    site_id, item_id = request.path_params["site"], request.path_params["item"]
+    try:
+        site: Site = await svc.catalog.site(site_id)
+    except UnknownSite:
+        # No site, so no origins to allow or to answer: a calm notice that nothing can be bought.
+        return page(
+            title=texts["unavailable"],
+            config={**base, "problem": f"unknown site {site_id!r}"},
+            body=_notice_body(texts, texts["unavailable"]),
+            status=404,
+            ancestors="*",
+            cache=f"public, max-age={CARD_MAX_AGE}",
+        )
+    ancestors = " ".join(site.origins) or "'none'"
+    origin = q.get("origin", "").lower()
+    if origin not in site.origins:
+        # Never a postMessage target we did not check; the loader reports the silence.
+        return page(
+            title=texts["wrongOrigin"],
+            config={**base, "problem": f"origin {origin!r} is not allowed for {site.id}"},
+            body=_notice_body(texts, texts["wrongOrigin"]),
+            status=403,
+            ancestors=ancestors,
+            cache="no-store",
+        )
+    try:
+        item = await svc.catalog.item(site.id, catalog.check_item_id(item_id))
+    except UnknownItem:
+        return page(
+            title=texts["unavailable"],
+            config={**base, "origin": origin, "problem": f"unknown item {item_id!r} on {site.id}"},
+            body=_notice_body(texts, texts["unavailable"]),
+            status=404,
+            ancestors=ancestors,
+            cache=f"public, max-age={CARD_MAX_AGE}",
+        )
+    config = {
+        **base,
+        "site": site.id,
+        "item": item.id,
+        "title": item.title,
+        "price": item.price,
+        "currency": site.currency,
+        "origin": origin,
+        "accent": accent if ACCENT.match(accent) else "",
+    }
+    price = format_amount(item.price, site.currency, lang)
+    return page(
+        title=f"{item.title} — {price}",
+        config=config,
+        body=_offer_body(texts, item, price),
+        status=200,
+        ancestors=ancestors,
+        cache=f"public, max-age={CARD_MAX_AGE}",
+    )
+
+
+async def reader_state(request: Request) -> Response:
+    """The one credentialed read a card makes: wallet or not, balance, and — when the item is
+    owned — a fresh unlock token and the hosted content, so a returning reader needs no click."""
+    svc = services(request)
+    site = await svc.catalog.site(request.path_params["site"])
+    item = await svc.catalog.item(site.id, catalog.check_item_id(request.path_params["item"]))
+    ref = optional_wallet(request)
+    if ref is None:
+        return private_json({"wallet": False, "currency": site.currency, "owned": False})
+    try:
+        standing = await wallets.item_standing(svc.store, ref, site.id, item.id)
+    except UnknownWallet:
+        if not uses_cookie(request, svc):
+            raise
+        # A cookie naming a wallet that is gone (or was recovered elsewhere): the card starts afresh.
+        return private_json({"wallet": False, "currency": site.currency, "owned": False})
+    out: dict[str, Any] = {
+        "wallet": True,
+        "currency": standing.currency,
+        "balance": standing.balance,
+        "owned": standing.purchase_id is not None,
+    }
+    if standing.purchase_id is not None:
+        claims = svc.unlock_tokens.claims(
+            site=site.id,
+            item=item.id,
+            purchase_id=standing.purchase_id,
+            wallet_id=ref.wallet_id,
+            now_s=svc.clock.now_ms() // 1000,
+        )
+        token = await svc.unlock_tokens.sign(claims)
+        out.update(token=token, expires_at=claims["exp"], charged=0, purchase_id=standing.purchase_id)
+        if item.has_content:
+            out["content"] = await catalog.item_content(svc.store, site.id, item.id)
+    return private_json(out)

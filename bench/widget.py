@@ -1,0 +1,236 @@
+"""What a reader waits for, in headless Chromium on loopback; prints figures next to the goals.
+
+    python bench/widget.py [--runs 20]
+
+Starts its own redis-server and ``coinslot demo`` (backend on 127.0.0.1, pages on
+localhost), adds ``--runs`` + 1 items to the demo news site and a one-item page, then:
+- sizes: coinslot.js, and the card (embed page + card.js + card.css), gzipped (level 9);
+- navigation → price visible, in a fresh browser context each time (cold: nothing cached)
+  and in one context (warm: loader and card files cached as their Cache-Control allows);
+- click → content visible: a wallet funded by a voucher clicks "Unlock" on a new item each
+  time, until the item's content is in the publisher's page.
+As a reference, the same page framing a bare JSON document from the backend shows what any
+cross-site iframe costs on this machine. Times are read inside the browser, on its epoch
+clock (``performance.timeOrigin``): from the page's navigation start to the card's first
+contentful paint (its title and price button), and from the click event in the card to the
+first animation frame after the content was inserted into the page. Medians of ``--runs``. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from coinslot import catalog, demo
+from coinslot.clock import SystemClock
+from coinslot.embedded import find_redis_server
+from coinslot.http.embed import asset
+from coinslot.store import Store, connect
+from unlock import free_port, running, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = "site_demo_news"
+PRICE = 19  # minor units, like the demo articles
+GOALS = {"loader": 2 * 1024, "card": 12 * 1024, "price": 150, "content": 250}  # bytes, bytes, ms, ms
+FLAGS = "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+FLAGS += "--disable-component-update --disable-sync"
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bench</title>
+<link rel="icon" href="data:,"></head><body><main id="m"></main><script src="/bench.js"></script>
+<script src="http://127.0.0.1:8000/coinslot.js" data-site="site_demo_news" async></script></body></html>
+"""
+# The floor any cross-site iframe pays here (a new renderer process under site isolation):
+# the same page framing a bare JSON document from the backend, timed the same way.
+BARE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bare</title>
+<link rel="icon" href="data:,"></head><body><main><iframe src="http://127.0.0.1:8000/healthz"></iframe></main>
+</body></html>
+"""
+PAGE_JS = """var d = document.createElement('div');
+d.setAttribute('data-coinslot-item', new URLSearchParams(location.search).get('item'));
+document.getElementById('m').append(d);
+"""
+
+
+def gz(data: bytes) -> int:
+    return len(gzip.compress(data, 9))
+
+
+def ms(samples: Sequence[float]) -> str:
+    return f"{statistics.median(samples) * 1000:6.1f} ms (min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f})"
+
+
+def chromium_args(executable: str | None) -> dict[str, object]:
+    return {"executable_path": executable, "args": FLAGS.split()} if executable else {}
+
+
+def find_chromium(bundled: str) -> str | None:
+    if bundled and Path(bundled).exists():
+        return None
+    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium"):
+        if Path(candidate).exists():
+            return candidate
+    sys.exit("no Chromium: install Debian's chromium or run 'playwright install chromium'")
+
+
+async def seed(redis_url: str, origins: list[str], items: int) -> None:
+    store = Store(await connect(redis_url))
+    try:
+        await catalog.set_origins(store, SITE, origins)
+        site = await catalog.Catalog(store).site(SITE)
+        for i in range(items):
+            await catalog.put_item(
+                store, site, f"bench-{i}", title=f"Bench story {i}", price=PRICE,
+                content_html=f"<p>Bench story {i}, the rest of it.</p>", now_ms=SystemClock().now_ms(),
+            )  # fmt: skip
+    finally:
+        await store.close()
+
+
+# In the card's own document: when it first painted (its price button), on the epoch clock.
+CARD_PAINT = """() => performance.timeOrigin + performance.getEntriesByName('first-contentful-paint')[0].startTime"""
+
+
+CLICK_AT = """() => document.getElementById('buy').addEventListener('click',
+    (e) => { window.__clickAt = performance.timeOrigin + e.timeStamp; }, {once: true, capture: true})"""
+SHOWN_AT = """() => { window.__shownAt = 0; document.addEventListener('coinslot:unlocked',
+    () => requestAnimationFrame(() => { window.__shownAt = performance.timeOrigin + performance.now(); }),
+    {once: true}); }"""
+
+
+def price_visible(page: Page, url: str, bare: bool = False) -> tuple[float, float]:
+    """Seconds from the navigation's start (the page's time origin) to the card's first paint,
+    and to the start of the card's own navigation (when the loader created its iframe)."""
+    page.goto(url, wait_until="commit")
+    if not bare:
+        page.frame_locator("iframe").get_by_role("button", name="Unlock for €0.19").wait_for(state="visible")
+    page.wait_for_function("() => window.frames.length > 0")
+    frame = page.frames[1]
+    painted: float = frame.wait_for_function(
+        "() => performance.getEntriesByName('first-contentful-paint').length"
+    ) and frame.evaluate(CARD_PAINT)
+    start: float = page.evaluate("() => performance.timeOrigin")
+    framed: float = frame.evaluate("() => performance.timeOrigin")
+    return (painted - start) / 1000, (framed - start) / 1000
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="coinslot-widget-bench-") as tmp:
+        return run(args.runs, Path(tmp))
+
+
+def run(runs: int, tmp: Path) -> int:
+    redis_port, port, demo_port, bench_port = free_port(), free_port(), free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}"
+    redis_cmd = [find_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)]
+    pages = tmp / "pages"
+    pages.mkdir()
+    (pages / "bench.html").write_text(PAGE)
+    (pages / "bench.js").write_text(PAGE_JS)
+    (pages / "bare.html").write_text(BARE_PAGE)
+    env = {**os.environ, "COINSLOT_REDIS_URL": redis_url, "COINSLOT_DATA_DIR": str(tmp / "data")}
+    env["COINSLOT_PAYMENTS"] = "test"
+    env.pop("COINSLOT_PUBLIC_URL", None)
+    demo_cmd = [sys.executable, "-m", "coinslot.cli", "demo", "--port", str(port), "--demo-port", str(demo_port)]
+    backend = f"http://127.0.0.1:{port}"
+    bench_origin = f"http://localhost:{bench_port}"
+    with (
+        running(redis_cmd, tmp / "redis.log"),
+        running(demo_cmd, tmp / "demo.log", env=env, cwd=ROOT) as server,
+    ):
+        wait_http(backend + "/healthz", server, tmp / "demo.log")
+        asyncio.run(seed(redis_url, [f"http://localhost:{demo_port}", bench_origin], runs + 1))
+        time.sleep(0.2)  # the server's catalog cache hears about the new origin over pub/sub
+        with urllib.request.urlopen(f"{backend}/embed/{SITE}/bench-0?origin={bench_origin}&lang=en") as r:
+            embed_page = r.read()
+        loader = gz(asset("coinslot.js").body)
+        card = gz(embed_page) + gz(asset("card.js").body) + gz(asset("card.css").body)
+        with demo.serve_pages(pages, "127.0.0.1", bench_port, backend), sync_playwright() as pw:
+            browser = pw.chromium.launch(headless=True, **chromium_args(find_chromium(pw.chromium.executable_path)))
+            try:
+                cold, warm, click = measure(browser, bench_origin + "/bench.html?item=bench-", runs)
+                bare = measure_bare(browser, bench_origin + "/bare.html", runs)
+            finally:
+                browser.close()
+    print(f"Coinslot widget, Chromium headless on loopback, median of {runs} (load average {os.getloadavg()[0]:.1f})")
+    print(f"  coinslot.js gzipped                 {loader:6d} B     goal <= {GOALS['loader']} B")
+    print(f"  card gzipped (page + js + css)      {card:6d} B     goal <= {GOALS['card']} B")
+    parts = (
+        f"embed page {gz(embed_page)} B, card.js {gz(asset('card.js').body)} B, card.css {gz(asset('card.css').body)} B"
+    )
+    print("    " + parts)
+    for name, pairs in (("cold", cold), ("warm", warm)):
+        print(f"  navigation -> price visible, {name}   {ms([p for p, _ in pairs])}   goal <= {GOALS['price']} ms")
+        print(f"    of which until the loader framed the card: {ms([f for _, f in pairs])}")
+    print(f"  reference: a bare cross-site iframe, warm {ms([p for p, _ in bare])}")
+    print(f"  click -> content visible (funded)   {ms(click)}   goal <= {GOALS['content']} ms")
+    return 0
+
+
+Pairs = list[tuple[float, float]]
+
+
+def measure_bare(browser: Browser, url: str, runs: int) -> Pairs:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        price_visible(page, url, bare=True)
+        return [price_visible(page, url, bare=True) for _ in range(runs)]
+    finally:
+        context.close()
+
+
+def measure(browser: Browser, url: str, runs: int) -> tuple[Pairs, Pairs, list[float]]:
+    cold: Pairs = []
+    for _ in range(runs):
+        context = browser.new_context()
+        cold.append(price_visible(context.new_page(), url + "0"))
+        context.close()
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        price_visible(page, url + "0")  # fill the cache
+        warm = [price_visible(page, url + "0") for _ in range(runs)]
+
+        # Fund the wallet once with the demo voucher (this unlocks bench-0, not measured).
+        card = page.frame_locator("iframe")
+        card.locator("#buy").click()
+        card.locator("#code").fill(demo.VOUCHER_CODE)
+        card.locator("#voucher button").click()
+        page.locator(".coinslot-content").wait_for()
+
+        click: list[float] = []
+        for i in range(1, runs + 1):
+            page.goto(f"{url}{i}")
+            card = page.frame_locator("iframe")
+            card.locator("#balance").filter(has_text="€").wait_for()  # the reader's state has arrived
+
+            # Both ends on the epoch clock inside the browser: the click event in the card, and the
+            # first animation frame after the content went into the publisher's page.
+            page.frames[1].evaluate(CLICK_AT)
+            page.evaluate(SHOWN_AT)
+            card.locator("#buy").click()
+            page.locator(".coinslot-content").wait_for(state="visible")
+            shown: float = page.wait_for_function("() => window.__shownAt").json_value()
+            clicked: float = page.frames[1].evaluate("() => window.__clickAt")
+            click.append((shown - clicked) / 1000)
+    finally:
+        context.close()
+    return cold, warm, click
+
+
+if __name__ == "__main__":
+    sys.exit(main())

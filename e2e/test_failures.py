@@ -1,0 +1,177 @@
+"""Things going wrong, shown calmly: unknown items, network and backend failures, failed top-ups,
+price changes, slow pages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import redis
+from playwright.sync_api import expect
+
+from conftest import Reader, Stack, card, content, redeem_in_card, shot, wallet
+
+
+def test_unknown_item_and_network_failures_stay_calm(stack: Stack, reader: Reader) -> None:
+    page = reader.page()
+    page.goto(stack.demo + "/late-item.html")
+    page.evaluate(
+        """() => { const d = document.createElement('div'); d.setAttribute('data-coinslot-item', 'no-such-item');
+        document.querySelector('main').append(d); }"""
+    )
+    expect(card(page, "no-such-item").get_by_text("This item isn't available right now.")).to_be_visible()
+    page.get_by_role("button", name="Show the latest update").click()
+    c = card(page, "article-council")
+    expect(c.locator("#buy")).to_be_visible()
+    shot(page, "15-unknown-item")
+
+    reader.context.route("**/v1/unlocks", lambda route: route.abort())
+    c.locator("#buy").click()
+    expect(c.get_by_role("status")).to_have_text(
+        "Can't reach the payment service. Check your connection and try again."
+    )
+    shot(page, "16-network-error")
+    reader.context.unroute("**/v1/unlocks")
+    c.locator("#buy").click()  # the same button tries again
+    expect(c.get_by_role("button", name="Add €2.00")).to_be_visible()
+    assert any("[coinslot]" in m and "no-such-item" in m for m in reader.console)
+    assert any("[coinslot]" in m and "request failed" in m for m in reader.console)
+
+    # The backend unreachable when a card loads (the loader itself came from the cache), and an
+    # element without an item id: the teaser stays, with a calm line instead of a browser error.
+    reader.context.route("**/embed/**", lambda route: route.abort("connectionrefused"))
+    page.evaluate(
+        """() => { for (const id of ['article-bridge', '']) { const d = document.createElement('div');
+        d.setAttribute('data-coinslot-item', id); d.innerHTML = '<p>Teaser ' + id + '</p>';
+        document.querySelector('main').append(d); } }"""
+    )
+    expect(page.locator('[data-coinslot-item="article-bridge"] .coinslot-unavailable')).to_have_text(
+        "Unlocking is not available right now."
+    )
+    expect(page.locator('[data-coinslot-item="article-bridge"] iframe')).to_have_count(0)
+    expect(page.locator('[data-coinslot-item=""] iframe')).to_have_count(0)
+    shot(page, "24-backend-unreachable")
+    assert any("[coinslot]" in m and 'no card for "article-bridge"' in m for m in reader.console)
+    assert any("[coinslot]" in m and "empty data-coinslot-item" in m for m in reader.console)
+    assert reader.errors == []
+
+
+def _topup_keys(stack: Stack, reader: Reader) -> list[str]:
+    wallet_id = wallet(stack, reader)["wallet_id"]
+    with redis.Redis.from_url(stack.redis.url, decode_responses=True) as r:
+        return sorted(r.scan_iter(match="{w:" + str(wallet_id) + "}:tu:*"))
+
+
+def _set_topup(stack: Stack, key: str, **fields: str | int) -> None:
+    # What the payment provider would report (a declined debit, a session that timed out);
+    # the built-in test checkout has no button for failing, so the test writes the outcome.
+    with redis.Redis.from_url(stack.redis.url, decode_responses=True) as r:
+        r.hset(key, mapping=fields)
+
+
+def test_failed_closed_and_expired_topups_are_calm_and_can_be_retried(stack: Stack, reader: Reader) -> None:
+    page = reader.page()
+    page.goto(stack.demo + "/events/keynote.html")
+    c = card(page, "session-keynote")
+    expect(c.get_by_role("button", name="Unlock for €1.50")).to_be_visible()
+    shot(page, "17-dark-theme-offer")
+    c.locator("#buy").click()
+
+    # A window the reader closes without paying.
+    with page.expect_popup() as first:
+        c.get_by_role("button", name="Add €2.00").click()
+    first.value.wait_for_load_state()
+    first.value.close()
+    expect(c.get_by_role("status")).to_have_text("The payment window was closed. Choose an amount to try again.")
+
+    # A payment that fails.
+    seen = set(_topup_keys(stack, reader))
+    with page.expect_popup() as second:
+        c.get_by_role("button", name="Add €5.00").click()
+    second.value.wait_for_load_state()
+    expect(c.get_by_role("status")).to_contain_text("Finish the payment in the new window")
+    [key] = set(_topup_keys(stack, reader)) - seen
+    _set_topup(stack, key, status="failed")
+    expect(c.get_by_role("status")).to_have_text(
+        "The payment did not go through and nothing was charged. Press the button to try again."
+    )
+    shot(page, "18-topup-failed")
+    second.value.close()
+
+    # A checkout that expires (its spent links are gone; the button brings fresh ones).
+    expect(c.locator("#options button")).to_have_count(0)
+    c.locator("#buy").click()
+    seen = set(_topup_keys(stack, reader))
+    with page.expect_popup() as third:
+        c.get_by_role("button", name="Add €10.00").click()
+    third.value.wait_for_load_state()
+    [key] = set(_topup_keys(stack, reader)) - seen
+    _set_topup(stack, key, expires_ms=1)
+    expect(c.get_by_role("status")).to_have_text("That payment window has expired. Press the button to try again.")
+    third.value.close()
+    assert wallet(stack, reader)["balance"] == 0
+
+    # Trying again: fresh choices, a real payment, and the unlock completes by itself.
+    c.locator("#buy").click()
+    with page.expect_popup() as fourth:
+        c.get_by_role("button", name="Add €2.00").click()
+    fourth.value.get_by_role("button", name="Pay €2.00").click()
+    expect(content(page, "session-keynote")).to_contain_text("Recording: 42 minutes")
+    expect(c.locator("#balance")).to_have_text("Wallet balance: €0.50")
+    shot(page, "19-dark-theme-unlocked")
+    assert wallet(stack, reader)["balance"] == 50
+    assert reader.errors == []
+
+
+def _cli(stack: Stack, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "coinslot.cli", *args], env=stack.env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_price_change_after_render_is_shown_before_anyone_pays_it(stack: Stack, reader: Reader) -> None:
+    _cli(stack, "item", "put", "site_demo_news", "price-test", "--title", "Prices move", "--price", "19")
+    page = reader.page()
+    page.goto(stack.demo + "/late-item.html")
+    page.evaluate(
+        """() => { const d = document.createElement('div'); d.setAttribute('data-coinslot-item', 'price-test');
+        document.querySelector('main').append(d); }"""
+    )
+    c = card(page, "price-test")
+    redeem_in_card(page, "price-test")  # funds the wallet with the voucher, buying this first item
+    expect(content(page, "price-test")).to_have_count(0)  # no hosted content; the receipt tells
+    expect(c.get_by_text("€0.19 — Prices move")).to_be_visible()
+
+    _cli(stack, "item", "put", "site_demo_news", "price-test-2", "--title", "Prices move again", "--price", "19")
+    page.evaluate(
+        """() => { const d = document.createElement('div'); d.setAttribute('data-coinslot-item', 'price-test-2');
+        document.querySelector('main').append(d); }"""
+    )
+    c2 = card(page, "price-test-2")
+    expect(c2.get_by_role("button", name="Unlock for €0.19")).to_be_visible()
+    # The publisher raises the price while the reader looks at €0.19.
+    _cli(stack, "item", "put", "site_demo_news", "price-test-2", "--title", "Prices move again", "--price", "29")
+    c2.locator("#buy").click()
+    expect(c2.get_by_role("status")).to_have_text("The price is now €0.29. Press the button to unlock at this price.")
+    expect(c2.get_by_role("button", name="Unlock for €0.29")).to_be_visible()
+    shot(page, "22-price-changed")
+    assert wallet(stack, reader)["balance"] == 500 - 19  # nothing charged at a price not shown
+    c2.get_by_role("button", name="Unlock for €0.29").click()
+    expect(c2.get_by_text("€0.29 — Prices move again")).to_be_visible()
+    assert wallet(stack, reader)["balance"] == 500 - 19 - 29
+
+
+def test_cards_appear_while_a_slow_script_still_holds_up_the_page(stack: Stack, reader: Reader) -> None:
+    # The page's own ad script has not arrived: DOMContentLoaded is far off, but the reader
+    # already sees the price.
+    held = []
+    page = reader.page()
+    page.route(stack.demo + "/ads.js", lambda route: held.append(route))
+    page.goto(stack.demo + "/slow-ads.html", wait_until="commit")
+    expect(card(page, "article-bridge").get_by_role("button", name="Unlock for €0.19")).to_be_visible()
+    assert page.evaluate("document.readyState") == "loading"
+    assert page.locator("#after-ads").count() == 0
+    held[0].continue_()
+    expect(page.locator("#after-ads")).to_be_visible()
+    expect(page.locator(".ad")).to_have_text("Advertisement")
+    expect(page.locator('[data-coinslot-item="article-bridge"] iframe')).to_have_count(1)  # placed once
+    shot(page, "23-before-a-slow-script")

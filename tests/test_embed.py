@@ -1,0 +1,243 @@
+"""The widget's routes: loader and card files, the server-rendered card, and the card's reader state."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+
+import httpx
+import pytest
+
+from coinslot.clock import FrozenClock
+from coinslot.http import embed
+from coinslot.money import format_amount
+from coinslot.store import Store
+
+from api import Api, auth
+
+SITE_ORIGIN = "http://localhost:8001"
+PUBLIC = "http://127.0.0.1:8000"
+# What a browser sends from the card's own iframe; a page on another site cannot produce these.
+CARD_GET = {"Sec-Fetch-Site": "same-origin"}
+CARD_POST = {"Sec-Fetch-Site": "same-origin", "Origin": PUBLIC}
+
+
+def card_get(token: str) -> dict[str, str]:
+    return {**CARD_GET, "Cookie": f"coinslot_wallet={token}"}
+
+
+def card_post(token: str) -> dict[str, str]:
+    return {**CARD_POST, "Cookie": f"coinslot_wallet={token}"}
+
+
+@pytest.fixture
+def api(standalone_client: httpx.AsyncClient, standalone_store: Store, clock: FrozenClock) -> Api:
+    return Api(standalone_client, standalone_store, clock)
+
+
+def config(html: str) -> dict[str, object]:
+    found = re.search(r'<script type="application/json" id="coinslot-config">(.*?)</script>', html, re.S)
+    assert found is not None
+    result: dict[str, object] = json.loads(found.group(1))
+    return result
+
+
+async def test_loader_is_cacheable_and_pinned_by_a_versioned_url(api: Api) -> None:
+    plain = await api.client.get("/coinslot.js")
+    assert plain.status_code == 200
+    assert plain.headers["content-type"].startswith("text/javascript")
+    assert plain.headers["cache-control"] == "public, max-age=300"
+    assert plain.headers["access-control-allow-origin"] == "*"  # SRI on a cross-origin script needs CORS
+    assert "access-control-allow-credentials" not in plain.headers
+
+    versioned = await api.client.get(f"/v/{embed.version()}/coinslot.js")
+    assert versioned.content == plain.content
+    assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
+    sri = "sha384-" + base64.b64encode(hashlib.sha384(versioned.content).digest()).decode()
+    assert embed.asset("coinslot.js").integrity == sri
+
+    again = await api.client.get("/coinslot.js", headers={"If-None-Match": plain.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+
+    stale = await api.client.get("/v/0000000000000000/coinslot.js")
+    assert stale.status_code == 404
+    assert stale.json()["type"].endswith("/not-found")
+    other = await api.client.get(f"/v/{embed.version()}/secrets.txt")
+    assert other.status_code == 404
+
+
+async def test_widget_files_are_within_their_size_budgets() -> None:
+    import gzip
+
+    loader = len(gzip.compress(embed.asset("coinslot.js").body, 9))
+    card = sum(len(gzip.compress(embed.asset(n).body, 9)) for n in ("card.js", "card.css"))
+    assert loader <= 2048, f"coinslot.js is {loader} bytes gzipped, budget 2048"
+    assert card <= 12 * 1024 - 2048, f"card.js + card.css are {card} bytes gzipped; the page itself needs room"
+
+
+async def test_card_is_rendered_with_title_and_price_and_framed_only_by_the_sites_origins(api: Api) -> None:
+    site = await api.site(origins=[SITE_ORIGIN, "https://news.example.com"])
+    await api.item(site, "a", 19, title="Heat <wave> & more")
+
+    r = await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})
+    assert r.status_code == 200
+    assert "Unlock for €0.19" in r.text
+    assert "Heat &lt;wave&gt; &amp; more" in r.text
+    csp = r.headers["content-security-policy"]
+    assert "frame-ancestors http://localhost:8001 https://news.example.com" in csp
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "<script>" not in r.text and "style=" not in r.text  # CSP-clean: no inline script or style
+    assert r.headers["cache-control"] == "public, max-age=60"
+    assert "set-cookie" not in r.headers  # nothing about the reader: a CDN may serve it to everyone
+    cfg = config(r.text)
+    assert cfg["origin"] == SITE_ORIGIN and cfg["price"] == 19 and cfg["currency"] == "EUR"
+
+    cached = await api.client.get(
+        f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN}, headers={"If-None-Match": r.headers["etag"]}
+    )
+    assert cached.status_code == 304
+
+
+async def test_card_in_german_with_theme_and_accent(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 150)
+    r = await api.client.get(
+        f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN, "lang": "de-AT", "theme": "dark", "accent": "#f59e0b"}
+    )
+    assert "Für 1,50\u00a0€ freischalten" in r.text
+    assert '<html lang="de" data-theme="dark"' in r.text
+    assert config(r.text)["accent"] == "#f59e0b"
+
+    odd = await api.client.get(
+        f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN, "theme": "neon", "accent": "red;}x{"}
+    )
+    assert 'data-theme="auto"' in odd.text
+    assert config(odd.text)["accent"] == ""
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "lang", "text"),
+    [
+        (19, "EUR", "en", "€0.19"),
+        (19, "EUR", "de", "0,19\u00a0€"),
+        (123456, "EUR", "de", "1.234,56\u00a0€"),
+        (150, "USD", "en", "$1.50"),
+        (150, "GBP", "de", "1,50\u00a0£"),
+    ],
+)
+def test_prices_read_as_intl_number_format_writes_them(amount: int, currency: str, lang: str, text: str) -> None:
+    assert format_amount(amount, currency, lang) == text
+
+
+async def test_a_foreign_origin_gets_a_notice_and_is_never_a_message_target(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 19)
+    for origin in ("https://evil.example", "", "null", SITE_ORIGIN + ".evil.example"):
+        r = await api.client.get(f"/embed/{site[0]}/a", params={"origin": origin})
+        assert r.status_code == 403
+        assert "can't be shown on this website" in r.text
+        assert config(r.text)["origin"] == ""
+        assert "frame-ancestors http://localhost:8001" in r.headers["content-security-policy"]
+        assert r.headers["cache-control"] == "no-store"
+
+
+async def test_unknown_site_or_item_is_a_calm_card_not_an_error(api: Api) -> None:
+    site = await api.site()
+    item = await api.client.get(f"/embed/{site[0]}/nope", params={"origin": SITE_ORIGIN, "lang": "de"})
+    assert item.status_code == 404
+    assert "Dieser Inhalt ist gerade nicht verfügbar." in item.text
+    assert config(item.text)["item"] == ""
+    for path in ("/embed/site_nope/a", "/embed/not-a-site/a", f"/embed/{site[0]}/bad%20item!"):
+        r = await api.client.get(path, params={"origin": SITE_ORIGIN})
+        assert r.status_code == 404, path
+        assert r.headers["content-type"].startswith("text/html")
+
+
+async def test_reader_state_without_a_wallet(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 19)
+    r = await api.client.get(f"/v1/card/{site[0]}/a", headers=CARD_GET)
+    assert r.json() == {"wallet": False, "currency": "EUR", "owned": False}
+    assert r.headers["cache-control"] == "no-store"
+
+
+async def test_card_cookie_wallet_sees_balance_then_owned_with_a_fresh_token_and_content(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 19, title="Heat wave", content_html="<p>Story</p><script>x()</script>")
+    made = await api.client.post("/v1/wallets", json={"currency": "EUR"}, headers=CARD_POST)
+    assert "Partitioned" in made.headers["set-cookie"]
+    token = made.json()["token"]
+    await api.fund(site, token, 100)
+
+    before = await api.client.get(f"/v1/card/{site[0]}/a", headers=card_get(token))
+    assert before.json() == {"wallet": True, "currency": "EUR", "balance": 100, "owned": False}
+
+    unlocked = await api.client.post(
+        "/v1/unlocks", json={"site": site[0], "item": "a", "price": 19}, headers=card_post(token)
+    )
+    assert unlocked.status_code == 200
+
+    api.clock.advance(60)
+    after = await api.client.get(f"/v1/card/{site[0]}/a", headers=card_get(token))
+    body = after.json()
+    assert body["owned"] is True and body["balance"] == 81 and body["charged"] == 0
+    assert body["content"] == "<p>Story</p>"
+    assert body["purchase_id"] == unlocked.json()["purchase_id"]
+    assert body["token"] != unlocked.json()["token"]  # freshly signed, later expiry
+    assert body["expires_at"] > unlocked.json()["expires_at"]
+    verified = await api.client.get(f"/v1/content/{site[0]}/a", headers=auth(body["token"]))
+    assert verified.status_code == 200
+    assert await api.balance(token) == 81  # reading the state charged nothing
+
+
+async def test_reader_state_ignores_the_cookie_from_another_site(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 19)
+    made = await api.client.post("/v1/wallets", json={}, headers=CARD_POST)
+    assert made.status_code == 201
+    jar = {"Cookie": f"coinslot_wallet={made.json()['token']}"}
+    assert (await api.client.get(f"/v1/card/{site[0]}/a", headers={**jar, **CARD_GET})).json()["wallet"] is True
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {}):
+        r = await api.client.get(f"/v1/card/{site[0]}/a", headers={**jar, **headers})
+        assert r.json()["wallet"] is False
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def test_reader_state_with_a_stale_cookie_starts_afresh_but_a_bad_bearer_is_401(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 19)
+    made = await api.client.post("/v1/wallets", json={}, headers=CARD_POST)
+    token = made.json()["token"]
+    await api.store.redis.delete("{w:" + made.json()["wallet_id"] + "}")
+    r = await api.client.get(f"/v1/card/{site[0]}/a", headers=card_get(token))
+    assert r.status_code == 200 and r.json()["wallet"] is False
+    bearer = await api.client.get(f"/v1/card/{site[0]}/a", headers=auth(token))
+    assert bearer.status_code == 401
+    unknown = await api.client.get(f"/v1/card/{site[0]}/zzz", headers=card_get(token))
+    assert unknown.status_code == 404 and unknown.json()["type"].endswith("/unknown-item")
+
+
+def test_snippet_command_prints_the_pinned_loader(capsys: pytest.CaptureFixture[str]) -> None:
+    from coinslot.cli import main
+
+    assert main(["snippet", "site_abc", "--item", "story-1"]) == 0
+    out = capsys.readouterr().out
+    assert f"/v/{embed.version()}/coinslot.js" in out
+    assert f'integrity="{embed.asset("coinslot.js").integrity}" crossorigin="anonymous"' in out
+    assert 'data-site="site_abc"' in out and 'data-coinslot-item="story-1"' in out
+
+
+async def test_changing_a_sites_origins_moves_where_its_cards_may_be_framed(api: Api) -> None:
+    from coinslot import catalog
+
+    site = await api.site()
+    await api.item(site, "a", 19)
+    assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 200
+    await catalog.set_origins(api.store, site[0], ["https://News.example.com/"])
+    api.client.app.state.services.catalog.invalidate(site[0])  # type: ignore[attr-defined]
+    moved = await api.client.get(f"/embed/{site[0]}/a", params={"origin": "https://news.example.com"})
+    assert moved.status_code == 200
+    assert moved.headers["content-security-policy"].endswith("frame-ancestors https://news.example.com")
+    assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 403

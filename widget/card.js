@@ -1,0 +1,1 @@
+../backend/coinslot/static/card.js
