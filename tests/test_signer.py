@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -79,3 +80,24 @@ async def test_stop_answers_what_was_sent_and_ends_the_child(signing: SigningPro
     for i, signature in enumerate(await asyncio.gather(*futures)):
         key.public_key().verify(signature, b"x%d" % i)
     assert proc.returncode is not None
+
+
+async def test_a_stuck_child_is_killed_and_its_batch_signed_inline(
+    signing: SigningProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(signer_module, "STALL_S", 0.2)
+    key = Ed25519PrivateKey.generate()
+    proc = signing._proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        signatures = await asyncio.wait_for(
+            asyncio.gather(*(signing.sign(raw(key), key, b"s%d" % i) for i in range(10))), timeout=5
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    for i, signature in enumerate(signatures):
+        key.public_key().verify(signature, b"s%d" % i)
+    assert "answered nothing" in caplog.text
+    await proc.wait()

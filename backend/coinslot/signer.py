@@ -35,6 +35,7 @@ log = logging.getLogger("coinslot.signer")
 SIGNATURE_BYTES = 64
 RAW_KEY_BYTES = 32
 RESTART_PAUSE_S = 5.0  # after a child dies, sign inline this long before trying another
+STALL_S = 1.0  # a batch unanswered this long means a stuck child: kill it and sign inline
 STOP_TIMEOUT_S = 5.0
 
 
@@ -134,11 +135,23 @@ class SigningProcess:
             for batch in queued.values():
                 batch.settle_inline()
             return
+        last = None
         for raw_key, batch in queued.items():
             count = len(batch.inputs)
             head = struct.pack(f">I{RAW_KEY_BYTES}s{count}I", count, raw_key, *map(len, batch.inputs))
             proc.stdin.write(head + b"".join(batch.inputs))
             self._in_flight.append(batch)
+            last = batch
+        if last is not None:
+            # One timer per tick, on its last batch: replies come in order, so it vouches for the rest.
+            asyncio.get_running_loop().call_later(STALL_S, self._check_stalled, proc, last)
+
+    def _check_stalled(self, proc: asyncio.subprocess.Process, batch: _Batch) -> None:
+        if all(future.done() for future in batch.futures) or self._proc is not proc:
+            return
+        log.warning("signing process answered nothing for %.1f s; killing it and signing inline", STALL_S)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # the reader then meets end of output and fails over
 
     async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
