@@ -146,6 +146,24 @@ async def test_refund_in_another_currency_or_above_the_topup_posts_nothing_and_a
     await clean(store)
 
 
+async def test_a_later_report_of_another_amount_does_not_widen_what_a_refund_may_take(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    wallet = await api.wallet()
+    pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
+    session = next(s for s in stripe_stub.sessions.values() if s["payment_intent"] == pi)
+    # The same session reported again with another amount: not credited again ...
+    other = await deliver(stripe_client, "checkout.session.async_payment_succeeded", {**session, "amount_total": 5000})
+    assert other.json()["outcome"] == "already-credited"
+
+    # ... and a refund of more than the 500 top-up is still refused against the stored amount.
+    refund = await deliver(stripe_client, "charge.refunded", charge(pi, amount=5000, refunded=1000))
+
+    assert refund.json()["outcome"] == "mismatch"
+    assert await lines(stripe_client, wallet) == [("topup", 500)]
+    await clean(store)
+
+
 # Disputes ---------------------------------------------------------------------------
 
 
