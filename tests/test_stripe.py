@@ -658,6 +658,50 @@ async def test_return_page_for_an_open_session_credits_nothing(
     assert await api.balance(wallet) == 0
 
 
+async def test_return_page_reloads_ask_stripe_once_per_session_and_still_settle(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    session_id = session_of(stripe_stub, topup)
+    stripe_stub.pay(session_id, payment_status="unpaid")  # SEPA: pending for days, the page keeps asking
+    asked = len(stripe_stub.requests)
+
+    pages = await asyncio.gather(*(stripe_client.get(f"/checkout/return?session_id={session_id}") for _ in range(20)))
+    pages += [await stripe_client.get(f"/checkout/return?session_id={session_id}") for _ in range(5)]
+    paid = stripe_stub.settle(session_id, paid=True)
+    webhook = await deliver(stripe_client, "checkout.session.async_payment_succeeded", paid)
+    after = await stripe_client.get(f"/checkout/return?session_id={session_id}")
+
+    reads = [r for r in stripe_stub.requests[asked:] if r.method == "GET" and session_id in r.path]
+    assert len(reads) == 1
+    assert {p.status_code for p in pages} == {200}
+    assert sum("on its way" in p.text for p in pages) == 1
+    assert all("Checking your payment" in p.text for p in pages if "on its way" not in p.text)
+    assert webhook.json()["outcome"] == "credited"
+    assert "€5.00 added to your wallet" in after.text
+    assert len([r for r in stripe_stub.requests[asked:] if session_id in r.path]) == 1  # paid: nothing to ask
+    assert await api.balance(wallet) == 500
+    assert await clean_entries(store) == 1
+
+
+async def test_return_page_for_a_session_stripe_answers_unreadably_is_a_503_page(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub
+) -> None:
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    session_id = session_of(stripe_stub, topup)
+    stripe_stub.pay(session_id)
+    with stripe_stub.lock:
+        stripe_stub.sessions[session_id]["amount_total"] = "500"  # not an amount
+
+    page = await stripe_client.get(f"/checkout/return?session_id={session_id}")
+
+    assert page.status_code == 503
+    assert "Checking your payment" in page.text
+    assert await api.balance(wallet) == 0
+
+
 # reconcile --stripe ---------------------------------------------------------------------
 
 

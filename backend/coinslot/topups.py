@@ -243,6 +243,19 @@ async def fulfil(
     return Fulfilment.REFUSED
 
 
+PROVIDER_CHECK_INTERVAL_MS = 5_000  # the return page asks the provider about one session at most this often
+
+
+async def may_ask_provider(store: Store, session_id: str, *, now_ms: int) -> bool:
+    """Whether the reader's return page may ask the provider about this session now.
+
+    Reloads and crafted links must not turn our API quota at the provider into anyone's tool:
+    one question per session per interval, however many requests come.
+    """
+    took = await store.redis.set(keys.provider_check_key(session_id), now_ms, nx=True, px=PROVIDER_CHECK_INTERVAL_MS)
+    return bool(took)
+
+
 async def mark(store: Store, session_id: str, state: str, *, now_ms: int) -> str:
     """Record a session that brought no money (``awaiting``, ``failed``, ``expired``); paid stays paid.
 

@@ -139,6 +139,15 @@ def session_report(session: dict[str, Any], *, event: str | None = None) -> Sess
     )
 
 
+def _readable(session: dict[str, Any]) -> SessionReport:
+    """A session from Stripe's API as a report; one we cannot read is Stripe's fault, not the reader's (502)."""
+    try:
+        return session_report(session)
+    except ValidationError as exc:
+        log.error("Stripe answered with a checkout session Coinslot cannot read: %s", exc)
+        raise PaymentsRefused("Stripe answered with a checkout session Coinslot cannot read") from exc
+
+
 def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
     """One verified Stripe event as a report; anything we do not act on is ``Ignored``.
 
@@ -254,14 +263,14 @@ class StripeCheckout:
             raise _wrap(exc, "read a checkout session") from exc
         except stripe.StripeError as exc:
             raise _wrap(exc, "read a checkout session") from exc
-        return session_report(session.to_dict())
+        return _readable(session.to_dict())
 
     async def recent_sessions(self, *, since_s: int) -> AsyncIterator[SessionReport]:
         params: Any = {"created": {"gte": since_s}, "limit": LIST_PAGE}
         try:
             page = await self._client.v1.checkout.sessions.list_async(params)
             async for session in page.auto_paging_iter():
-                yield session_report(session.to_dict())
+                yield _readable(session.to_dict())
         except stripe.StripeError as exc:
             raise _wrap(exc, "list checkout sessions") from exc
 
