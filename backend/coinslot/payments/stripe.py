@@ -17,7 +17,15 @@ import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coinslot.errors import BadWebhook, ConfigurationError, NotFound, PaymentsRefused, PaymentsUnavailable
-from coinslot.payments import CheckoutSession, DisputeReport, Ignored, PaymentEvent, RefundReport, SessionReport
+from coinslot.payments import (
+    CheckoutSession,
+    DisputeReport,
+    Ignored,
+    PaymentEvent,
+    RefundFailed,
+    RefundReport,
+    SessionReport,
+)
 from coinslot.settings import Settings
 
 log = logging.getLogger("coinslot.payments.stripe")
@@ -98,6 +106,13 @@ class _Dispute(_Read):
     payment_intent: str | _Expanded | None = None
 
 
+class _Refund(_Read):
+    id: str = Field(min_length=1)
+    amount: Amount
+    currency: Currency
+    status: str | None = None
+
+
 class _PaidThrough(_Read):
     payment_intent: str | _Expanded | None = None
 
@@ -160,7 +175,7 @@ def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
         "checkout.session.expired",
     ):
         return session_report(obj, event=kind)
-    if kind not in ("charge.refunded", "charge.dispute.created", "charge.dispute.closed"):
+    if kind not in ("charge.refunded", "charge.refund.updated", "charge.dispute.created", "charge.dispute.closed"):
         return Ignored(kind)
     pi = _id_of(_PaidThrough.model_validate(obj).payment_intent)
     if pi is None:
@@ -172,6 +187,13 @@ def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
             charge_id=charge.id,
             refunded_total=charge.amount_refunded,
             currency=charge.currency.upper(),
+        )
+    if kind == "charge.refund.updated":
+        refund = _Refund.model_validate(obj)
+        if refund.status not in ("failed", "canceled"):
+            return Ignored(kind)
+        return RefundFailed(
+            refund_id=refund.id, payment_intent=pi, amount=refund.amount, currency=refund.currency.upper()
         )
     dispute = _Dispute.model_validate(obj)
     if dispute.status.startswith("warning_"):
