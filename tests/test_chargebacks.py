@@ -146,6 +146,56 @@ async def test_refund_in_another_currency_or_above_the_topup_posts_nothing_and_a
     await clean(store)
 
 
+async def test_a_later_report_of_another_amount_does_not_widen_what_a_refund_may_take(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    wallet = await api.wallet()
+    pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
+    session = next(s for s in stripe_stub.sessions.values() if s["payment_intent"] == pi)
+    # The same session reported again with another amount: not credited again ...
+    other = await deliver(stripe_client, "checkout.session.async_payment_succeeded", {**session, "amount_total": 5000})
+    assert other.json()["outcome"] == "already-credited"
+
+    # ... and a refund of more than the 500 top-up is still refused against the stored amount.
+    refund = await deliver(stripe_client, "charge.refunded", charge(pi, amount=5000, refunded=1000))
+
+    assert refund.json()["outcome"] == "mismatch"
+    assert await lines(stripe_client, wallet) == [("topup", 500)]
+    await clean(store)
+
+
+async def test_a_refund_that_fails_later_alerts_once_and_moves_nothing(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    wallet = await api.wallet()
+    pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
+    await deliver(stripe_client, "charge.refunded", charge(pi, amount=500, refunded=200))
+    before = REGISTRY.get_sample_value("coinslot_alerts_total", {"kind": "refund-failed"}) or 0.0
+    refund = {"id": "re_late", "object": "refund", "amount": 200, "currency": "eur", "payment_intent": pi}
+
+    with caplog.at_level(logging.ERROR, logger="coinslot.chargebacks"):
+        answers = [
+            await deliver(stripe_client, "charge.refund.updated", {**refund, "status": "succeeded"}),
+            await deliver(stripe_client, "charge.refund.updated", {**refund, "status": "failed"}),
+            await deliver(stripe_client, "charge.refund.updated", {**refund, "status": "failed"}),
+            await deliver(
+                stripe_client, "charge.refund.updated", {**refund, "status": "failed", "payment_intent": "pi_x"}
+            ),
+        ]
+
+    assert [(r.status_code, r.json()["outcome"]) for r in answers] == [
+        (200, "ignored"),
+        (200, "alerted"),
+        (200, "duplicate"),
+        (200, "ignored"),
+    ]
+    assert REGISTRY.get_sample_value("coinslot_alerts_total", {"kind": "refund-failed"}) == before + 1
+    alert = [r.getMessage() for r in caplog.records if "ALERT refund re_late" in r.getMessage()]
+    assert len(alert) == 1 and pi in alert[0] and "debited" in alert[0]
+    assert await lines(stripe_client, wallet) == [("topup", 500), ("refund", -200)]
+    await clean(store)
+
+
 # Disputes ---------------------------------------------------------------------------
 
 

@@ -453,6 +453,103 @@ async def test_signed_body_that_is_not_an_event_is_400(stripe_client: httpx.Asyn
     assert problem_type(r) == "bad-webhook"
 
 
+def _envelope(kind: str, obj: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(event(kind, {}))
+    body["data"]["object"] = obj
+    return body
+
+
+def _malformed(case: str, paid: dict[str, Any]) -> str:
+    """A correctly signed body, shaped wrong in one way, about a credited session and its charge."""
+    pi = paid["payment_intent"]
+    ch = {
+        "id": "ch_x",
+        "object": "charge",
+        "amount": 500,
+        "amount_refunded": 100,
+        "currency": "eur",
+        "payment_intent": pi,
+    }
+    dp = {"id": "dp_x", "object": "dispute", "amount": 500, "currency": "eur", "payment_intent": pi, "status": "lost"}
+    done = "checkout.session.completed"
+    whole = {
+        "json-list": "[]",
+        "json-null": "null",
+        "json-number": "5",
+        "json-string": '"event"',
+        "empty-object": "{}",
+        "deeply-nested": "[" * 100_000 + "]" * 100_000,
+    }
+    if case in whole:
+        return whole[case]
+    envelope = _envelope(done, paid)
+    changed: dict[str, Any] = {
+        "no-type": {k: v for k, v in envelope.items() if k != "type"},
+        "no-data": {k: v for k, v in envelope.items() if k != "data"},
+        "data-null": {**envelope, "data": None},
+        "data-list": {**envelope, "data": [paid]},
+        "object-null": _envelope(done, None),
+        "object-list": _envelope(done, [paid]),
+        "object-string": _envelope(done, "cs_x"),
+        "refund-object-number": _envelope("charge.refunded", 5),
+        "session-without-id": _envelope(done, {k: v for k, v in paid.items() if k != "id"}),
+        "metadata-string": _envelope(done, {**paid, "metadata": "topup"}),
+        "metadata-list": _envelope(done, {**paid, "metadata": [paid["metadata"]]}),
+        "payment-intent-number": _envelope(done, {**paid, "payment_intent": 5}),
+        "payment-intent-list": _envelope(done, {**paid, "payment_intent": [pi]}),
+        "amount-string": _envelope(done, {**paid, "amount_total": "500"}),
+        "amount-float": _envelope(done, {**paid, "amount_total": 500.0}),
+        "amount-bool": _envelope(done, {**paid, "amount_total": True}),
+        "amount-huge": _envelope(done, {**paid, "amount_total": 10**40}),
+        "amount-negative": _envelope(done, {**paid, "amount_total": -500}),
+        "currency-number": _envelope(done, {**paid, "currency": 978}),
+        "currency-with-space": _envelope(done, {**paid, "currency": "e r"}),
+        "status-list": _envelope(done, {**paid, "status": ["complete"]}),
+        "refund-without-amount": _envelope("charge.refunded", {k: v for k, v in ch.items() if k != "amount_refunded"}),
+        "refund-amount-null": _envelope("charge.refunded", {**ch, "amount_refunded": None}),
+        "refund-amount-float": _envelope("charge.refunded", {**ch, "amount_refunded": 100.7}),
+        "refund-amount-string": _envelope("charge.refunded", {**ch, "amount_refunded": "100"}),
+        "refund-amount-huge": _envelope("charge.refunded", {**ch, "amount_refunded": 10**40}),
+        "refund-currency-list": _envelope("charge.refunded", {**ch, "currency": ["eur"]}),
+        "refund-id-null": _envelope("charge.refunded", {**ch, "id": None}),
+        "dispute-amount-string": _envelope("charge.dispute.created", {**dp, "amount": "500"}),
+        "dispute-status-null": _envelope("charge.dispute.closed", {**dp, "status": None}),
+        "dispute-without-fields": _envelope("charge.dispute.closed", {"payment_intent": pi}),
+    }
+    return json.dumps(changed[case])
+
+
+MALFORMED = [
+    *("json-list", "json-null", "json-number", "json-string", "empty-object", "deeply-nested"),
+    *("no-type", "no-data", "data-null", "data-list", "object-null", "object-list", "object-string"),
+    *("refund-object-number", "session-without-id", "metadata-string", "metadata-list", "payment-intent-number"),
+    *("payment-intent-list", "amount-string", "amount-float", "amount-bool", "amount-huge", "amount-negative"),
+    *("currency-number", "currency-with-space", "status-list", "refund-without-amount", "refund-amount-null"),
+    *("refund-amount-float", "refund-amount-string", "refund-amount-huge", "refund-currency-list", "refund-id-null"),
+    *("dispute-amount-string", "dispute-status-null", "dispute-without-fields"),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+async def test_signed_but_malformed_events_are_400_and_move_nothing(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store, case: str
+) -> None:
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    paid = stripe_stub.pay(session_of(stripe_stub, topup))
+    assert (await deliver(stripe_client, "checkout.session.completed", paid)).json()["outcome"] == "credited"
+    asked = len(stripe_stub.requests)
+    body = _malformed(case, paid)
+
+    r = await stripe_client.post("/v1/webhooks/stripe", content=body, headers={"Stripe-Signature": sign(body)})
+
+    assert r.status_code == 400, r.text
+    assert problem_type(r) == "bad-webhook"
+    assert await api.balance(wallet) == 500
+    assert await clean_entries(store) == 1
+    assert len(stripe_stub.requests) == asked  # the webhook never calls Stripe back
+
+
 @pytest.mark.parametrize(("field", "value"), [("amount_total", 50), ("currency", "usd")])
 async def test_amount_or_currency_differing_from_the_stored_session_credits_nothing_and_alerts(
     api: Api,
@@ -558,6 +655,50 @@ async def test_return_page_for_an_open_session_credits_nothing(
 
     assert page.status_code == 200
     assert "not finished" in page.text
+    assert await api.balance(wallet) == 0
+
+
+async def test_return_page_reloads_ask_stripe_once_per_session_and_still_settle(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    session_id = session_of(stripe_stub, topup)
+    stripe_stub.pay(session_id, payment_status="unpaid")  # SEPA: pending for days, the page keeps asking
+    asked = len(stripe_stub.requests)
+
+    pages = await asyncio.gather(*(stripe_client.get(f"/checkout/return?session_id={session_id}") for _ in range(20)))
+    pages += [await stripe_client.get(f"/checkout/return?session_id={session_id}") for _ in range(5)]
+    paid = stripe_stub.settle(session_id, paid=True)
+    webhook = await deliver(stripe_client, "checkout.session.async_payment_succeeded", paid)
+    after = await stripe_client.get(f"/checkout/return?session_id={session_id}")
+
+    reads = [r for r in stripe_stub.requests[asked:] if r.method == "GET" and session_id in r.path]
+    assert len(reads) == 1
+    assert {p.status_code for p in pages} == {200}
+    assert sum("on its way" in p.text for p in pages) == 1
+    assert all("Checking your payment" in p.text for p in pages if "on its way" not in p.text)
+    assert webhook.json()["outcome"] == "credited"
+    assert "€5.00 added to your wallet" in after.text
+    assert len([r for r in stripe_stub.requests[asked:] if session_id in r.path]) == 1  # paid: nothing to ask
+    assert await api.balance(wallet) == 500
+    assert await clean_entries(store) == 1
+
+
+async def test_return_page_for_a_session_stripe_answers_unreadably_is_a_503_page(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub
+) -> None:
+    wallet = await api.wallet()
+    topup = await start_topup(stripe_client, wallet, 500)
+    session_id = session_of(stripe_stub, topup)
+    stripe_stub.pay(session_id)
+    with stripe_stub.lock:
+        stripe_stub.sessions[session_id]["amount_total"] = "500"  # not an amount
+
+    page = await stripe_client.get(f"/checkout/return?session_id={session_id}")
+
+    assert page.status_code == 503
+    assert "Checking your payment" in page.text
     assert await api.balance(wallet) == 0
 
 

@@ -13,7 +13,7 @@ import logging
 from coinslot import store as keys
 from coinslot.errors import PaymentNotYetKnown
 from coinslot.metrics import ALERTS, CHARGEBACKS
-from coinslot.payments import DisputeReport, RefundReport
+from coinslot.payments import DisputeReport, RefundFailed, RefundReport
 from coinslot.store import Store
 
 log = logging.getLogger("coinslot.chargebacks")
@@ -102,3 +102,30 @@ async def dispute(store: Store, report: DisputeReport, *, now_ms: int) -> str:
         status=report.status,
         now_ms=now_ms,
     )
+
+
+async def refund_failed(store: Store, report: RefundFailed) -> str:
+    """Alert the operator, once per refund, that a refund of a top-up failed after it was posted.
+
+    Nothing is posted: refunds are posted from the charge's cumulative refunded total (``refund``),
+    and an earlier ``charge.refunded`` may still be delivered again, so a give-back here could count twice.
+    Returns ``alerted``, ``duplicate`` (alerted before) or ``ignored`` (not a Coinslot payment).
+    """
+    raw = await store.redis.get(keys.payment_key(report.payment_intent))
+    if raw is None:
+        return "ignored"
+    wallet_id, topup_id = raw.split(" ")[:2]
+    if not await store.redis.set(keys.payment_key(report.payment_intent) + ":failed:" + report.refund_id, 1, nx=True):
+        return "duplicate"
+    ALERTS.labels("refund-failed").inc()
+    log.error(
+        "ALERT refund %s of %s %s on payment %s failed or was cancelled: wallet %s was debited for it "
+        "(top-up %s) while the money went back to the Stripe account; settle it by hand",
+        report.refund_id,
+        report.amount,
+        report.currency,
+        report.payment_intent,
+        wallet_id,
+        topup_id,
+    )
+    return "alerted"

@@ -111,6 +111,9 @@ class Settings:
             )
         if payments == "stripe" and not stripe_key:
             raise ConfigurationError(f"{PREFIX}PAYMENTS=stripe needs {PREFIX}STRIPE_SECRET_KEY")
+        if webhook_secret and not any(w.strip() for w in str(webhook_secret).split(",")):
+            # Only commas or blanks: every webhook would be refused, and Stripe's events lost after three days.
+            raise ConfigurationError(f"{PREFIX}STRIPE_WEBHOOK_SECRET holds no secret (whsec_…, comma-separated)")
         secrets = tuple(Secret(s) for s in get("SECRET_KEYS", CommaSeparatedStrings, ""))
         if any(len(str(s)) < 32 for s in secrets):
             raise ConfigurationError(f"{PREFIX}SECRET_KEYS: every secret needs at least 32 characters")
@@ -140,7 +143,14 @@ class Settings:
             failed_redeems_per_ip_per_hour=get("FAILED_REDEEMS_PER_IP_PER_HOUR", int, 20),
             topups_per_wallet_per_hour=get("TOPUPS_PER_WALLET_PER_HOUR", int, 10),
             topups_per_ip_per_hour=get("TOPUPS_PER_IP_PER_HOUR", int, 30),
-        )
+        ).checked_limits()
+
+    def checked_limits(self) -> Settings:
+        """A limit of 0 or less would refuse every top-up: loud at start-up instead."""
+        for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR"):
+            if getattr(self, name.lower()) <= 0:
+                raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
+        return self
 
     def allowed_topups(self, currency: str) -> tuple[int, ...]:
         return self.topup_amounts.get(currency, self.topup_amounts["*"])

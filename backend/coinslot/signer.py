@@ -99,6 +99,11 @@ class SigningProcess:
             return
         if proc.stdin is not None:
             proc.stdin.close()  # the child exits at end of input, after answering what it has
+        if not self._in_flight:
+            # Nothing to answer: a child still importing (a stop right after start, on a busy
+            # machine) need not finish starting only to read end of input.
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
         except TimeoutError:

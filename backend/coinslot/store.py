@@ -100,6 +100,11 @@ def payment_key(payment_id: str) -> str:
     return "payment:" + payment_id
 
 
+def provider_check_key(session_id: str) -> str:
+    """Set while the return page has just asked the provider about a session (a short cool-down)."""
+    return "asked:" + session_id
+
+
 CATALOG_CHANNEL = "coinslot:catalog"
 
 

@@ -206,9 +206,14 @@ async def fulfil(
     k = keys.wallet_keys(wallet_id)
     if payment_id:
         # Before the credit, so a refund never meets a credited top-up it cannot trace. Kept for
-        # good: disputes may come months later. The amount is the one a credit accepts (only the
-        # stored one), so a refund or dispute is checked against it.
-        await store.redis.set(keys.payment_key(payment_id), f"{wallet_id} {topup_id} {session_id} {amount} {currency}")
+        # good: disputes may come months later. Only a report the credit accepts names the payment,
+        # with the stored amount and currency: a differing report (alerted below) must neither widen
+        # what a refund or dispute may take back nor overwrite what an earlier, right report wrote.
+        stored = await store.redis.hmget(k.topup(topup_id), ["amount", "currency"])
+        if stored == [str(amount), currency]:
+            await store.redis.set(
+                keys.payment_key(payment_id), f"{wallet_id} {topup_id} {session_id} {stored[0]} {stored[1]}"
+            )
     result = await store.run(
         "credit",
         [k.wallet, k.credited, k.ledger, k.topup(topup_id)],
@@ -236,6 +241,19 @@ async def fulfil(
         return Fulfilment.MISMATCH
     log.error("checkout session %s could not be credited: %s", session_id, status)
     return Fulfilment.REFUSED
+
+
+PROVIDER_CHECK_INTERVAL_MS = 5_000  # the return page asks the provider about one session at most this often
+
+
+async def may_ask_provider(store: Store, session_id: str, *, now_ms: int) -> bool:
+    """Whether the reader's return page may ask the provider about this session now.
+
+    Reloads and crafted links must not turn our API quota at the provider into anyone's tool:
+    one question per session per interval, however many requests come.
+    """
+    took = await store.redis.set(keys.provider_check_key(session_id), now_ms, nx=True, px=PROVIDER_CHECK_INTERVAL_MS)
+    return bool(took)
 
 
 async def mark(store: Store, session_id: str, state: str, *, now_ms: int) -> str:

@@ -174,14 +174,16 @@ async def checkout_return(request: Request) -> Response:
         return page("Unknown top-up", "<h1>This top-up is not known here</h1>", 404, test_mode=test_mode)
     outcome = ""
     if topup.status == "pending":
+        checking = (
+            "<h1>Checking your payment…</h1><p>Your wallet is credited as soon as Stripe confirms it. "
+            "You can close this window.</p>"
+        )
+        if not await topups.may_ask_provider(svc.store, session_id, now_ms=now_ms):
+            return page("Top-up", checking, test_mode=test_mode)
         try:
             report = await svc.payments.retrieve_session(session_id)
         except (PaymentsUnavailable, PaymentsRefused):
-            body = (
-                "<h1>Checking your payment…</h1><p>Your wallet is credited as soon as Stripe confirms it. "
-                "You can close this window.</p>"
-            )
-            return page("Top-up", body, 503, test_mode=test_mode)
+            return page("Top-up", checking, 503, test_mode=test_mode)
         outcome = await topups.settle(svc.store, report, now_ms=now_ms)
         topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) or topup
     return _return_page(topup, topup.status, outcome, test_mode=test_mode)

@@ -58,13 +58,23 @@ class DisputeReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundFailed:
+    """A refund that failed or was cancelled after it was reported: the money went back to the account."""
+
+    refund_id: str
+    payment_intent: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """An event this deployment does not act on (answered 200 so the provider stops sending it)."""
 
     kind: str
 
 
-PaymentEvent = SessionReport | RefundReport | DisputeReport | Ignored
+PaymentEvent = SessionReport | RefundReport | DisputeReport | RefundFailed | Ignored
 
 
 class Payments(Protocol):

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import stripe
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coinslot.errors import BadWebhook, ConfigurationError, NotFound, PaymentsRefused, PaymentsUnavailable
-from coinslot.payments import CheckoutSession, DisputeReport, Ignored, PaymentEvent, RefundReport, SessionReport
+from coinslot.payments import (
+    CheckoutSession,
+    DisputeReport,
+    Ignored,
+    PaymentEvent,
+    RefundFailed,
+    RefundReport,
+    SessionReport,
+)
 from coinslot.settings import Settings
 
 log = logging.getLogger("coinslot.payments.stripe")
@@ -55,34 +64,110 @@ def _wrap(exc: stripe.StripeError, doing: str) -> Exception:
     return PaymentsRefused(f"Stripe refused to {doing} ({type(exc).__name__}, HTTP {status}); the operator is alerted")
 
 
+# What Coinslot reads of Stripe's objects, checked before use: a signed event is still input, and a
+# field of another type (or a null object) must be a 400 that Stripe retries, not a 500 or a guess.
+# Strict: no float, bool or numeric string passes for an amount; amounts stay exact in Lua's doubles.
+MAX_AMOUNT = 10**12  # minor units, far above any Stripe charge
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class _Expanded(_Read):
+    id: str
+
+
+class _Session(_Read):
+    id: str = Field(min_length=1)
+    status: str | None = None
+    payment_status: str | None = None
+    amount_total: Amount | None = None
+    currency: Currency | None = None
+    payment_intent: str | _Expanded | None = None
+    metadata: dict[str, str] | None = None
+    created: int | None = None
+
+
+class _Charge(_Read):
+    id: str = Field(min_length=1)
+    amount_refunded: Amount
+    currency: Currency
+    payment_intent: str | _Expanded | None = None
+
+
+class _Dispute(_Read):
+    id: str = Field(min_length=1)
+    amount: Amount
+    currency: Currency
+    status: str
+    payment_intent: str | _Expanded | None = None
+
+
+class _Refund(_Read):
+    id: str = Field(min_length=1)
+    amount: Amount
+    currency: Currency
+    status: str | None = None
+
+
+class _PaidThrough(_Read):
+    payment_intent: str | _Expanded | None = None
+
+
+class _Event(_Read):
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+def _id_of(ref: str | _Expanded | None) -> str | None:
+    return ref.id if isinstance(ref, _Expanded) else ref
+
+
 def session_report(session: dict[str, Any], *, event: str | None = None) -> SessionReport:
-    """A Checkout Session (as a plain dict) as the domain sees it; ``event`` is the webhook type, if any."""
-    status, payment_status = session.get("status"), session.get("payment_status")
+    """A Checkout Session (as a plain dict) as the domain sees it; ``event`` is the webhook type, if any.
+
+    Raises ``pydantic.ValidationError`` for a session that is not shaped as Stripe documents it.
+    """
+    s = _Session.model_validate(session)
     if event == "checkout.session.async_payment_failed":
         state = "failed"
-    elif event == "checkout.session.expired" or status == "expired":
+    elif event == "checkout.session.expired" or s.status == "expired":
         state = "expired"
-    elif status == "complete" and payment_status == "paid":
+    elif s.status == "complete" and s.payment_status == "paid":
         state = "paid"
-    elif status == "complete" and payment_status == "unpaid":
+    elif s.status == "complete" and s.payment_status == "unpaid":
         state = "awaiting"
     else:  # open, or complete without payment (never for our sessions, whose amount is > 0)
         state = "open"
-    metadata = session.get("metadata") or {}
-    pi = session.get("payment_intent")
     return SessionReport(
-        session_id=str(session["id"]),
+        session_id=s.id,
         state=state,
-        amount=int(session.get("amount_total") or 0),
-        currency=str(session.get("currency") or "").upper(),
-        payment_intent=pi if isinstance(pi, str) else (pi or {}).get("id"),
-        topup_id=metadata.get("topup_id"),
-        created_s=int(session.get("created") or 0),
+        amount=s.amount_total or 0,
+        currency=(s.currency or "").upper(),
+        payment_intent=_id_of(s.payment_intent),
+        topup_id=(s.metadata or {}).get("topup_id"),
+        created_s=s.created or 0,
     )
 
 
+def _readable(session: dict[str, Any]) -> SessionReport:
+    """A session from Stripe's API as a report; one we cannot read is Stripe's fault, not the reader's (502)."""
+    try:
+        return session_report(session)
+    except ValidationError as exc:
+        log.error("Stripe answered with a checkout session Coinslot cannot read: %s", exc)
+        raise PaymentsRefused("Stripe answered with a checkout session Coinslot cannot read") from exc
+
+
 def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
-    """One verified Stripe event as a report; anything we do not act on is ``Ignored``."""
+    """One verified Stripe event as a report; anything we do not act on is ``Ignored``.
+
+    Raises ``pydantic.ValidationError`` when an event we act on lacks a field or has one of another type.
+    """
     if kind in (
         "checkout.session.completed",
         "checkout.session.async_payment_succeeded",
@@ -90,27 +175,40 @@ def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
         "checkout.session.expired",
     ):
         return session_report(obj, event=kind)
-    pi = obj.get("payment_intent")
-    if not isinstance(pi, str):
-        # Not a charge of a Checkout Session (ours always have a PaymentIntent).
+    if kind not in ("charge.refunded", "charge.refund.updated", "charge.dispute.created", "charge.dispute.closed"):
         return Ignored(kind)
-    currency = str(obj.get("currency") or "").upper()
+    pi = _id_of(_PaidThrough.model_validate(obj).payment_intent)
+    if pi is None:
+        return Ignored(kind)  # not a charge of a Checkout Session (ours always have a PaymentIntent)
     if kind == "charge.refunded":
+        charge = _Charge.model_validate(obj)
         return RefundReport(
-            payment_intent=pi, charge_id=str(obj["id"]), refunded_total=int(obj["amount_refunded"]), currency=currency
+            payment_intent=pi,
+            charge_id=charge.id,
+            refunded_total=charge.amount_refunded,
+            currency=charge.currency.upper(),
         )
-    if kind in ("charge.dispute.created", "charge.dispute.closed"):
-        stripe_status = str(obj.get("status"))
-        if stripe_status.startswith("warning_"):
-            status = "inquiry"  # an inquiry or early warning: no funds were withdrawn
-        elif kind == "charge.dispute.created":
-            status = "open"
-        else:
-            status = stripe_status if stripe_status in ("won", "lost") else "open"
-        return DisputeReport(
-            dispute_id=str(obj["id"]), payment_intent=pi, amount=int(obj["amount"]), currency=currency, status=status
+    if kind == "charge.refund.updated":
+        refund = _Refund.model_validate(obj)
+        if refund.status not in ("failed", "canceled"):
+            return Ignored(kind)
+        return RefundFailed(
+            refund_id=refund.id, payment_intent=pi, amount=refund.amount, currency=refund.currency.upper()
         )
-    return Ignored(kind)
+    dispute = _Dispute.model_validate(obj)
+    if dispute.status.startswith("warning_"):
+        status = "inquiry"  # an inquiry or early warning: no funds were withdrawn
+    elif kind == "charge.dispute.created":
+        status = "open"
+    else:
+        status = dispute.status if dispute.status in ("won", "lost") else "open"
+    return DisputeReport(
+        dispute_id=dispute.id,
+        payment_intent=pi,
+        amount=dispute.amount,
+        currency=dispute.currency.upper(),
+        status=status,
+    )
 
 
 class StripeCheckout:
@@ -187,39 +285,54 @@ class StripeCheckout:
             raise _wrap(exc, "read a checkout session") from exc
         except stripe.StripeError as exc:
             raise _wrap(exc, "read a checkout session") from exc
-        return session_report(session.to_dict())
+        return _readable(session.to_dict())
 
     async def recent_sessions(self, *, since_s: int) -> AsyncIterator[SessionReport]:
         params: Any = {"created": {"gte": since_s}, "limit": LIST_PAGE}
         try:
             page = await self._client.v1.checkout.sessions.list_async(params)
             async for session in page.auto_paging_iter():
-                yield session_report(session.to_dict())
+                yield _readable(session.to_dict())
         except stripe.StripeError as exc:
             raise _wrap(exc, "list checkout sessions") from exc
 
     def parse_event(self, payload: bytes, signature: str | None) -> PaymentEvent:
-        event = None
+        verified = False
         refused: Exception | None = None
         for secret in self._webhook_secrets:
             try:
-                event = self._client.construct_event(payload, signature, secret)
+                # The library checks the signature on the raw body before it reads anything else.
+                self._client.construct_event(payload, signature, secret)
+                verified = True
                 break
             except stripe.SignatureVerificationError as exc:
                 refused = exc
-            except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
-                # A malformed header or a body that is not an event, even with a right signature.
+            except (
+                ValueError,
+                IndexError,
+                KeyError,
+                UnicodeDecodeError,
+                AttributeError,
+                TypeError,
+                RecursionError,
+            ) as exc:
+                # A malformed header, or a signed body that is not an event object (a JSON list, null, a
+                # number, nesting too deep), which the library trips over after verifying it.
                 raise BadWebhook(f"webhook is not a Stripe event: {type(exc).__name__}") from exc
-        if event is None:
+        if not verified:
             raise BadWebhook(
                 f"Stripe-Signature not valid for this body and secret, or older than 300 s: {refused}"
             ) from refused
-        obj = event.data.object
-        data: dict[str, Any] = obj.to_dict() if isinstance(obj, stripe.StripeObject) else dict(obj)
         try:
-            return translate(str(event.type), data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadWebhook(f"{event.type} event {event.id} lacks a field Coinslot needs: {exc}") from exc
+            # Read from the verified raw body, not from the library's objects, so every field we use is checked.
+            event = _Event.model_validate_json(payload)
+            obj = event.data.get("object")
+            if not isinstance(obj, dict):
+                raise BadWebhook(f"{event.type} event {event.id} carries no object")
+            return translate(event.type, obj)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "event" for e in exc.errors()[:5])
+            raise BadWebhook(f"Stripe event lacks a field Coinslot needs or has one of another type: {fields}") from exc
 
     async def aclose(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
