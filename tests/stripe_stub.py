@@ -206,13 +206,15 @@ def start_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
 # Webhook events, signed as Stripe signs them ---------------------------------------------
 
 
-def event(kind: str, obj: dict[str, Any], *, event_id: str | None = None) -> str:
+def event(
+    kind: str, obj: dict[str, Any], *, event_id: str | None = None, api_version: str = "2025-01-27.acacia"
+) -> str:
     """The JSON body Stripe posts for one event of type ``kind`` about ``obj``."""
     return json.dumps(
         {
             "id": event_id or _id("evt"),
             "object": "event",
-            "api_version": "2025-01-27.acacia",
+            "api_version": api_version,
             "created": int(time.time()),
             "livemode": False,
             "pending_webhooks": 1,
@@ -230,8 +232,29 @@ def sign(payload: str, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = 
     return f"t={t},v1={mac}"
 
 
-def charge(payment_intent: str, *, amount: int, refunded: int, currency: str = "eur") -> dict[str, Any]:
+def refund(payment_intent: str, *, amount: int, status: str, refund_id: str, currency: str = "eur") -> dict[str, Any]:
+    """A Refund object, as refund.created / refund.updated / refund.failed / charge.refund.updated carry it."""
     return {
+        "id": refund_id,
+        "object": "refund",
+        "amount": amount,
+        "currency": currency,
+        "charge": "ch_" + payment_intent.removeprefix("pi_"),
+        "payment_intent": payment_intent,
+        "status": status,
+    }
+
+
+def charge(
+    payment_intent: str,
+    *,
+    amount: int,
+    refunded: int,
+    currency: str = "eur",
+    refunds: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A Charge object; ``refunds`` embeds its refunds as API versions before 2022-11-15 do."""
+    ch: dict[str, Any] = {
         "id": "ch_" + payment_intent.removeprefix("pi_"),
         "object": "charge",
         "amount": amount,
@@ -240,6 +263,15 @@ def charge(payment_intent: str, *, amount: int, refunded: int, currency: str = "
         "payment_intent": payment_intent,
         "refunded": refunded == amount,
     }
+    if refunds is not None:
+        ch["refunds"] = {
+            "object": "list",
+            "data": refunds,
+            "has_more": False,
+            "total_count": len(refunds),
+            "url": f"/v1/charges/{ch['id']}/refunds",
+        }
+    return ch
 
 
 def dispute(payment_intent: str, *, amount: int, status: str, dispute_id: str, currency: str = "eur") -> dict[str, Any]:

@@ -462,14 +462,8 @@ def _envelope(kind: str, obj: Any) -> dict[str, Any]:
 def _malformed(case: str, paid: dict[str, Any]) -> str:
     """A correctly signed body, shaped wrong in one way, about a credited session and its charge."""
     pi = paid["payment_intent"]
-    ch = {
-        "id": "ch_x",
-        "object": "charge",
-        "amount": 500,
-        "amount_refunded": 100,
-        "currency": "eur",
-        "payment_intent": pi,
-    }
+    re = {"id": "re_x", "object": "refund", "amount": 100, "currency": "eur", "payment_intent": pi, "status": "pending"}
+    ch = {"id": "ch_x", "object": "charge", "amount": 500, "currency": "eur", "payment_intent": pi}
     dp = {"id": "dp_x", "object": "dispute", "amount": 500, "currency": "eur", "payment_intent": pi, "status": "lost"}
     done = "checkout.session.completed"
     whole = {
@@ -505,13 +499,20 @@ def _malformed(case: str, paid: dict[str, Any]) -> str:
         "currency-number": _envelope(done, {**paid, "currency": 978}),
         "currency-with-space": _envelope(done, {**paid, "currency": "e r"}),
         "status-list": _envelope(done, {**paid, "status": ["complete"]}),
-        "refund-without-amount": _envelope("charge.refunded", {k: v for k, v in ch.items() if k != "amount_refunded"}),
-        "refund-amount-null": _envelope("charge.refunded", {**ch, "amount_refunded": None}),
-        "refund-amount-float": _envelope("charge.refunded", {**ch, "amount_refunded": 100.7}),
-        "refund-amount-string": _envelope("charge.refunded", {**ch, "amount_refunded": "100"}),
-        "refund-amount-huge": _envelope("charge.refunded", {**ch, "amount_refunded": 10**40}),
-        "refund-currency-list": _envelope("charge.refunded", {**ch, "currency": ["eur"]}),
-        "refund-id-null": _envelope("charge.refunded", {**ch, "id": None}),
+        "refund-without-amount": _envelope("refund.created", {k: v for k, v in re.items() if k != "amount"}),
+        "refund-amount-null": _envelope("refund.created", {**re, "amount": None}),
+        "refund-amount-float": _envelope("refund.updated", {**re, "amount": 100.7}),
+        "refund-amount-string": _envelope("refund.failed", {**re, "amount": "100"}),
+        "refund-amount-huge": _envelope("charge.refund.updated", {**re, "amount": 10**40}),
+        "refund-currency-list": _envelope("refund.created", {**re, "currency": ["eur"]}),
+        "refund-id-null": _envelope("refund.created", {**re, "id": None}),
+        "refund-status-list": _envelope("refund.updated", {**re, "status": ["failed"]}),
+        "embedded-refunds-list": _envelope("charge.refunded", {**ch, "refunds": [re]}),
+        "embedded-refunds-without-data": _envelope("charge.refunded", {**ch, "refunds": {"object": "list"}}),
+        "embedded-refund-amount-string": _envelope(
+            "charge.refunded", {**ch, "refunds": {"object": "list", "data": [re, {**re, "amount": "100"}]}}
+        ),
+        "embedded-refund-id-null": _envelope("charge.refunded", {**ch, "refunds": {"data": [{**re, "id": None}]}}),
         "dispute-amount-string": _envelope("charge.dispute.created", {**dp, "amount": "500"}),
         "dispute-status-null": _envelope("charge.dispute.closed", {**dp, "status": None}),
         "dispute-without-fields": _envelope("charge.dispute.closed", {"payment_intent": pi}),
@@ -526,7 +527,8 @@ MALFORMED = [
     *("payment-intent-list", "amount-string", "amount-float", "amount-bool", "amount-huge", "amount-negative"),
     *("currency-number", "currency-with-space", "status-list", "refund-without-amount", "refund-amount-null"),
     *("refund-amount-float", "refund-amount-string", "refund-amount-huge", "refund-currency-list", "refund-id-null"),
-    *("dispute-amount-string", "dispute-status-null", "dispute-without-fields"),
+    *("refund-status-list", "embedded-refunds-list", "embedded-refunds-without-data", "embedded-refund-amount-string"),
+    *("embedded-refund-id-null", "dispute-amount-string", "dispute-status-null", "dispute-without-fields"),
 ]
 
 
@@ -586,9 +588,18 @@ async def test_unknown_events_and_other_integrations_sessions_are_200_ignored(
         await deliver(stripe_client, "customer.created", {"id": "cus_1", "object": "customer"}),
         await deliver(stripe_client, "checkout.session.completed", {**foreign, "amount_total": 900, "currency": "eur"}),
         await deliver(stripe_client, "charge.refunded", {"id": "ch_1", "object": "charge", "amount_refunded": 5}),
+        # A refund without a PaymentIntent is not of a Checkout Session; a status Stripe may add later moves nothing.
+        await deliver(
+            stripe_client, "refund.created", {"id": "re_1", "amount": 5, "currency": "eur", "status": "pending"}
+        ),
+        await deliver(
+            stripe_client,
+            "refund.updated",
+            {"id": "re_2", "amount": 5, "currency": "eur", "status": None, "payment_intent": "pi_1"},
+        ),
     ]
 
-    assert [(r.status_code, r.json()["outcome"]) for r in answers] == [(200, "ignored")] * 3
+    assert [(r.status_code, r.json()["outcome"]) for r in answers] == [(200, "ignored")] * 5
     assert alerts("unknown-session") == before
     assert await clean_entries(store) == 0
 

@@ -13,7 +13,7 @@ import logging
 from coinslot import store as keys
 from coinslot.errors import PaymentNotYetKnown
 from coinslot.metrics import ALERTS, CHARGEBACKS
-from coinslot.payments import DisputeReport, RefundFailed, RefundReport
+from coinslot.payments import ChargeRefunds, DisputeReport, RefundReport
 from coinslot.store import Store
 
 log = logging.getLogger("coinslot.chargebacks")
@@ -51,7 +51,8 @@ async def _run(
     if outcome == "mismatch":
         ALERTS.labels(f"{op}-mismatch").inc()
         log.error(
-            "ALERT %s %s on payment %s reports %s %s, but top-up %s was %s %s; nothing posted (wallet %s)",
+            "ALERT %s %s on payment %s reports %s %s, but top-up %s was %s %s (%s of it refunded before); "
+            "nothing posted (wallet %s)",
             op,
             ref_id,
             payment_id,
@@ -60,6 +61,7 @@ async def _run(
             topup_id,
             stored_amount,
             stored_currency,
+            result[3],
             wallet_id,
         )
     elif outcome == "ok" and int(result[2]) == 1:
@@ -68,21 +70,30 @@ async def _run(
 
 
 async def refund(store: Store, report: RefundReport, *, now_ms: int) -> str:
-    """Post the part of the charge's refunded total not posted yet, as one entry (``refund``).
+    """Debit a refund once, by its id; give it back once if it later fails or is cancelled.
 
-    Returns ``ok`` or ``duplicate`` (nothing new), or ``mismatch`` (alerted); raises
-    ``PaymentNotYetKnown`` while the top-up is not credited, so the provider retries.
+    The first report of a refund that is pending, awaits action or succeeded debits its amount
+    (``refund``); a report that it failed or was cancelled then credits that amount back
+    (``refund-failed``). One that failed before any debit is recorded as void, so a stale earlier
+    report of it posts nothing. The top-up's live refunds together never exceed its amount.
+    Returns ``ok``, ``duplicate`` (nothing new), ``void`` (a dead refund; nothing posted) or
+    ``mismatch`` (alerted); raises ``PaymentNotYetKnown`` while the top-up is not credited.
     """
     return await _run(
         store,
         report.payment_intent,
         op="refund",
-        ref_id=report.charge_id,
-        amount=report.refunded_total,
+        ref_id=report.refund_id,
+        amount=report.amount,
         currency=report.currency,
-        status="",
+        status=report.status,
         now_ms=now_ms,
     )
+
+
+async def charge_refunds(store: Store, report: ChargeRefunds, *, now_ms: int) -> list[str]:
+    """Each refund a charge carries, exactly as if it came in its own event; one outcome per refund."""
+    return [await refund(store, r, now_ms=now_ms) for r in report.refunds]
 
 
 async def dispute(store: Store, report: DisputeReport, *, now_ms: int) -> str:
@@ -102,30 +113,3 @@ async def dispute(store: Store, report: DisputeReport, *, now_ms: int) -> str:
         status=report.status,
         now_ms=now_ms,
     )
-
-
-async def refund_failed(store: Store, report: RefundFailed) -> str:
-    """Alert the operator, once per refund, that a refund of a top-up failed after it was posted.
-
-    Nothing is posted: refunds are posted from the charge's cumulative refunded total (``refund``),
-    and an earlier ``charge.refunded`` may still be delivered again, so a give-back here could count twice.
-    Returns ``alerted``, ``duplicate`` (alerted before) or ``ignored`` (not a Coinslot payment).
-    """
-    raw = await store.redis.get(keys.payment_key(report.payment_intent))
-    if raw is None:
-        return "ignored"
-    wallet_id, topup_id = raw.split(" ")[:2]
-    if not await store.redis.set(keys.payment_key(report.payment_intent) + ":failed:" + report.refund_id, 1, nx=True):
-        return "duplicate"
-    ALERTS.labels("refund-failed").inc()
-    log.error(
-        "ALERT refund %s of %s %s on payment %s failed or was cancelled: wallet %s was debited for it "
-        "(top-up %s) while the money went back to the Stripe account; settle it by hand",
-        report.refund_id,
-        report.amount,
-        report.currency,
-        report.payment_intent,
-        wallet_id,
-        topup_id,
-    )
-    return "alerted"

@@ -4,7 +4,8 @@ Each wallet's list holds entries whose postings name both sides (``wallet:<id>``
 counter account: ``site:<id>:revenue``, ``site:<id>:promotions``, ``topup:clearing`` — refunds
 go back there — and ``topup:disputes``), so
 the accounts of sites and of the payment clearing are derived by summing wallet entries.
-``reconcile`` replays every wallet and reports any difference from the stored balances.
+``reconcile`` replays every wallet and reports any difference from the stored balances, and any
+refund debited twice or given back (``refund-failed``) twice, before its debit or by another amount.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
         return
     currency = wallet["currency"]
     running = 0
+    refunds: dict[str, int] = {}  # refund ref -> what its debit took from the wallet (a negative amount)
     for expected_seq, raw in enumerate(raw_entries, start=1):
         report.entries += 1
         entry = _parse_entry(raw)
@@ -103,6 +105,8 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
             report.accounts[side][currency] += p["amount"]
             if p["account"] == account:
                 running += p["amount"]
+        mine = sum(p["amount"] for p in postings if p["account"] == account)
+        _check_refund(account, entry, mine, refunds, report)
         if entry["balance"] != running:
             report.problems.append(f"{account} entry {seq}: recorded balance {entry['balance']} != replayed {running}")
     stored = int(wallet["balance"])
@@ -113,6 +117,25 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
         report.problems.append(f"{account}: frozen at balance {stored} >= 0")
     if int(wallet.get("seq", 0)) != len(raw_entries):
         report.problems.append(f"{account}: sequence counter {wallet.get('seq')} != {len(raw_entries)} entries")
+
+
+def _check_refund(account: str, entry: dict[str, Any], mine: int, refunds: dict[str, int], report: Report) -> None:
+    """A refund is debited at most once; a give-back (``refund-failed``) follows its debit once, for the same amount.
+
+    ``refunds`` maps each refund or give-back ref seen so far to what it moved on the wallet.
+    """
+    kind, ref, seq = entry.get("kind"), entry.get("ref"), entry["seq"]
+    if not isinstance(ref, str) or kind not in ("refund", "refund-failed"):
+        return
+    if ref in refunds:
+        report.problems.append(f"{account} entry {seq}: {kind} {ref} posted more than once")
+    elif kind == "refund-failed":
+        debit = refunds.get(ref.removesuffix(":back"))
+        if debit is None:
+            report.problems.append(f"{account} entry {seq}: {ref} gives back a refund not debited before it")
+        elif mine != -debit:
+            report.problems.append(f"{account} entry {seq}: {ref} gives back {mine}, its refund took {-debit}")
+    refunds[ref] = mine
 
 
 async def reconcile(store: Store) -> Report:

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from coinslot import chargebacks, topups
 from coinslot.http.problems import read_body
-from coinslot.payments import DisputeReport, RefundFailed, RefundReport, SessionReport
+from coinslot.payments import ChargeRefunds, DisputeReport, RefundReport, SessionReport
 from coinslot.services import services
 
 MAX_EVENT_BYTES = 1024 * 1024  # Stripe's events are a few KB; a session with many fields stays far below
@@ -29,10 +29,11 @@ async def stripe_webhook(request: Request) -> Response:
         outcome = await topups.settle(svc.store, event, now_ms=now_ms)
     elif isinstance(event, RefundReport):
         outcome = await chargebacks.refund(svc.store, event, now_ms=now_ms)
+    elif isinstance(event, ChargeRefunds):
+        # Without embedded refunds (API versions since 2022-11-15) the refund.* events carry each one.
+        outcome = ",".join(await chargebacks.charge_refunds(svc.store, event, now_ms=now_ms)) or "no-refunds-embedded"
     elif isinstance(event, DisputeReport):
         outcome = await chargebacks.dispute(svc.store, event, now_ms=now_ms)
-    elif isinstance(event, RefundFailed):
-        outcome = await chargebacks.refund_failed(svc.store, event)
     else:
         outcome = "ignored"
     return JSONResponse({"received": True, "outcome": outcome})

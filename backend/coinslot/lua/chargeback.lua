@@ -3,22 +3,23 @@
 -- KEYS: 1 wallet hash, 2 credited-refs set, 3 ledger list, 4 chargebacks hash (what was posted)
 -- ARGV: 1 now_ms, 2 op ('refund'|'dispute'), 3 credit ref of the top-up ('cs:<session>'),
 --       4 currency reported, 5 top-up amount, 6 top-up currency, 7 top-up id,
---       8 charge id (refund) or dispute id, 9 amount (refund: cumulative refunded on the charge;
---       dispute: disputed amount), 10 dispute status ('open'|'won'|'lost')
--- Returns {'ok', balance, frozen} | {'duplicate', balance} | {'not-credited'} | {'no-wallet'}
---       | {'mismatch', reported_amount, reported_currency}
-local now, op, topup_ref = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+--       8 refund id or dispute id, 9 the refund's or dispute's amount,
+--       10 status (refund: 'pending'|'requires_action'|'succeeded'|'failed'|'canceled';
+--       dispute: 'open'|'won'|'lost')
+-- Returns {'ok', balance, frozen} | {'duplicate', balance} | {'void', balance} | {'not-credited'}
+--       | {'no-wallet'} | {'mismatch', reported_amount, reported_currency, refunded_before}
+local now, op, topup_ref, status = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[10]
 local currency, topup_amount, id, amount = ARGV[6], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
 if not w[1] then return {'no-wallet'} end
 -- Money can only be taken back after it was credited; until then the provider retries.
 if redis.call('SISMEMBER', KEYS[2], topup_ref) == 0 then return {'not-credited'} end
 if ARGV[4] ~= currency or w[1] ~= currency or amount < 0 or amount > topup_amount then
-  return {'mismatch', amount, ARGV[4]}
+  return {'mismatch', amount, ARGV[4], 0}
 end
 local balance = tonumber(w[2])
 local wallet_account = 'wallet:' .. string.sub(KEYS[1], 4, -2)
-local posted = 0
+local posted, none = 0, 'duplicate'
 
 local function post(kind, ref, delta, counter)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -30,13 +31,29 @@ local function post(kind, ref, delta, counter)
 end
 
 if op == 'refund' then
-  -- Stripe reports the charge's cumulative refunded amount: post the difference, so a repeated
-  -- or older event posts nothing and two partial refunds post one entry each.
-  local field = 'refund:' .. id
-  local before = tonumber(redis.call('HGET', KEYS[4], field) or '0')
-  if amount > before then
+  -- Each refund by its own id: 'refund:<id>' holds the amount debited, or 'dead' for a refund
+  -- that failed before it was ever debited; 'refund:<id>:back' marks the give-back. Stripe
+  -- never revives a failed or cancelled refund, so a late 'pending' or 'succeeded' of it is stale.
+  local field, total_field = 'refund:' .. id, 'refunded:' .. ARGV[7]
+  local state = redis.call('HGET', KEYS[4], field)
+  local returned = status == 'failed' or status == 'canceled'
+  if state == 'dead' then
+    none = 'void'
+  elseif not state and returned then
+    redis.call('HSET', KEYS[4], field, 'dead')
+    none = 'void'
+  elseif not state then
+    -- What the top-up's live refunds took (failed ones given back excluded) bounds the next one.
+    local before = tonumber(redis.call('HGET', KEYS[4], total_field) or '0')
+    if before + amount > topup_amount then return {'mismatch', amount, ARGV[4], before} end
     redis.call('HSET', KEYS[4], field, amount)
-    post('refund', field .. ':' .. amount, before - amount, 'topup:clearing')
+    redis.call('HINCRBY', KEYS[4], total_field, amount)
+    post('refund', field, -amount, 'topup:clearing')
+  elseif returned and redis.call('HSETNX', KEYS[4], field .. ':back', now) == 1 then
+    -- Give back exactly what was debited for this refund.
+    local debited = tonumber(state)
+    redis.call('HINCRBY', KEYS[4], total_field, -debited)
+    post('refund-failed', field .. ':back', debited, 'topup:clearing')
   end
 else
   local field = 'dispute:' .. id
@@ -47,13 +64,13 @@ else
     redis.call('HSET', KEYS[4], field, debited)
     post('dispute', field, -debited, 'topup:disputes')
   end
-  if ARGV[10] == 'won' and redis.call('HSETNX', KEYS[4], field .. ':won', now) == 1 then
+  if status == 'won' and redis.call('HSETNX', KEYS[4], field .. ':won', now) == 1 then
     post('dispute-won', field .. ':won', debited, 'topup:disputes')
   end
 end
-if posted == 0 then return {'duplicate', balance} end
+if posted == 0 then return {none, balance} end
 redis.call('HSET', KEYS[1], 'balance', balance)
--- Below zero the wallet is frozen until a top-up (credit.lua) brings it back to >= 0.
+-- Below zero the wallet is frozen until a top-up (credit.lua) or a give-back brings it back to >= 0.
 local frozen = 0
 if balance < 0 then
   redis.call('HSET', KEYS[1], 'frozen', '1')

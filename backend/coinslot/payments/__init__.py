@@ -36,14 +36,29 @@ class SessionReport:
     created_s: int = 0
 
 
+# A refund's statuses, as Stripe names them: while one of TAKEN the money is (being) sent back to
+# the payer, so the wallet is debited; once RETURNED it came back to the account, so the wallet is given it back.
+REFUND_TAKEN = ("pending", "requires_action", "succeeded")
+REFUND_RETURNED = ("failed", "canceled")
+
+
 @dataclass(frozen=True, slots=True)
 class RefundReport:
-    """A charge was refunded, in part or in whole; ``refunded_total`` is cumulative."""
+    """One refund of a payment, reported under its own id; ``status`` is one of REFUND_TAKEN or REFUND_RETURNED."""
 
+    refund_id: str
     payment_intent: str
-    charge_id: str
-    refunded_total: int  # minor units refunded on the charge so far
+    amount: int  # minor units this refund sends back
     currency: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRefunds:
+    """The refunds a charge carries in its own object (older API versions); empty when it carries none."""
+
+    charge_id: str
+    refunds: tuple[RefundReport, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +73,13 @@ class DisputeReport:
 
 
 @dataclass(frozen=True, slots=True)
-class RefundFailed:
-    """A refund that failed or was cancelled after it was reported: the money went back to the account."""
-
-    refund_id: str
-    payment_intent: str
-    amount: int
-    currency: str
-
-
-@dataclass(frozen=True, slots=True)
 class Ignored:
     """An event this deployment does not act on (answered 200 so the provider stops sending it)."""
 
     kind: str
 
 
-PaymentEvent = SessionReport | RefundReport | DisputeReport | RefundFailed | Ignored
+PaymentEvent = SessionReport | RefundReport | ChargeRefunds | DisputeReport | Ignored
 
 
 class Payments(Protocol):

@@ -17,12 +17,15 @@ import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coinslot.errors import BadWebhook, ConfigurationError, NotFound, PaymentsRefused, PaymentsUnavailable
+from coinslot.metrics import ALERTS
 from coinslot.payments import (
+    REFUND_RETURNED,
+    REFUND_TAKEN,
+    ChargeRefunds,
     CheckoutSession,
     DisputeReport,
     Ignored,
     PaymentEvent,
-    RefundFailed,
     RefundReport,
     SessionReport,
 )
@@ -91,11 +94,23 @@ class _Session(_Read):
     created: int | None = None
 
 
+class _Refund(_Read):
+    id: str = Field(min_length=1)
+    amount: Amount
+    currency: Currency
+    status: str | None = None
+    payment_intent: str | _Expanded | None = None
+
+
+class _RefundList(_Read):
+    data: list[_Refund]
+
+
 class _Charge(_Read):
     id: str = Field(min_length=1)
-    amount_refunded: Amount
-    currency: Currency
     payment_intent: str | _Expanded | None = None
+    # Embedded before API version 2022-11-15; later versions leave it out (the refund.* events carry each refund).
+    refunds: _RefundList | None = None
 
 
 class _Dispute(_Read):
@@ -106,13 +121,6 @@ class _Dispute(_Read):
     payment_intent: str | _Expanded | None = None
 
 
-class _Refund(_Read):
-    id: str = Field(min_length=1)
-    amount: Amount
-    currency: Currency
-    status: str | None = None
-
-
 class _PaidThrough(_Read):
     payment_intent: str | _Expanded | None = None
 
@@ -121,6 +129,7 @@ class _Event(_Read):
     id: str
     type: str
     data: dict[str, Any]
+    api_version: str | None = None
 
 
 def _id_of(ref: str | _Expanded | None) -> str | None:
@@ -163,6 +172,25 @@ def _readable(session: dict[str, Any]) -> SessionReport:
         raise PaymentsRefused("Stripe answered with a checkout session Coinslot cannot read") from exc
 
 
+# Events whose object is one Refund. Stripe sends refund.* for every refund since API version
+# 2024-10-28.acacia (before, only charge.refunded and charge.refund.updated for a charge's refunds).
+REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
+
+
+def _refund_report(refund: _Refund, payment_intent: str) -> RefundReport | None:
+    """A refund as the domain sees it; None for a status Stripe may add later (a later event tells more)."""
+    if refund.status not in (*REFUND_TAKEN, *REFUND_RETURNED):
+        log.warning("refund %s has status %r, which Coinslot does not act on", refund.id, refund.status)
+        return None
+    return RefundReport(
+        refund_id=refund.id,
+        payment_intent=payment_intent,
+        amount=refund.amount,
+        currency=refund.currency.upper(),
+        status=refund.status,
+    )
+
+
 def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
     """One verified Stripe event as a report; anything we do not act on is ``Ignored``.
 
@@ -175,26 +203,19 @@ def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
         "checkout.session.expired",
     ):
         return session_report(obj, event=kind)
-    if kind not in ("charge.refunded", "charge.refund.updated", "charge.dispute.created", "charge.dispute.closed"):
+    if kind not in (*REFUND_EVENTS, "charge.refunded", "charge.dispute.created", "charge.dispute.closed"):
         return Ignored(kind)
     pi = _id_of(_PaidThrough.model_validate(obj).payment_intent)
     if pi is None:
         return Ignored(kind)  # not a charge of a Checkout Session (ours always have a PaymentIntent)
+    if kind in REFUND_EVENTS:
+        report = _refund_report(_Refund.model_validate(obj), pi)
+        return report if report is not None else Ignored(kind)
     if kind == "charge.refunded":
         charge = _Charge.model_validate(obj)
-        return RefundReport(
-            payment_intent=pi,
-            charge_id=charge.id,
-            refunded_total=charge.amount_refunded,
-            currency=charge.currency.upper(),
-        )
-    if kind == "charge.refund.updated":
-        refund = _Refund.model_validate(obj)
-        if refund.status not in ("failed", "canceled"):
-            return Ignored(kind)
-        return RefundFailed(
-            refund_id=refund.id, payment_intent=pi, amount=refund.amount, currency=refund.currency.upper()
-        )
+        embedded = charge.refunds.data if charge.refunds is not None else []
+        reports = (_refund_report(r, pi) for r in embedded)
+        return ChargeRefunds(charge_id=charge.id, refunds=tuple(r for r in reports if r is not None))
     dispute = _Dispute.model_validate(obj)
     if dispute.status.startswith("warning_"):
         status = "inquiry"  # an inquiry or early warning: no funds were withdrawn
@@ -209,6 +230,25 @@ def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
         currency=dispute.currency.upper(),
         status=status,
     )
+
+
+# Webhook endpoints on API versions from the first to (not including) the second neither embed a
+# charge's refunds in charge.refunded nor send refund.* for them: a new refund reaches Coinslot by no id.
+REFUNDS_UNEMBEDDED = "2022-11-15"
+REFUND_EVENTS_FOR_CHARGES = "2024-10-28"
+
+
+def _refunds_unseen(event_id: str, api_version: str | None) -> None:
+    # Stripe's versions are dates (with a release name after them), so they order as strings.
+    if api_version is not None and REFUNDS_UNEMBEDDED <= api_version < REFUND_EVENTS_FOR_CHARGES:
+        ALERTS.labels("refund-unseen").inc()
+        log.error(
+            "ALERT charge.refunded event %s on API version %s carries no refunds, and Stripe sends this endpoint no "
+            "refund.* events for them: nothing posted; give the webhook endpoint API version %s or later",
+            event_id,
+            api_version,
+            REFUND_EVENTS_FOR_CHARGES,
+        )
 
 
 class StripeCheckout:
@@ -329,10 +369,13 @@ class StripeCheckout:
             obj = event.data.get("object")
             if not isinstance(obj, dict):
                 raise BadWebhook(f"{event.type} event {event.id} carries no object")
-            return translate(event.type, obj)
+            report = translate(event.type, obj)
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or "event" for e in exc.errors()[:5])
             raise BadWebhook(f"Stripe event lacks a field Coinslot needs or has one of another type: {fields}") from exc
+        if isinstance(report, ChargeRefunds) and obj.get("refunds") is None:
+            _refunds_unseen(event.id, event.api_version)
+        return report
 
     async def aclose(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
