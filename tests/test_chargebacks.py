@@ -153,6 +153,24 @@ async def test_a_refund_that_fails_later_is_given_back_once(
     assert report.accounts["topup:clearing"]["EUR"] == -1000  # both top-ups stand: nothing went back to a card
 
 
+async def test_a_failure_delivered_50_times_concurrently_gives_back_once(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    wallet = await api.wallet()
+    pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
+    failed = refund(pi, amount=500, status="failed", refund_id="re_f50")
+    await deliver(stripe_client, "refund.created", {**failed, "status": "pending"})
+
+    answers = await asyncio.gather(
+        *(deliver(stripe_client, ("refund.failed", "refund.updated")[n % 2], failed) for n in range(50))
+    )
+
+    assert sorted(r.json()["outcome"] for r in answers) == ["duplicate"] * 49 + ["ok"]
+    assert await lines(stripe_client, wallet) == [("topup", 500), ("refund", -500), ("refund-failed", 500)]
+    assert await api.balance(wallet) == 500
+    await clean(store)
+
+
 async def test_a_failure_delivered_before_its_refund_posts_nothing_ever(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
 ) -> None:
