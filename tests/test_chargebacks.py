@@ -375,35 +375,6 @@ async def test_charge_refunded_without_embedded_refunds_posts_nothing(
     await clean(store)
 
 
-async def test_a_refund_of_a_charge_refunded_by_its_total_before_the_upgrade_alerts_and_posts_nothing(
-    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An earlier version kept 'refund:<charge id>' = the charge's refunded total, not which refunds it covered."""
-    wallet = await api.wallet()
-    wallet_id = (await wallet_view(stripe_client, wallet))["wallet_id"]
-    old_pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
-    new_pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
-    old_charge = charge(old_pi, amount=500, refunded=200)["id"]
-    await store.redis.hset(keys.wallet_keys(wallet_id).chargebacks, "refund:" + old_charge, 200)
-    before = alerts("refund-legacy")
-    seen = refund(old_pi, amount=200, status="succeeded", refund_id="re_old")
-
-    with caplog.at_level(logging.ERROR, logger="coinslot.chargebacks"):
-        answers = [
-            await deliver(stripe_client, "refund.updated", seen),
-            await deliver(stripe_client, "charge.refunded", charge(old_pi, amount=500, refunded=200, refunds=[seen])),
-            await deliver(
-                stripe_client, "refund.created", refund(new_pi, amount=500, status="pending", refund_id="re_new")
-            ),
-        ]
-
-    assert [r.json()["outcome"] for r in answers] == ["legacy", "legacy", "ok"]
-    assert alerts("refund-legacy") == before + 2
-    assert any("ALERT refund re_old" in r.getMessage() and old_charge in r.getMessage() for r in caplog.records)
-    assert await lines(stripe_client, wallet) == [("topup", 500), ("topup", 500), ("refund", -500)]
-    await clean(store)
-
-
 async def test_a_refund_and_its_failure_racing_each_other_net_to_nothing(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
 ) -> None:

@@ -20,16 +20,7 @@ log = logging.getLogger("coinslot.chargebacks")
 
 
 async def _run(
-    store: Store,
-    payment_id: str,
-    *,
-    op: str,
-    ref_id: str,
-    amount: int,
-    currency: str,
-    status: str,
-    now_ms: int,
-    charge_id: str = "",
+    store: Store, payment_id: str, *, op: str, ref_id: str, amount: int, currency: str, status: str, now_ms: int
 ) -> str:
     raw = await store.redis.get(keys.payment_key(payment_id))
     if raw is None:
@@ -51,7 +42,6 @@ async def _run(
             ref_id,
             amount,
             status,
-            charge_id,
         ],
     )
     outcome = str(result[0])
@@ -74,19 +64,6 @@ async def _run(
             result[3],
             wallet_id,
         )
-    elif outcome == "legacy":
-        ALERTS.labels("refund-legacy").inc()
-        log.error(
-            "ALERT refund %s of %s %s on charge %s (payment %s, wallet %s): this charge's refunds (%s so far) were "
-            "posted by an earlier version, by their total; nothing posted, check it in the Stripe Dashboard",
-            ref_id,
-            amount,
-            currency,
-            charge_id,
-            payment_id,
-            wallet_id,
-            result[1],
-        )
     elif outcome == "ok" and int(result[2]) == 1:
         log.warning("wallet %s frozen at balance %s after %s %s", wallet_id, result[1], op, ref_id)
     return outcome
@@ -99,9 +76,8 @@ async def refund(store: Store, report: RefundReport, *, now_ms: int) -> str:
     (``refund``); a report that it failed or was cancelled then credits that amount back
     (``refund-failed``). One that failed before any debit is recorded as void, so a stale earlier
     report of it posts nothing. The top-up's live refunds together never exceed its amount.
-    Returns ``ok``, ``duplicate`` (nothing new), ``void`` (a dead refund; nothing posted),
-    ``mismatch`` or ``legacy`` (a charge an earlier version refunded by its total; both alerted);
-    raises ``PaymentNotYetKnown`` while the top-up is not credited.
+    Returns ``ok``, ``duplicate`` (nothing new), ``void`` (a dead refund; nothing posted) or
+    ``mismatch`` (alerted); raises ``PaymentNotYetKnown`` while the top-up is not credited.
     """
     return await _run(
         store,
@@ -112,7 +88,6 @@ async def refund(store: Store, report: RefundReport, *, now_ms: int) -> str:
         currency=report.currency,
         status=report.status,
         now_ms=now_ms,
-        charge_id=report.charge_id,
     )
 
 

@@ -5,10 +5,9 @@
 --       4 currency reported, 5 top-up amount, 6 top-up currency, 7 top-up id,
 --       8 refund id or dispute id, 9 the refund's or dispute's amount,
 --       10 status (refund: 'pending'|'requires_action'|'succeeded'|'failed'|'canceled';
---       dispute: 'open'|'won'|'lost'), 11 the refunded charge's id ('' if unknown)
+--       dispute: 'open'|'won'|'lost')
 -- Returns {'ok', balance, frozen} | {'duplicate', balance} | {'void', balance} | {'not-credited'}
 --       | {'no-wallet'} | {'mismatch', reported_amount, reported_currency, refunded_before}
---       | {'legacy', refunded_before}
 local now, op, topup_ref, status = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[10]
 local currency, topup_amount, id, amount = ARGV[6], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
@@ -38,10 +37,6 @@ if op == 'refund' then
   local field, total_field = 'refund:' .. id, 'refunded:' .. ARGV[7]
   local state = redis.call('HGET', KEYS[4], field)
   local returned = status == 'failed' or status == 'canceled'
-  -- Before refunds were keyed by id, 'refund:<charge id>' held the charge's cumulative refunded
-  -- amount. Which refunds that covered is unknown, so a refund of such a charge is left to a person.
-  local legacy = ARGV[11] ~= '' and redis.call('HGET', KEYS[4], 'refund:' .. ARGV[11])
-  if not state and legacy then return {'legacy', legacy} end
   if state == 'dead' then
     none = 'void'
   elseif not state and returned then

@@ -51,7 +51,6 @@ class RefundReport:
     amount: int  # minor units this refund sends back
     currency: str
     status: str
-    charge_id: str = ""  # the refunded charge, if the provider names it
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,6 @@ class _Refund(_Read):
     currency: Currency
     status: str | None = None
     payment_intent: str | _Expanded | None = None
-    charge: str | _Expanded | None = None
 
 
 class _RefundList(_Read):
@@ -178,7 +177,7 @@ def _readable(session: dict[str, Any]) -> SessionReport:
 REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
 
 
-def _refund_report(refund: _Refund, payment_intent: str, charge_id: str | None = None) -> RefundReport | None:
+def _refund_report(refund: _Refund, payment_intent: str) -> RefundReport | None:
     """A refund as the domain sees it; None for a status Stripe may add later (a later event tells more)."""
     if refund.status not in (*REFUND_TAKEN, *REFUND_RETURNED):
         log.warning("refund %s has status %r, which Coinslot does not act on", refund.id, refund.status)
@@ -189,7 +188,6 @@ def _refund_report(refund: _Refund, payment_intent: str, charge_id: str | None =
         amount=refund.amount,
         currency=refund.currency.upper(),
         status=refund.status,
-        charge_id=charge_id or _id_of(refund.charge) or "",
     )
 
 
@@ -216,7 +214,7 @@ def translate(kind: str, obj: dict[str, Any]) -> PaymentEvent:
     if kind == "charge.refunded":
         charge = _Charge.model_validate(obj)
         embedded = charge.refunds.data if charge.refunds is not None else []
-        reports = (_refund_report(r, pi, charge.id) for r in embedded)
+        reports = (_refund_report(r, pi) for r in embedded)
         return ChargeRefunds(charge_id=charge.id, refunds=tuple(r for r in reports if r is not None))
     dispute = _Dispute.model_validate(obj)
     if dispute.status.startswith("warning_"):
