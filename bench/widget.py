@@ -207,6 +207,7 @@ def measure(browser: Browser, url: str, runs: int) -> tuple[Pairs, Pairs, list[f
 
         # Fund the wallet once with the demo voucher (this unlocks bench-0, not measured).
         card = page.frame_locator("iframe")
+        card.locator("html[data-seen]").wait_for(state="attached")  # presses count once the card was seen
         card.locator("#buy").click()
         card.locator("#code").fill(demo.VOUCHER_CODE)
         card.locator("#voucher button").click()
@@ -217,6 +218,7 @@ def measure(browser: Browser, url: str, runs: int) -> tuple[Pairs, Pairs, list[f
             page.goto(f"{url}{i}")
             card = page.frame_locator("iframe")
             card.locator("#balance").filter(has_text="€").wait_for()  # the reader's state has arrived
+            card.locator("html[data-seen]").wait_for(state="attached")
 
             # Both ends on the epoch clock inside the browser: the click event in the card, and the
             # first animation frame after the content went into the publisher's page.

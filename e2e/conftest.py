@@ -257,8 +257,16 @@ def wallet(stack: Stack, reader: Reader) -> dict[str, Any]:
     return result
 
 
+def press(c: FrameLocator, button: Locator) -> None:
+    """Press a card's button as a reader does, having seen the card: it ignores presses until it
+    has been fully visible (opaque, uncovered) for a moment, where the browser can tell."""
+    button.scroll_into_view_if_needed()
+    expect(c.locator("html[data-seen]")).to_have_count(1)
+    button.click()
+
+
 def redeem_in_card(page: Page, item: str, code: str = VOUCHER) -> None:
     c = card(page, item)
-    c.get_by_role("button", name=re.compile("Unlock for|freischalten")).click()
+    press(c, c.get_by_role("button", name=re.compile("Unlock for|freischalten")))
     c.locator("#code").fill(code)
-    c.locator("#voucher button").click()
+    press(c, c.locator("#voucher button"))

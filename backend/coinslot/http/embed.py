@@ -60,7 +60,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "voucherAdded": "Voucher added: {amount}.",
         "voucherRefused": "That code can't be used. Check it and try again.",
         "priceChanged": "The price is now {price}. Press the button to unlock at this price.",
-        "frozen": "Your wallet needs a top-up before it can unlock again.",
+        "frozen": "Your wallet is at {balance} after a payment was taken back. Add money to unlock again.",
+        "tabFull": "Your tab is used up ({balance}). Add money once, then each unlock is one click.",
+        "onItsWay": "Your bank payment is on its way. It can take a few business days; this card unlocks once it "
+        "arrives.",
+        "notSeen": "This box must be fully visible to pay. Check that nothing covers it, then press again.",
         "tooMany": "Too many tries. Please wait a few minutes.",
         "networkError": "Can't reach the payment service. Check your connection and try again.",
         "serviceError": "Something went wrong on our side and nothing was charged. Please try again.",
@@ -91,7 +95,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "voucherAdded": "Gutschein gutgeschrieben: {amount}.",
         "voucherRefused": "Dieser Code ist nicht gültig. Bitte prüfen und erneut versuchen.",
         "priceChanged": "Der Preis ist jetzt {price}. Drücken Sie den Knopf, um zu diesem Preis freizuschalten.",
-        "frozen": "Ihr Guthaben muss erst aufgeladen werden.",
+        "frozen": "Ihr Guthaben steht nach einer Rückbuchung bei {balance}. Bitte aufladen, um wieder freizuschalten.",
+        "tabFull": "Ihr Limit ist ausgeschöpft ({balance}). Einmal aufladen, dann reicht je ein Klick.",
+        "onItsWay": "Ihre Bankzahlung ist unterwegs. Das kann einige Werktage dauern; die Karte schaltet frei, sobald "
+        "sie eingeht.",
+        "notSeen": "Zum Bezahlen muss dieses Feld ganz sichtbar sein. Prüfen Sie, dass nichts darüber liegt, und "
+        "drücken Sie erneut.",
         "tooMany": "Zu viele Versuche. Bitte warten Sie ein paar Minuten.",
         "networkError": "Der Zahlungsdienst ist nicht erreichbar. Bitte Verbindung prüfen und erneut versuchen.",
         "serviceError": "Bei uns ist etwas schiefgegangen, es wurde nichts berechnet. Bitte erneut versuchen.",
@@ -204,7 +213,7 @@ def _page(
 
 
 def _offer_body(texts: dict[str, str], item: Item, price: str) -> str:
-    return f"""<main class="card" aria-label="{escape(texts["label"])}">
+    return f"""<main class="card" id="card" aria-label="{escape(texts["label"])}">
 <div class="row"><div class="what"><p class="title">{escape(item.title)}</p>
 <p class="meta" id="balance"></p><p class="receipt" id="receipt"></p></div>
 <button id="buy" class="buy" type="button">{escape(texts["unlockFor"].format(price=price))}</button></div>
