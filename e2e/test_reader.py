@@ -188,3 +188,19 @@ def test_software_feature_turns_on_from_the_unlock_event(stack: Stack, reader: R
     status, _body = stack.api("GET", "/v1/content/site_demo_app/extra-storage?token=" + event["token"])
     assert status == 404  # the token verifies; there is simply no hosted content
     shot(page, "21-software-feature")
+
+
+def test_a_card_the_page_moves_keeps_working(stack: Stack, reader: Reader) -> None:
+    # Single-page apps move nodes around; a moved iframe reloads with a new window.
+    page = reader.page()
+    page.goto(stack.demo + "/two-items.html")
+    c = card(page, "article-bridge")
+    expect(c.locator("#buy")).to_be_visible()
+    page.evaluate(
+        """() => { const el = document.querySelector('[data-coinslot-item="article-bridge"]');
+        document.querySelector('main').prepend(el); }"""
+    )
+    redeem_in_card(page, "article-bridge")
+    expect(content(page, "article-bridge")).to_be_visible()
+    assert [e["item"] for e in unlocks(page)] == ["article-bridge"]
+    assert reader.errors == []
