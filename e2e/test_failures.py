@@ -234,6 +234,7 @@ def test_a_bank_payment_on_its_way_and_a_frozen_wallet_are_explained(stack: Stac
     expect(bridge.get_by_role("status")).to_have_text(
         "Your wallet is at -€0.19 after a payment was taken back. Add money to unlock again."
     )
+    expect(bridge.locator("#balance")).to_have_text("Wallet balance: -€0.19")  # not a tab: nothing was lent
     shot(page, "27-frozen-wallet")
     with page.expect_popup() as again:
         bridge.get_by_role("button", name="Add €2.00").click()

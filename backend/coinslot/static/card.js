@@ -54,7 +54,7 @@
   const showBalance = (quiet) => {
     if (!quiet && channel && state.wallet) channel.postMessage({balance: state.balance});
     if (state.wallet) {
-      balanceLine.textContent = state.balance < 0
+      balanceLine.textContent = state.balance < 0 && !state.frozen
         ? fill(t.owing, {amount: fmt(-state.balance)})
         : fill(t.balance, {amount: fmt(state.balance)});
     }
@@ -156,6 +156,7 @@
   };
 
   const needMoney = (data, frozen) => {
+    state.frozen = frozen; // below zero after a refund: not a tab, so not shown as one
     state.balance = data.balance;
     showBalance();
     root.dataset.state = 'topup';
