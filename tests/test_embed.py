@@ -241,3 +241,10 @@ async def test_changing_a_sites_origins_moves_where_its_cards_may_be_framed(api:
     assert moved.status_code == 200
     assert moved.headers["content-security-policy"].endswith("frame-ancestors https://news.example.com")
     assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 403
+
+
+def test_every_card_text_exists_in_english_and_german_with_the_same_placeholders() -> None:
+    # A missing German string would show as "undefined" in a German reader's card.
+    assert embed.TEXTS["en"].keys() == embed.TEXTS["de"].keys()
+    for key, english in embed.TEXTS["en"].items():
+        assert set(re.findall(r"\{(\w+)\}", english)) == set(re.findall(r"\{(\w+)\}", embed.TEXTS["de"][key])), key
