@@ -90,7 +90,9 @@ def test_failed_closed_and_expired_topups_are_calm_and_can_be_retried(stack: Sta
         c.get_by_role("button", name="Add €2.00").click()
     first.value.wait_for_load_state()
     first.value.close()
-    expect(c.get_by_role("status")).to_have_text("The payment window was closed. Choose an amount to try again.")
+    expect(c.get_by_role("status")).to_have_text(
+        "Waiting for your payment. If you closed the payment window, choose an amount to try again."
+    )
 
     # A payment that fails.
     seen = set(_topup_keys(stack, reader))
@@ -241,4 +243,46 @@ def test_a_bank_payment_on_its_way_and_a_frozen_wallet_are_explained(stack: Stac
     again.value.get_by_role("button", name="Pay €2.00").click()
     expect(content(page, "article-bridge")).to_be_visible()
     assert wallet(stack, reader)["balance"] == -19 + 200 - 19
+    assert reader.errors == []
+
+
+def test_a_checkout_paid_late_still_completes_the_unlock_by_itself(stack: Stack, reader: Reader) -> None:
+    # A checkout lives as long as the backend says (a Stripe session an hour): a reader who takes
+    # 25 minutes over it still gets the unlock without a second click.
+    reader.context.clock.install()
+    page = reader.page()
+    page.goto(stack.demo + "/article.html")
+    c = card(page, "article-heatwave")
+    press(c, c.locator("#buy"))
+    with page.expect_popup() as checkout:
+        c.get_by_role("button", name="Add €2.00").click()
+    checkout.value.wait_for_load_state()
+    expect(c.get_by_role("status")).to_contain_text("Finish the payment in the new window")
+    page.clock.fast_forward("25:00")
+    page.wait_for_timeout(1000)  # the card polls once more, 25 minutes on
+    expect(c.get_by_role("status")).to_contain_text("Finish the payment in the new window")
+    checkout.value.get_by_role("button", name="Pay €2.00").click()
+    page.clock.fast_forward(20_000)  # the card's next poll, however slow it has become
+    expect(content(page, "article-heatwave")).to_contain_text("Meteorologists")
+    assert wallet(stack, reader)["balance"] == 200 - 19
+    assert reader.errors == []
+
+
+def test_a_page_with_a_cross_origin_opener_policy_still_gets_the_unlock(stack: Stack, reader: Reader) -> None:
+    # The strict-CSP demo page also sends COOP: same-origin: a window the card opens has no opener,
+    # so window.open returns null as if blocked, while the window is there and the reader pays.
+    page = reader.page()
+    response = page.goto(stack.demo + "/strict-csp.html")
+    assert response is not None and response.headers["cross-origin-opener-policy"] == "same-origin"
+    c = card(page, "article-datacentre")
+    press(c, c.locator("#buy"))
+    with reader.context.expect_page() as checkout:
+        c.get_by_role("button", name="Add €2.00").click()
+    checkout.value.wait_for_load_state()
+    # Chromium opens the window but gives the card no handle to it (window.open returns null).
+    expect(c.get_by_role("status")).to_have_text("Finish the payment in the new window; this card unlocks by itself.")
+    expect(c.get_by_role("status")).not_to_contain_text("blocked")
+    checkout.value.get_by_role("button", name="Pay €2.00").click()
+    expect(content(page, "article-datacentre")).to_contain_text("pool next door")
+    assert wallet(stack, reader)["balance"] == 200 - 19
     assert reader.errors == []

@@ -54,8 +54,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "paid": "Payment received.",
         "topupFailed": "The payment did not go through and nothing was charged. Press the button to try again.",
         "topupExpired": "That payment window has expired. Press the button to try again.",
-        "windowClosed": "The payment window was closed. Choose an amount to try again.",
-        "popupBlocked": "Your browser blocked the payment window.",
+        # Said when the card loses sight of the window: the reader closed it, or the browser cut the
+        # link (a page or checkout sending Cross-Origin-Opener-Policy) while the reader still pays.
+        "windowClosed": "Waiting for your payment. If you closed the payment window, choose an amount to try again.",
+        "popupBlocked": "If no payment window opened, your browser may have blocked it:",
         "openCheckout": "Open it here",
         "voucherAdded": "Voucher added: {amount}.",
         "voucherRefused": "That code can't be used. Check it and try again.",
@@ -89,8 +91,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "paid": "Zahlung erhalten.",
         "topupFailed": "Die Zahlung ist nicht durchgegangen, es wurde nichts berechnet. Bitte erneut versuchen.",
         "topupExpired": "Das Zahlungsfenster ist abgelaufen. Bitte erneut versuchen.",
-        "windowClosed": "Das Zahlungsfenster wurde geschlossen. Wählen Sie einen Betrag, um es erneut zu versuchen.",
-        "popupBlocked": "Ihr Browser hat das Zahlungsfenster blockiert.",
+        "windowClosed": "Wir warten auf Ihre Zahlung. Haben Sie das Zahlungsfenster geschlossen, wählen Sie "
+        "erneut einen Betrag.",
+        "popupBlocked": "Falls sich kein Zahlungsfenster geöffnet hat, hat Ihr Browser es vielleicht blockiert:",
         "openCheckout": "Hier öffnen",
         "voucherAdded": "Gutschein gutgeschrieben: {amount}.",
         "voucherRefused": "Dieser Code ist nicht gültig. Bitte prüfen und erneut versuchen.",

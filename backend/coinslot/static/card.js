@@ -39,7 +39,7 @@
     let timer;
     new IntersectionObserver((entries) => {
       const e = entries[entries.length - 1];
-      seenSince = e.isVisible ? seenSince ?? e.time : null;
+      seenSince = e.isVisible ? seenSince ?? performance.now() : null;
       clearTimeout(timer);
       delete root.dataset.seen; // what is visible now, for the reader's tools (and tests) to wait on
       if (seenSince !== null) timer = setTimeout(() => (root.dataset.seen = ''), seenSince + SEEN_MS - performance.now());
@@ -179,6 +179,8 @@
     // Opened synchronously in the click, or the browser blocks the window.
     state.popup = window.open(opt.url, 'coinslot-topup', 'popup,width=480,height=720');
     if (!state.popup) {
+      // Blocked, or opened without a handle (the page sends COOP: same-origin): the poll tells
+      // which, as the top-up becomes known once a window has opened its link.
       const a = document.createElement('a');
       a.href = opt.url;
       a.target = '_blank';
@@ -199,6 +201,7 @@
       try { r = await call('GET', '/v1/topups/' + encodeURIComponent(id)); } catch (e) { r = {status: 0, data: {}}; }
       if (run !== state.polling) return;
       const s = r.status === 200 ? r.data.status : 'pending'; // 404 until the window has opened the checkout
+      if (r.status === 200 && status.querySelector('a')) say(t.waiting); // a window did open after all
       if (s === 'paid') {
         state.polling++;
         if (state.popup && !state.popup.closed) state.popup.close();
@@ -216,10 +219,16 @@
         if (status.textContent !== t.onItsWay) say(t.onItsWay, 'ok');
         return setTimeout(tick, 5000);
       }
-      if (age > 20 * 60 * 1000) return say(t.topupExpired, 'error');
+      // The backend says when a checkout has expired (a Stripe one lives an hour, and a reader may
+      // pay late); only a link never opened (404) runs out here, with its 15 minutes.
+      if (r.status === 404 && age > 16 * 60 * 1000) {
+        state.polling++;
+        options.replaceChildren();
+        return say(t.topupExpired, 'error');
+      }
       // Still pending with the window gone: say so, but keep listening (a debit may settle late).
       if (state.popup && state.popup.closed && status.textContent === t.waiting) say(t.windowClosed);
-      setTimeout(tick, age < 60000 ? 1000 : 4000);
+      setTimeout(tick, age < 60000 ? 1000 : age < 600000 ? 4000 : 15000);
     };
     setTimeout(tick, 800);
   };
