@@ -39,7 +39,7 @@
     let timer;
     new IntersectionObserver((entries) => {
       const e = entries[entries.length - 1];
-      seenSince = e.isVisible ? seenSince ?? performance.now() : null;
+      seenSince = !e.isVisible ? null : seenSince === null ? performance.now() : seenSince;
       clearTimeout(timer);
       delete root.dataset.seen; // what is visible now, for the reader's tools (and tests) to wait on
       if (seenSince !== null) timer = setTimeout(() => (root.dataset.seen = ''), seenSince + SEEN_MS - performance.now());
