@@ -6,6 +6,7 @@ Every test gets a fresh browser context, so a fresh reader with no wallet cookie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,7 +108,13 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work = tmp_path_factory.mktemp("e2e")
+    with demo_stack(tmp_path_factory.mktemp("e2e"), COINSLOT_PAYMENTS="test") as s:
+        yield s
+
+
+@contextlib.contextmanager
+def demo_stack(work: Path, **settings: str) -> Iterator[Stack]:
+    """A redis-server, ``coinslot demo`` with these COINSLOT_* settings, and a stranger's server."""
     stranger_dir = work / "stranger"
     stranger_dir.mkdir()
     with start_standalone(work / "redis") as redis:
@@ -116,7 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             **os.environ,
             "COINSLOT_REDIS_URL": redis.url,
             "COINSLOT_DATA_DIR": str(work / "data"),
-            "COINSLOT_PAYMENTS": "test",
+            **settings,
         }
         env.pop("COINSLOT_PUBLIC_URL", None)
         log = work / "demo.log"
