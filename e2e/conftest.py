@@ -6,6 +6,7 @@ Every test gets a fresh browser context, so a fresh reader with no wallet cookie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,7 +108,13 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work = tmp_path_factory.mktemp("e2e")
+    with demo_stack(tmp_path_factory.mktemp("e2e"), COINSLOT_PAYMENTS="test") as s:
+        yield s
+
+
+@contextlib.contextmanager
+def demo_stack(work: Path, **settings: str) -> Iterator[Stack]:
+    """A redis-server, ``coinslot demo`` with these COINSLOT_* settings, and a stranger's server."""
     stranger_dir = work / "stranger"
     stranger_dir.mkdir()
     with start_standalone(work / "redis") as redis:
@@ -116,7 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             **os.environ,
             "COINSLOT_REDIS_URL": redis.url,
             "COINSLOT_DATA_DIR": str(work / "data"),
-            "COINSLOT_PAYMENTS": "test",
+            **settings,
         }
         env.pop("COINSLOT_PUBLIC_URL", None)
         log = work / "demo.log"
@@ -257,8 +264,16 @@ def wallet(stack: Stack, reader: Reader) -> dict[str, Any]:
     return result
 
 
+def press(c: FrameLocator, button: Locator) -> None:
+    """Press a card's button as a reader does, having seen the card: it ignores presses until it
+    has been fully visible (opaque, uncovered) for a moment, where the browser can tell."""
+    button.scroll_into_view_if_needed()
+    expect(c.locator("html[data-seen]")).to_have_count(1)
+    button.click()
+
+
 def redeem_in_card(page: Page, item: str, code: str = VOUCHER) -> None:
     c = card(page, item)
-    c.get_by_role("button", name=re.compile("Unlock for|freischalten")).click()
+    press(c, c.get_by_role("button", name=re.compile("Unlock for|freischalten")))
     c.locator("#code").fill(code)
-    c.locator("#voucher button").click()
+    press(c, c.locator("#voucher button"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Browser, expect
 
-from conftest import VOUCHER, Reader, Stack, card, content, shot
+from conftest import VOUCHER, Reader, Stack, card, content, press, shot
 
 
 def test_a_keyboard_only_reader_can_unlock(stack: Stack, browser: Browser) -> None:
@@ -26,6 +26,7 @@ def test_a_keyboard_only_reader_can_unlock(stack: Stack, browser: Browser) -> No
         assert buy.evaluate("(b) => getComputedStyle(b).outlineStyle") == "solid"
         assert buy.evaluate("(b) => getComputedStyle(b).transitionDuration") == "0s"
         shot(page, "20-keyboard-focus")
+        expect(c.locator("html[data-seen]")).to_have_count(1)  # a key press counts once the card was seen
         page.keyboard.press("Enter")
         expect(c.get_by_role("button", name="Add €2.00")).to_be_focused()
         c.locator("#code").focus()
@@ -67,11 +68,42 @@ def test_card_text_meets_aa_contrast_in_every_theme(stack: Stack, reader: Reader
     ):
         page.goto(stack.demo + path)
         c = card(page, item)
-        c.locator("#buy").click()
+        press(c, c.locator("#buy"))
         c.locator("#code").fill("WRONG-CODE-1")
-        c.locator("#voucher button").click()
+        press(c, c.locator("#voucher button"))
         expect(c.get_by_role("status")).to_have_text("That code can't be used. Check it and try again.")
         ratios = c.locator("body").evaluate(CONTRAST)
         assert len(ratios) >= 8
         low = [(name, round(ratio, 2)) for name, ratio in ratios if ratio < 4.5]
         assert low == [], f"{path}: below WCAG AA 4.5:1: {low}"
+
+
+FITS = """() => [...document.querySelectorAll('button, input, p, label')]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => { const r = el.getBoundingClientRect(); return r.left < 0 || r.right > innerWidth + 0.5; })
+  .map((el) => el.id || el.className || el.tagName)"""
+
+
+def test_the_card_fits_a_phone(stack: Stack, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2, is_mobile=True)
+    try:
+        page = context.new_page()
+        for path, item, buy_name in (
+            ("/de/artikel.html", "artikel-hitze", "Für 0,19 € freischalten"),
+            ("/article.html", "article-heatwave", "Unlock for €0.19"),
+        ):
+            page.goto(stack.demo + path)
+            c = card(page, item)
+            expect(c.get_by_role("button", name=buy_name)).to_be_visible()
+            press(c, c.locator("#buy"))
+            expect(c.locator("#options button").first).to_be_visible()
+            frame = page.locator(f'[data-coinslot-item="{item}"] iframe')
+            assert c.locator("html").evaluate("(h) => h.scrollWidth <= h.clientWidth")  # no sideways scrolling
+            assert c.locator("html").evaluate(FITS) == []
+            assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+            box = frame.bounding_box()
+            assert box is not None and box["width"] <= 375
+            frame.scroll_into_view_if_needed()
+            shot(page, f"28-phone-{item}")
+    finally:
+        context.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from conftest import Reader, Stack, card, content, redeem_in_card, shot, unlocks, wallet
+from conftest import Reader, Stack, card, content, press, redeem_in_card, shot, unlocks, wallet
 
 
 def test_page_scripts_cannot_read_the_wallet_or_make_the_card_pay(stack: Stack, reader: Reader) -> None:
@@ -94,4 +94,67 @@ def test_a_page_on_another_origin_cannot_frame_the_card(stack: Stack, reader: Re
     assert len(blocked) >= 2  # both frames were refused by frame-ancestors
     assert any("[coinslot]" in m and "no card for" in m for m in reader.console)
     assert reader.wallet_token() is None
+    assert reader.errors == []
+
+
+def test_a_card_the_page_fades_or_covers_ignores_presses(stack: Stack, reader: Reader) -> None:
+    # Clickjacking: the page makes the card nearly transparent, or lays a decoy over it that lets
+    # clicks through, so that the reader presses "pay" without seeing it. The wallet is funded,
+    # so a press that counted would pay at once.
+    page = reader.page()
+    page.goto(stack.demo + "/two-items.html")
+    redeem_in_card(page, "article-heatwave")
+    expect(content(page, "article-heatwave")).to_contain_text("Meteorologists")
+    bridge = card(page, "article-bridge")
+    frame = page.locator('[data-coinslot-item="article-bridge"] iframe')
+    frame.scroll_into_view_if_needed()
+    expect(bridge.locator("html[data-seen]")).to_have_count(1)
+
+    frame.evaluate("(f) => { f.style.opacity = '0.05'; }")
+    expect(bridge.locator("html[data-seen]")).to_have_count(0)
+    bridge.locator("#buy").click()
+    expect(bridge.get_by_role("status")).to_have_text(
+        "This box must be fully visible to pay. Check that nothing covers it, then press again."
+    )
+
+    frame.evaluate(
+        """(f) => { f.style.opacity = '1'; const r = f.getBoundingClientRect(); const d = document.createElement('div');
+        d.id = 'decoy'; d.textContent = 'Close this ad';
+        d.style.cssText = `position:fixed;left:${r.left}px;top:${r.top}px;width:${r.width}px;height:${r.height}px;` +
+          'background:#fff;pointer-events:none;z-index:9';
+        document.body.append(d); }"""
+    )
+    expect(bridge.locator("html[data-seen]")).to_have_count(0)
+    bridge.locator("#buy").click()
+    shot(page, "25-covered-card-refuses")
+    page.wait_for_timeout(500)  # give a (wrongly) accepted press time to pay
+    assert wallet(stack, reader)["balance"] == 481
+    assert content(page, "article-bridge").count() == 0
+    assert any("[coinslot]" in m and "not fully visible" in m for m in reader.console)
+
+    # Uncovered and seen, the same press pays: the guard is not simply broken.
+    page.locator("#decoy").evaluate("(d) => d.remove()")
+    press(bridge, bridge.locator("#buy"))
+    expect(content(page, "article-bridge")).to_be_visible()
+    assert wallet(stack, reader)["balance"] == 462
+    assert reader.errors == []
+
+
+def test_the_page_cannot_take_over_the_top_up_window(stack: Stack, reader: Reader) -> None:
+    # The page opens a window with the name a card might use, hoping the card's checkout loads in a
+    # window the page can still steer (e.g. to a look-alike payment page).
+    page = reader.page()
+    page.goto(stack.demo + "/article.html")
+    with page.expect_popup():
+        page.evaluate("() => { window.__mine = window.open('about:blank', 'coinslot-topup', 'popup'); }")
+    c = card(page, "article-heatwave")
+    press(c, c.locator("#buy"))
+    with page.expect_popup() as checkout:
+        c.get_by_role("button", name="Add €2.00").click()
+    checkout.value.wait_for_load_state()
+    assert "/checkout/test/" in checkout.value.url
+    # The page's own window is untouched (still its about:blank, readable by the page).
+    assert page.evaluate("() => window.__mine.location.href") == "about:blank"
+    checkout.value.get_by_role("button", name="Pay €2.00").click()
+    expect(content(page, "article-heatwave")).to_contain_text("Meteorologists")
     assert reader.errors == []

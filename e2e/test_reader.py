@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from conftest import VOUCHER, Reader, Stack, card, content, redeem_in_card, shot, unlocks, wallet
+from conftest import VOUCHER, Reader, Stack, card, content, press, redeem_in_card, shot, unlocks, wallet
 
 
 def test_fresh_reader_tops_up_and_the_unlock_completes_by_itself(stack: Stack, reader: Reader) -> None:
@@ -17,7 +17,7 @@ def test_fresh_reader_tops_up_and_the_unlock_completes_by_itself(stack: Stack, r
     shot(page, "01-offer")
     assert reader.wallet_token() is None  # no wallet until the reader clicks
 
-    buy.click()
+    press(c, buy)
     expect(c.get_by_role("button", name="Add €2.00")).to_be_visible()
     expect(c.get_by_role("status")).to_contain_text("€0.19 is more than your wallet's €0.00")
     expect(c.get_by_label("Voucher code")).to_be_visible()
@@ -86,15 +86,15 @@ def test_voucher_path(stack: Stack, reader: Reader) -> None:
     page = reader.page()
     page.goto(stack.demo + "/course/lesson-3.html")
     c = card(page, "lesson-3")
-    c.get_by_role("button", name="Unlock for €0.49").click()
+    press(c, c.get_by_role("button", name="Unlock for €0.49"))
     c.locator("#code").fill("NOT-A-REAL-CODE")
-    c.locator("#voucher button").click()
+    press(c, c.locator("#voucher button"))
     expect(c.get_by_role("status")).to_have_text("That code can't be used. Check it and try again.")
     shot(page, "06-voucher-refused")
     assert wallet(stack, reader)["balance"] == 0
 
     c.locator("#code").fill(VOUCHER.lower())  # codes are case-insensitive
-    c.locator("#voucher button").click()
+    press(c, c.locator("#voucher button"))
     expect(content(page, "lesson-3")).to_contain_text("Flour the bench lightly")
     expect(c.locator("#balance")).to_have_text("Wallet balance: €4.51")
     expect(c.get_by_text("€0.49 — Lesson 3: shaping a sourdough loaf")).to_be_visible()
@@ -106,7 +106,7 @@ def test_tab_site_unlocks_at_once(stack: Stack, reader: Reader) -> None:
     page = reader.page()
     page.goto(stack.demo + "/gazette/fair.html")
     c = card(page, "article-fair")
-    c.get_by_role("button", name="Unlock for €0.19").click()
+    press(c, c.get_by_role("button", name="Unlock for €0.19"))
     expect(content(page, "article-fair")).to_contain_text("brass band")
     expect(c.locator("#balance")).to_have_text("On your tab: €0.19")
     expect(c.locator("#topup")).to_be_hidden()
@@ -126,7 +126,7 @@ def test_two_items_on_one_page(stack: Stack, reader: Reader) -> None:
     expect(content(page, "article-heatwave")).to_have_count(0)  # only the item paid for opens
     expect(heat.locator("#buy")).to_be_visible()
 
-    heat.get_by_role("button", name="Unlock for €0.19").click()  # funded now: one click
+    press(heat, heat.get_by_role("button", name="Unlock for €0.19"))  # funded now: one click
     expect(content(page, "article-heatwave")).to_contain_text("Meteorologists")
     expect(heat.locator("#balance")).to_have_text("Wallet balance: €4.62")
     shot(page, "09-two-items")
@@ -154,12 +154,12 @@ def test_german_page(stack: Stack, reader: Reader) -> None:
     c = card(page, "artikel-hitze")
     buy = c.get_by_role("button", name="Für 0,19 € freischalten")
     expect(buy).to_be_visible()
-    buy.click()
+    press(c, buy)
     expect(c.get_by_role("button", name="2,00 € aufladen")).to_be_visible()
     expect(c.get_by_role("status")).to_contain_text("0,19 € ist mehr als Ihr Guthaben von 0,00 €")
     shot(page, "11-german-topup")
     c.get_by_label("Gutscheincode").fill(VOUCHER)
-    c.get_by_role("button", name="Einlösen").click()
+    press(c, c.get_by_role("button", name="Einlösen"))
     expect(content(page, "artikel-hitze")).to_contain_text("Elf Tage lang")
     expect(c.locator("#balance")).to_have_text("Guthaben: 4,81 €")
     expect(c.get_by_text("0,19 € — Warum diese Hitzewelle alle Rekorde brach")).to_be_visible()
@@ -188,3 +188,19 @@ def test_software_feature_turns_on_from_the_unlock_event(stack: Stack, reader: R
     status, _body = stack.api("GET", "/v1/content/site_demo_app/extra-storage?token=" + event["token"])
     assert status == 404  # the token verifies; there is simply no hosted content
     shot(page, "21-software-feature")
+
+
+def test_a_card_the_page_moves_keeps_working(stack: Stack, reader: Reader) -> None:
+    # Single-page apps move nodes around; a moved iframe reloads with a new window.
+    page = reader.page()
+    page.goto(stack.demo + "/two-items.html")
+    c = card(page, "article-bridge")
+    expect(c.locator("#buy")).to_be_visible()
+    page.evaluate(
+        """() => { const el = document.querySelector('[data-coinslot-item="article-bridge"]');
+        document.querySelector('main').prepend(el); }"""
+    )
+    redeem_in_card(page, "article-bridge")
+    expect(content(page, "article-bridge")).to_be_visible()
+    assert [e["item"] for e in unlocks(page)] == ["article-bridge"]
+    assert reader.errors == []

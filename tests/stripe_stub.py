@@ -41,6 +41,7 @@ class Recorded:
 @dataclass
 class StripeStub:
     url: str = ""
+    checkout_base: str = "https://checkout.stripe.test"  # where a session's hosted page is said to be
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     idempotent: dict[str, tuple[dict[str, str], dict[str, Any]]] = field(default_factory=dict)
@@ -141,7 +142,7 @@ class StripeStub:
             "expires_at": expires_at,
             "success_url": form["success_url"],
             "cancel_url": form["cancel_url"],
-            "url": f"https://checkout.stripe.test/c/pay/{session_id}",
+            "url": f"{self.checkout_base}/c/pay/{session_id}",
             "livemode": False,
         }
         self.sessions[session_id] = session

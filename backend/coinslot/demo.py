@@ -195,6 +195,9 @@ class _Pages(SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "text/html; charset=utf-8" if path.suffix == ".html" else "text/javascript")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache")
+        if path.name == "strict-csp.html":
+            # A hardened publisher also isolates its windows; the card's top-up window must cope.
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.end_headers()
         return io.BytesIO(body)
 

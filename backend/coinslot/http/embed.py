@@ -54,13 +54,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "paid": "Payment received.",
         "topupFailed": "The payment did not go through and nothing was charged. Press the button to try again.",
         "topupExpired": "That payment window has expired. Press the button to try again.",
-        "windowClosed": "The payment window was closed. Choose an amount to try again.",
-        "popupBlocked": "Your browser blocked the payment window.",
+        # Said when the card loses sight of the window: the reader closed it, or the browser cut the
+        # link (a page or checkout sending Cross-Origin-Opener-Policy) while the reader still pays.
+        "windowClosed": "Waiting for your payment. If you closed the payment window, choose an amount to try again.",
+        "popupBlocked": "If no payment window opened, your browser may have blocked it:",
         "openCheckout": "Open it here",
         "voucherAdded": "Voucher added: {amount}.",
         "voucherRefused": "That code can't be used. Check it and try again.",
         "priceChanged": "The price is now {price}. Press the button to unlock at this price.",
-        "frozen": "Your wallet needs a top-up before it can unlock again.",
+        "frozen": "Your wallet is at {balance} after a payment was taken back. Add money to unlock again.",
+        "tabFull": "Your tab is used up ({balance}). Add money once, then each unlock is one click.",
+        "onItsWay": "Your bank payment is on its way. It can take a few business days; this card unlocks once it "
+        "arrives.",
+        "notSeen": "This box must be fully visible to pay. Check that nothing covers it, then press again.",
         "tooMany": "Too many tries. Please wait a few minutes.",
         "networkError": "Can't reach the payment service. Check your connection and try again.",
         "serviceError": "Something went wrong on our side and nothing was charged. Please try again.",
@@ -85,13 +91,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "paid": "Zahlung erhalten.",
         "topupFailed": "Die Zahlung ist nicht durchgegangen, es wurde nichts berechnet. Bitte erneut versuchen.",
         "topupExpired": "Das Zahlungsfenster ist abgelaufen. Bitte erneut versuchen.",
-        "windowClosed": "Das Zahlungsfenster wurde geschlossen. Wählen Sie einen Betrag, um es erneut zu versuchen.",
-        "popupBlocked": "Ihr Browser hat das Zahlungsfenster blockiert.",
+        "windowClosed": "Wir warten auf Ihre Zahlung. Haben Sie das Zahlungsfenster geschlossen, wählen Sie "
+        "erneut einen Betrag.",
+        "popupBlocked": "Falls sich kein Zahlungsfenster geöffnet hat, hat Ihr Browser es vielleicht blockiert:",
         "openCheckout": "Hier öffnen",
         "voucherAdded": "Gutschein gutgeschrieben: {amount}.",
         "voucherRefused": "Dieser Code ist nicht gültig. Bitte prüfen und erneut versuchen.",
         "priceChanged": "Der Preis ist jetzt {price}. Drücken Sie den Knopf, um zu diesem Preis freizuschalten.",
-        "frozen": "Ihr Guthaben muss erst aufgeladen werden.",
+        "frozen": "Ihr Guthaben steht nach einer Rückbuchung bei {balance}. Bitte aufladen, um wieder freizuschalten.",
+        "tabFull": "Ihr Limit ist ausgeschöpft ({balance}). Einmal aufladen, dann reicht je ein Klick.",
+        "onItsWay": "Ihre Bankzahlung ist unterwegs. Das kann einige Werktage dauern; die Karte schaltet frei, sobald "
+        "sie eingeht.",
+        "notSeen": "Zum Bezahlen muss dieses Feld ganz sichtbar sein. Prüfen Sie, dass nichts darüber liegt, und "
+        "drücken Sie erneut.",
         "tooMany": "Zu viele Versuche. Bitte warten Sie ein paar Minuten.",
         "networkError": "Der Zahlungsdienst ist nicht erreichbar. Bitte Verbindung prüfen und erneut versuchen.",
         "serviceError": "Bei uns ist etwas schiefgegangen, es wurde nichts berechnet. Bitte erneut versuchen.",
@@ -193,8 +205,9 @@ def _page(
     headers = {
         "Cache-Control": cache_control,
         "ETag": etag,
+        # Only what the card uses: its own script, style and API; no images, no inline anything.
         "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        f"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}",
+        f"base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
@@ -204,7 +217,7 @@ def _page(
 
 
 def _offer_body(texts: dict[str, str], item: Item, price: str) -> str:
-    return f"""<main class="card" aria-label="{escape(texts["label"])}">
+    return f"""<main class="card" id="card" aria-label="{escape(texts["label"])}">
 <div class="row"><div class="what"><p class="title">{escape(item.title)}</p>
 <p class="meta" id="balance"></p><p class="receipt" id="receipt"></p></div>
 <button id="buy" class="buy" type="button">{escape(texts["unlockFor"].format(price=price))}</button></div>

@@ -27,6 +27,25 @@
   const post = (msg) => { if (inParent) window.parent.postMessage({coinslot: msg}, cfg.origin); };
   const warn = (message) => { console.warn('[coinslot]', message); post({type: 'error', message}); };
 
+  // Clickjacking: a page could fade this card out or lay a decoy over it and have the reader press
+  // "pay" unseen. Where the browser can tell (IntersectionObserver v2, Chromium), a press counts only
+  // once the whole card has been visible, opaque and uncovered, for a moment, as browsers guard their
+  // own permission prompts. Elsewhere the press counts, as before.
+  const SEEN_MS = 500;
+  let seenSince = window.IntersectionObserverEntry && 'isVisible' in IntersectionObserverEntry.prototype ? null : -Infinity;
+  const seen = () => seenSince !== null && performance.now() - seenSince >= SEEN_MS;
+  const watchVisibility = (target) => {
+    if (seenSince !== null) return (root.dataset.seen = '');
+    let timer;
+    new IntersectionObserver((entries) => {
+      const e = entries[entries.length - 1];
+      seenSince = !e.isVisible ? null : seenSince === null ? performance.now() : seenSince;
+      clearTimeout(timer);
+      delete root.dataset.seen; // what is visible now, for the reader's tools (and tests) to wait on
+      if (seenSince !== null) timer = setTimeout(() => (root.dataset.seen = ''), seenSince + SEEN_MS - performance.now());
+    }, {trackVisibility: true, delay: 100}).observe(target);
+  };
+
   const say = (text, kind) => {
     status.textContent = text || '';
     status.className = 'status' + (kind ? ' ' + kind : '');
@@ -35,7 +54,7 @@
   const showBalance = (quiet) => {
     if (!quiet && channel && state.wallet) channel.postMessage({balance: state.balance});
     if (state.wallet) {
-      balanceLine.textContent = state.balance < 0
+      balanceLine.textContent = state.balance < 0 && !state.frozen
         ? fill(t.owing, {amount: fmt(-state.balance)})
         : fill(t.balance, {amount: fmt(state.balance)});
     }
@@ -120,7 +139,7 @@
     if (r.status === 200) return unlocked(r.data, false);
     setBusy(false);
     const kind = problem(r);
-    if (r.status === 402) return needMoney(r.data);
+    if (r.status === 402) return needMoney(r.data, kind === 'wallet-frozen');
     if (r.status === 401 && !retried) {
       state.wallet = null; // the cookie's wallet is gone (or was recovered elsewhere): start a new one
       return unlock(true);
@@ -130,14 +149,14 @@
       buy.textContent = fill(t.unlockFor, {price: fmt(state.price)});
       return say(fill(t.priceChanged, {price: fmt(state.price)}), 'error');
     }
-    if (kind === 'wallet-frozen') return say(t.frozen, 'error');
     if (r.status === 429) return say(t.tooMany, 'error');
     if (r.status === 404) return say(t.unavailable, 'error');
     warn('unlock failed: HTTP ' + r.status + ' ' + kind);
     say(t.serviceError, 'error');
   };
 
-  const needMoney = (data) => {
+  const needMoney = (data, frozen) => {
+    state.frozen = frozen; // below zero after a refund: not a tab, so not shown as one
     state.balance = data.balance;
     showBalance();
     root.dataset.state = 'topup';
@@ -150,7 +169,8 @@
       return b;
     }));
     topup.hidden = false;
-    say(fill(t.needMoney, {price: fmt(state.price), balance: fmt(data.balance)}));
+    const vars = {price: fmt(state.price), balance: fmt(data.balance)};
+    say(fill(frozen ? t.frozen : data.balance < 0 ? t.tabFull : t.needMoney, vars));
     const first = options.querySelector('button');
     if (first) first.focus();
   };
@@ -159,6 +179,8 @@
     // Opened synchronously in the click, or the browser blocks the window.
     state.popup = window.open(opt.url, 'coinslot-topup', 'popup,width=480,height=720');
     if (!state.popup) {
+      // Blocked, or opened without a handle (the page sends COOP: same-origin): the poll tells
+      // which, as the top-up becomes known once a window has opened its link.
       const a = document.createElement('a');
       a.href = opt.url;
       a.target = '_blank';
@@ -179,6 +201,7 @@
       try { r = await call('GET', '/v1/topups/' + encodeURIComponent(id)); } catch (e) { r = {status: 0, data: {}}; }
       if (run !== state.polling) return;
       const s = r.status === 200 ? r.data.status : 'pending'; // 404 until the window has opened the checkout
+      if (r.status === 200 && status.querySelector('a')) say(t.waiting); // a window did open after all
       if (s === 'paid') {
         state.polling++;
         if (state.popup && !state.popup.closed) state.popup.close();
@@ -191,16 +214,33 @@
         return say(s === 'failed' ? t.topupFailed : t.topupExpired, 'error');
       }
       const age = Date.now() - started;
-      if (age > 20 * 60 * 1000) return say(t.topupExpired, 'error');
+      if (r.data.awaiting_payment) {
+        // A bank debit: paid at checkout, money due in days. Keep listening while the card is open.
+        if (status.textContent !== t.onItsWay) say(t.onItsWay, 'ok');
+        return setTimeout(tick, 5000);
+      }
+      // The backend says when a checkout has expired (a Stripe one lives an hour, and a reader may
+      // pay late); only a link never opened (404) runs out here, with its 15 minutes.
+      if (r.status === 404 && age > 16 * 60 * 1000) {
+        state.polling++;
+        options.replaceChildren();
+        return say(t.topupExpired, 'error');
+      }
       // Still pending with the window gone: say so, but keep listening (a debit may settle late).
       if (state.popup && state.popup.closed && status.textContent === t.waiting) say(t.windowClosed);
-      setTimeout(tick, age < 60000 ? 1000 : 4000);
+      setTimeout(tick, age < 60000 ? 1000 : age < 600000 ? 4000 : 15000);
     };
     setTimeout(tick, 800);
   };
 
-  const redeem = async (event) => {
-    event.preventDefault();
+  const inView = () => {
+    if (seen()) return true;
+    say(t.notSeen, 'error');
+    warn('press ignored: the card was not fully visible (covered, faded or just shown)');
+    return false;
+  };
+
+  const redeem = async () => {
     const code = $('code').value.trim();
     if (!code || state.busy) return;
     setBusy(true);
@@ -230,8 +270,12 @@
 
   const size = () => post({type: 'size', height: document.body.getBoundingClientRect().height});
   if (cfg.item) {
-    buy.addEventListener('click', () => { if (!state.busy) unlock(false).catch(failed); });
-    voucher.addEventListener('submit', (e) => redeem(e).catch(failed));
+    buy.addEventListener('click', () => { if (!state.busy && inView()) unlock(false).catch(failed); });
+    voucher.addEventListener('submit', (e) => {
+      e.preventDefault();
+      if (inView()) redeem(e).catch(failed);
+    });
+    watchVisibility($('card'));
     new ResizeObserver(size).observe(document.body);
     if (channel) {
       channel.onmessage = (e) => {

@@ -9,7 +9,7 @@
   const {site = '', theme: th, accent: ac} = script.dataset;
   const de = /^de/i.test(script.dataset.lang || document.documentElement.lang);
   const theme = ['light', 'dark'].includes(th) ? th : 'auto';
-  const cards = new Map(); // window -> card
+  const cards = [];
   const handlers = {unlocked: [], error: []};
 
   const emit = (name, detail) => handlers[name].forEach((fn) => {
@@ -45,7 +45,7 @@
     frame.onload = () => setTimeout(fail, 4000, rec, 'no answer');
     setTimeout(fail, 15000, rec, 'timed out');
     el.append(frame);
-    cards.set(frame.contentWindow, rec);
+    cards.push(rec);
   };
 
   const scan = (root) => {
@@ -54,9 +54,10 @@
   };
 
   addEventListener('message', (event) => {
-    const rec = event.origin === api && cards.get(event.source);
+    // Its window now: a frame moved in the DOM gets a new one.
+    const rec = event.origin === api && cards.find((r) => r.frame.contentWindow === event.source);
     const m = event.data && event.data.coinslot;
-    if (!rec || !m || rec.frame.contentWindow !== event.source) return;
+    if (!rec || !m) return;
     if (m.type === 'ready') rec.ok = true;
     if (m.type === 'size' && m.height > 0) rec.frame.style.height = Math.min(Math.ceil(m.height), 4000) + 'px';
     if (m.type === 'error') {
