@@ -229,9 +229,8 @@ def test_a_bank_payment_on_its_way_and_a_frozen_wallet_are_explained(stack: Stac
 
     # The payment is refunded in full: the wallet is below zero, frozen until a top-up.
     refund = chargebacks.refund
-    _on_the_books(
-        stack, lambda store, now: refund(store, RefundReport(payment, "ch_" + session, 200, "EUR"), now_ms=now)
-    )
+    taken = RefundReport("re_" + session, payment, 200, "EUR", "succeeded")
+    _on_the_books(stack, lambda store, now: refund(store, taken, now_ms=now))
     press(bridge, bridge.locator("#buy"))
     expect(bridge.get_by_role("status")).to_have_text(
         "Your wallet is at -€0.19 after a payment was taken back. Add money to unlock again."
