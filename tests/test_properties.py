@@ -518,9 +518,12 @@ class MoneyMachine(RuleBasedStateMachine):
             wallet.balance += delta
             wallet.entries += 1
             self.entries += 1
-        # Whatever the wallet's tab, a chargeback that leaves it below zero freezes it; one that leaves it at
-        # zero or more (a give-back, a won dispute) thaws it.
-        wallet.frozen = wallet.balance < 0
+        # Whatever the wallet's tab, a chargeback that takes money and leaves it below zero freezes it; one that
+        # leaves it at zero or more thaws it; money given back that leaves it below zero changes nothing.
+        if wallet.balance >= 0:
+            wallet.frozen = False
+        elif sum(moved) < 0:
+            wallet.frozen = True
         return "ok"
 
     async def report(self, target: Chargeback, status: str) -> str:
