@@ -553,6 +553,36 @@ async def test_a_refund_given_back_thaws_the_wallet_it_froze(
     await clean(store)
 
 
+@pytest.mark.parametrize("taken_back", ["refund", "dispute"])
+async def test_money_given_back_never_freezes_a_wallet_on_its_tab(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store, taken_back: str
+) -> None:
+    """Only a debit freezes: a refund's give-back or a won dispute leaves a wallet on its tab free to unlock."""
+    site = await api.site(tab_limit=100)
+    await api.item(site, "article", 250)
+    await api.item(site, "next", 10)
+    wallet = await api.wallet()
+    pi = await paid_topup(stripe_client, stripe_stub, wallet, 200)
+    if taken_back == "refund":
+        taken = refund(pi, amount=20, status="pending", refund_id="re_tab")
+        await deliver(stripe_client, "refund.created", taken)
+    else:
+        taken = dispute(pi, amount=20, status="needs_response", dispute_id="dp_tab")
+        await deliver(stripe_client, "charge.dispute.created", taken)
+    assert (await api.unlock(wallet, site[0], "article")).json()["balance"] == -70  # on its tab, not frozen
+
+    if taken_back == "refund":
+        await deliver(stripe_client, "refund.failed", {**taken, "status": "failed"})
+    else:
+        await deliver(stripe_client, "charge.dispute.closed", {**taken, "status": "won"})
+
+    view = await wallet_view(stripe_client, wallet)
+    assert (view["balance"], view["frozen"]) == (-50, False)
+    unlocked = await api.unlock(wallet, site[0], "next")
+    assert (unlocked.status_code, unlocked.json()["balance"]) == (200, -60)
+    await clean(store)
+
+
 async def test_frozen_wallet_unlocks_concurrently_all_refused_and_nothing_moves(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
 ) -> None:

@@ -1,9 +1,13 @@
 """Random traffic through the HTTP API, checked after every step against a model of every wallet.
 
-A Hypothesis state machine creates wallets, vouchers and test-mode top-ups, unlocks with and
+A Hypothesis state machine creates wallets, vouchers and top-ups (paid in the test checkout,
+or credited the way the Stripe webhook credits them, with a PaymentIntent), unlocks with and
 without an Idempotency-Key (and retries those keys with the same or another body), changes
-prices and moves the clock. After each step every balance must equal the model's, no
-balance may sit below its tab limit, and ``reconcile`` must be clean (money rules 3–7, 9, 10).
+prices and moves the clock. It takes money back the way Stripe does: refunds reported under
+their own ids (again, failed or cancelled, in any order, some deliveries concurrent) and
+disputes (created, won, lost). After each step every balance and frozen flag must equal the
+model's, no balance may sit below its tab limit unless a refund or dispute pushed it there
+and froze it, and ``reconcile`` must be clean (money rules 3–7, 9, 10; "frozen").
 
 Profiles: ``ci`` (the default, also when ``CI`` is set) fits the suite's time budget;
 ``HYPOTHESIS_PROFILE=thorough`` runs many more and longer examples.
@@ -26,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -39,8 +43,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from coinslot import catalog, ledger, unlocks
+from coinslot import catalog, chargebacks, ledger, topups, unlocks
 from coinslot.clock import FrozenClock
+from coinslot.errors import PaymentNotYetKnown
+from coinslot.payments import REFUND_RETURNED, REFUND_TAKEN, DisputeReport, RefundReport
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
 from coinslot.tokens import KeyRing
@@ -74,6 +80,12 @@ SITES = ((0, "UTC"), (50, "Europe/Berlin"), (200, "Pacific/Auckland"))
 ITEMS = ("a", "b", "c")
 PRICES = st.integers(min_value=0, max_value=300)  # minor units
 TOPUP_AMOUNTS = (200, 500, 1000)  # the default allowed amounts
+# What Stripe takes back of a top-up, in percent of it: often all, else a part; now and then (a report that
+# contradicts the top-up) more.
+TAKEN_BACK = st.sampled_from([100, 100, 100, 10, 25, 50, 75, 99, 101])
+REFUND_STATUSES = st.sampled_from(REFUND_TAKEN + REFUND_RETURNED)
+# A refund's first event: most refunds go through; some fail or are cancelled before anything else is heard.
+FIRST_REFUND_STATUSES = st.sampled_from(REFUND_TAKEN * 3 + REFUND_RETURNED)
 MAX_WALLETS = 6
 DAY_S = 24 * 60 * 60
 IDEMPOTENCY_KEPT_MS = DAY_S * 1000  # rule 4: a key is kept 24 h
@@ -120,6 +132,7 @@ class Wallet:
     receipts: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # purchase id → (site, item, charged)
     used_sites: set[str] = field(default_factory=set)  # sites it bought from
     tab_sites: set[str] = field(default_factory=set)  # sites that offered it a tab
+    frozen: bool = False  # a refund or dispute left it below zero, and no credit has brought it back to >= 0
     recorded: dict[str, tuple[str, Outcome]] = field(default_factory=dict)  # key → (canonical body, outcome)
 
     def name_purchase(self, purchase_id: str) -> None:
@@ -149,6 +162,32 @@ class Topup:
     amount: int
     expires_ms: int
     paid: bool = False
+    # The PaymentIntent Stripe would name; refunds and disputes find the top-up by it once a
+    # credit that carried it has run (``indexed``).
+    payment: str = ""
+    indexed: bool = False
+    refunded: int = 0  # what its live refunds took (those given back excluded)
+
+
+@dataclass(eq=False)
+class Refund:
+    topup: Topup
+    id: str
+    amount: int
+    state: str = "unseen"  # unseen | debited | given-back | dead (failed or cancelled before any debit)
+
+
+@dataclass(eq=False)
+class Dispute:
+    topup: Topup
+    id: str
+    amount: int
+    fate: str  # how it will close: 'won' or 'lost'
+    debited: bool = False
+    won: bool = False
+
+
+Chargeback = Refund | Dispute
 
 
 @dataclass(eq=False)
@@ -166,6 +205,8 @@ class MoneyMachine(RuleBasedStateMachine):
     vouchers = Bundle("vouchers")
     topups = Bundle("topups")
     sent = Bundle("sent")
+    refunds = Bundle("refunds")
+    disputes = Bundle("disputes")
 
     def __init__(self, redis_url: str, keyring: KeyRing, tmp_path: Path) -> None:
         super().__init__()
@@ -191,6 +232,12 @@ class MoneyMachine(RuleBasedStateMachine):
         self.promotions: Counter[str] = Counter()
         self.topped_up = 0
         self.entries = 0
+        self.all_topups: list[Topup] = []
+        self.chargebacks: list[Chargeback] = []
+        self.refunded = 0  # live refunds, posted to topup:clearing
+        self.disputed = 0  # disputed and not won back, posted to topup:disputes
+        self.disputes_posted = False
+        self.ids = itertools.count()
         try:
             self.client = self.run(self._start(redis_url, keyring))
         except BaseException:
@@ -282,11 +329,14 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @initialize(target=wallets, funds=st.lists(st.sampled_from((0, *TOPUP_AMOUNTS)), min_size=2, max_size=2))
     def first_wallets(self, funds: list[int]) -> Any:
-        """Two wallets to start with, topped up or not, so that unlocks have money to move from the first step."""
+        """Two wallets to start with, topped up or not, so that unlocks have money to move from the first step.
+
+        The first is credited as Stripe's webhook credits, the second in the test checkout.
+        """
         first = [self.new_wallet() for _ in funds]
-        for wallet, amount in zip(first, funds, strict=True):
+        for n, (wallet, amount) in enumerate(zip(first, funds, strict=True)):
             if amount:
-                self.pay_topup(self.open_topup(wallet, amount), burst=False)
+                self.pay_topup(self.open_topup(wallet, amount), burst=False, through_provider=n == 0)
         return multiple(*first)
 
     @precondition(lambda self: len(self.all_wallets) < MAX_WALLETS)
@@ -317,11 +367,19 @@ class MoneyMachine(RuleBasedStateMachine):
             return (409, "voucher-unavailable")
         voucher.uses_left -= 1
         voucher.redeemed_by.add(wallet.id)
-        wallet.balance += voucher.amount
-        wallet.entries += 1
+        self.credit(wallet, voucher.amount)
         self.promotions[voucher.site] += voucher.amount
-        self.entries += 1
         return (200, {"credited": voucher.amount, "balance": wallet.balance, "currency": "EUR"})
+
+    def credit(self, wallet: Wallet, amount: int) -> None:
+        """A credit (credit.lua) thaws a frozen wallet once it brings the balance back to zero or more."""
+        wallet.balance += amount
+        wallet.entries += 1
+        self.entries += 1
+        if wallet.balance >= 0:
+            if wallet.frozen:
+                event("a credit thawed a wallet")
+            wallet.frozen = False
 
     @rule(wallet=wallets, voucher=vouchers, retyped=st.booleans(), burst=st.booleans())
     def redeem_voucher(self, wallet: Wallet, voucher: Voucher, retyped: bool, burst: bool) -> None:
@@ -349,23 +407,268 @@ class MoneyMachine(RuleBasedStateMachine):
         assert (body["status"], body["amount"], body["currency"]) == ("pending", amount, "EUR")
         assert body["expires_at"] * 1000 > self.clock.now_ms()
         session = httpx.URL(body["checkout_url"]).path.rsplit("/", 1)[-1]
-        return Topup(wallet, body["topup_id"], session, amount, body["expires_at"] * 1000)
+        topup = Topup(wallet, body["topup_id"], session, amount, body["expires_at"] * 1000, payment=f"pi_{session}")
+        self.all_topups.append(topup)
+        return topup
 
-    @rule(topup=topups, burst=st.booleans())
-    def pay_topup(self, topup: Topup, burst: bool) -> None:
-        """Pay in the test checkout (or three times at once); paying again, or after expiry, credits nothing."""
+    @rule(topup=topups, burst=st.booleans(), through_provider=st.booleans())
+    def pay_topup(self, topup: Topup, burst: bool, through_provider: bool) -> None:
+        """Pay in the test checkout (or three times at once); paying again, or after expiry, credits nothing.
+
+        Or have the session credited the way Stripe's webhook does it (``through_provider``).
+        """
+        if through_provider:
+            self.credit_through_provider(topup, burst)
+            return
         expired = not topup.paid and self.clock.now_ms() >= topup.expires_ms
         responses = self.gather([self.client.post(f"/checkout/test/{topup.session}") for _ in range(3 if burst else 1)])
         assert {r.status_code for r in responses} == {410 if expired else 200}
         if not expired and not topup.paid:
-            topup.paid = True
-            topup.wallet.balance += topup.amount
-            topup.wallet.entries += 1
-            self.topped_up += topup.amount
-            self.entries += 1
+            self.paid(topup)
         status = self.call("GET", f"/v1/topups/{topup.id}", topup.wallet.token)
         assert status.status_code == 200, status.text
         assert status.json()["status"] == ("paid" if topup.paid else "expired" if expired else "pending")
+
+    def paid(self, topup: Topup) -> None:
+        topup.paid = True
+        self.credit(topup.wallet, topup.amount)
+        self.topped_up += topup.amount
+
+    def credit_through_provider(self, topup: Topup, burst: bool) -> None:
+        """Credit a session the way Stripe's webhook does (``settle`` → ``fulfil`` with the PaymentIntent).
+
+        Once or three times at once, before or after the test checkout paid it: credited once per session,
+        and from then on refunds and disputes find the top-up by its PaymentIntent.
+        """
+        if not topup.paid and self.clock.now_ms() >= topup.expires_ms:
+            return  # Stripe never reports an expired session paid
+        copies = 3 if burst else 1
+        outcomes = self.gather_any(
+            [
+                topups.fulfil(
+                    self.store,
+                    topup.session,
+                    amount=topup.amount,
+                    currency="EUR",
+                    now_ms=self.clock.now_ms(),
+                    payment_id=topup.payment,
+                )
+                for _ in range(copies)
+            ]
+        )
+        expected = [topups.Fulfilment.ALREADY] * copies
+        if not topup.paid:
+            expected[0] = topups.Fulfilment.CREDITED
+            self.paid(topup)
+        assert Counter(outcomes) == Counter(expected), outcomes
+        topup.indexed = True
+
+    def gather_any(self, work: list[Coroutine[Any, Any, T]]) -> list[T]:
+        async def together() -> list[T]:
+            return list(await asyncio.gather(*work))
+
+        return self.run(together())
+
+    # Refunds and disputes ------------------------------------------------------------
+
+    def expect_chargeback(self, target: Chargeback, status: str) -> str:
+        """The outcome the model predicts for one report of a refund or dispute; the model takes its effect."""
+        topup, amount = target.topup, target.amount
+        if isinstance(target, Dispute) and status == "inquiry":
+            return "inquiry"  # no funds move on an inquiry
+        if not topup.indexed:
+            return "not-yet-known"  # Stripe retries the event until the credit has run
+        if amount > topup.amount:
+            return "mismatch"
+        moved: list[int] = []
+        if isinstance(target, Refund):
+            returned = status in REFUND_RETURNED
+            if target.state == "dead":
+                return "void"
+            if target.state == "unseen" and returned:
+                target.state = "dead"
+                return "void"
+            if target.state == "unseen":
+                if topup.refunded + amount > topup.amount:
+                    return "mismatch"  # nothing recorded: a later report of it may still fit
+                target.state = "debited"
+                topup.refunded += amount
+                self.refunded += amount
+                moved.append(-amount)
+            elif target.state == "debited" and returned:
+                target.state = "given-back"
+                topup.refunded -= amount
+                self.refunded -= amount
+                moved.append(amount)
+        else:
+            # 'won' or 'lost' may come before 'open': the funds were withdrawn either way.
+            if not target.debited:
+                target.debited = True
+                self.disputed += amount
+                moved.append(-amount)
+            if status == "won" and not target.won:
+                target.won = True
+                self.disputed -= amount
+                moved.append(amount)
+            self.disputes_posted = self.disputes_posted or bool(moved)
+        if not moved:
+            return "duplicate"
+        wallet = topup.wallet
+        for delta in moved:
+            wallet.balance += delta
+            wallet.entries += 1
+            self.entries += 1
+        # Whatever the wallet's tab, a chargeback that takes money and leaves it below zero freezes it; one that
+        # leaves it at zero or more thaws it; money given back that leaves it below zero changes nothing.
+        if wallet.balance >= 0:
+            wallet.frozen = False
+        elif sum(moved) < 0:
+            wallet.frozen = True
+        return "ok"
+
+    async def report(self, target: Chargeback, status: str) -> str:
+        now_ms = self.clock.now_ms()
+        try:
+            if isinstance(target, Refund):
+                refund = RefundReport(target.id, target.topup.payment, target.amount, "EUR", status)
+                return await chargebacks.refund(self.store, refund, now_ms=now_ms)
+            dispute = DisputeReport(target.id, target.topup.payment, target.amount, "EUR", status)
+            return await chargebacks.dispute(self.store, dispute, now_ms=now_ms)
+        except PaymentNotYetKnown:
+            return "not-yet-known"
+
+    def model_state(self) -> list[dict[str, Any]]:
+        """What a chargeback may change in the model (scalar fields only), to try the orders of a burst."""
+        counters = {k: getattr(self, k) for k in ("entries", "refunded", "disputed", "disputes_posted")}
+        return [counters] + [dict(vars(o)) for o in (*self.all_wallets, *self.all_topups, *self.chargebacks)]
+
+    def restore(self, state: list[dict[str, Any]]) -> None:
+        counters, *objects = state
+        for name, value in counters.items():
+            setattr(self, name, value)
+        for o, saved in zip((*self.all_wallets, *self.all_topups, *self.chargebacks), objects, strict=True):
+            vars(o).update(saved)
+
+    def deliver(self, reports: list[tuple[Chargeback, str]], together: bool) -> None:
+        """Deliver reports one after another, or all at once (as Stripe's retries and parallel events may).
+
+        Redis runs each report's script alone, in some order: the answers must be those the model
+        gives for one order of the reports, and the model goes on from the state that order left.
+        """
+        frozen = {w.id for w in self.all_wallets if w.frozen}
+        if together:
+            outcomes = self.deliver_together(reports)
+        else:
+            outcomes = []
+            for target, status in reports:
+                expected = self.expect_chargeback(target, status)
+                outcomes.append(self.run(self.report(target, status)))
+                assert outcomes[-1] == expected, (target.id, status, outcomes[-1], expected)
+        for (target, _), outcome in zip(reports, outcomes, strict=True):
+            event(f"{type(target).__name__.lower()} report: {outcome}")
+        if {w.id for w in self.all_wallets if w.frozen} - frozen:
+            event("a refund or dispute froze a wallet")
+
+    def deliver_together(self, reports: list[tuple[Chargeback, str]]) -> list[str]:
+        actual = self.gather_any([self.report(target, status) for target, status in reports])
+        before = self.model_state()
+        explained: list[list[dict[str, Any]]] = []
+        for order in itertools.permutations(range(len(reports))):
+            self.restore(before)
+            predicted = [""] * len(reports)
+            for i in order:
+                predicted[i] = self.expect_chargeback(*reports[i])
+            if predicted == actual:
+                explained.append(self.model_state())
+        assert explained, (actual, [(t.id, s) for t, s in reports])
+        event(f"{len(set(actual) - {'duplicate', 'inquiry'})} kinds of outcome in a burst of {len(reports)}")
+        assert all(state == explained[0] for state in explained), "the answers leave the model undecided"
+        self.restore(explained[0])
+        return actual
+
+    def credited_topup(self, data: st.DataObject) -> Topup:
+        """Mostly a top-up that Stripe would have credited; now and then one it has not (yet): the event comes early."""
+        indexed = [t for t in self.all_topups if t.indexed]
+        early = data.draw(st.integers(0, 4), label="early") == 0
+        return data.draw(st.sampled_from(self.all_topups if early else indexed), label="topup")
+
+    @precondition(lambda self: any(t.indexed for t in self.all_topups))
+    @rule(
+        target=refunds,
+        data=st.data(),
+        share=TAKEN_BACK,
+        first=FIRST_REFUND_STATUSES,
+        then=st.lists(REFUND_STATUSES, max_size=2),
+        together=st.booleans(),
+    )
+    def new_refund(self, data: st.DataObject, share: int, first: str, then: list[str], together: bool) -> Refund:
+        """A refund is created (in the Dashboard, say) and its first events arrive, maybe all at once
+        (``refund.created`` racing its own ``refund.failed``)."""
+        topup = self.credited_topup(data)
+        refund = Refund(topup, f"re_{next(self.ids)}", topup.amount * share // 100)
+        self.chargebacks.append(refund)
+        self.deliver([(refund, status) for status in (first, *then)], together)
+        return refund
+
+    @rule(
+        refund=refunds,
+        statuses=st.lists(REFUND_STATUSES, min_size=1, max_size=4),
+        together=st.booleans(),
+    )
+    def report_refund(self, refund: Refund, statuses: list[str], together: bool) -> None:
+        """More events of one refund: repeats, its success, its failure or cancellation, in any order."""
+        self.deliver([(refund, status) for status in statuses], together)
+
+    @precondition(lambda self: any(t.indexed for t in self.all_topups))
+    @rule(target=disputes, data=st.data(), share=TAKEN_BACK, fate=st.sampled_from(["won", "lost"]))
+    def new_dispute(self, data: st.DataObject, share: int, fate: str) -> Dispute:
+        """A reader disputes a top-up's payment; the first event may be the dispute's creation or its close."""
+        topup = self.credited_topup(data)
+        dispute = Dispute(topup, f"dp_{next(self.ids)}", topup.amount * share // 100, fate)
+        self.chargebacks.append(dispute)
+        self.deliver([(dispute, data.draw(st.sampled_from(["open", "open", "inquiry", fate])))], together=False)
+        return dispute
+
+    @rule(
+        dispute=disputes,
+        picks=st.lists(st.sampled_from(["open", "closed", "closed", "inquiry"]), min_size=1, max_size=3),
+    )
+    def report_dispute(self, dispute: Dispute, picks: list[str]) -> None:
+        """More events of one dispute (created, closed won or lost), repeated, in any order, all at once."""
+        statuses = [dispute.fate if pick == "closed" else pick for pick in picks]
+        self.deliver([(dispute, status) for status in statuses], together=True)
+
+    @rule(
+        refund=refunds,
+        other=refunds,
+        dispute=disputes,
+        statuses=st.tuples(REFUND_STATUSES, REFUND_STATUSES, st.sampled_from(["open", "won", "lost"])),
+    )
+    def race_chargebacks(self, refund: Refund, other: Refund, dispute: Dispute, statuses: tuple[str, str, str]) -> None:
+        """Events of two refunds and a dispute (of one top-up or several) at once."""
+        refund_status, other_status, dispute_status = statuses
+        if dispute_status in ("won", "lost"):
+            dispute_status = dispute.fate
+        self.deliver([(refund, refund_status), (other, other_status), (dispute, dispute_status)], together=True)
+
+    @precondition(lambda self: any(w.frozen for w in self.all_wallets))
+    @rule(
+        data=st.data(),
+        site_index=st.integers(0, len(SITES) - 1),
+        item=st.sampled_from(ITEMS),
+        amount=st.sampled_from(TOPUP_AMOUNTS),
+        burst=st.booleans(),
+        through_provider=st.booleans(),
+    )
+    def use_a_frozen_wallet(
+        self, data: st.DataObject, site_index: int, item: str, amount: int, burst: bool, through_provider: bool
+    ) -> None:
+        """A frozen wallet tries to unlock (refused unless it owns the item), tops up (thawed if that brings it
+        to zero or more) and tries again."""
+        wallet = data.draw(st.sampled_from([w for w in self.all_wallets if w.frozen]), label="wallet")
+        self.unlock(wallet, self.body(site_index, item, "none", 0), None, burst=burst)
+        self.pay_topup(self.open_topup(wallet, amount), burst=burst, through_provider=through_provider)
+        self.unlock(wallet, self.body(site_index, item, "current", 0), None, burst=burst)
 
     # Unlocks -------------------------------------------------------------------------
 
@@ -379,6 +682,8 @@ class MoneyMachine(RuleBasedStateMachine):
         price = self.prices[(site, item)]
         if shown is not None and shown != price:
             return "price-changed"
+        if wallet.frozen:
+            return "frozen"
         after = wallet.balance - price
         if after < 0:
             if after < -self.tab_limit(site):
@@ -402,6 +707,9 @@ class MoneyMachine(RuleBasedStateMachine):
             return (409, "price-changed", price)
         if path == "insufficient":
             return (402, "insufficient-funds", wallet.balance, price)
+        if path == "frozen":
+            event("unlock refused: wallet-frozen")
+            return (402, "wallet-frozen", wallet.balance, price)
         if path == "new-tab":
             # A site offers a tab to at most N new wallets per IP per day (every request here comes
             # from one IP); a wallet refused today stays counted, and stays refused, until the day ends.
@@ -523,8 +831,11 @@ class MoneyMachine(RuleBasedStateMachine):
             view = r.json()
             assert view["wallet_id"] == wallet.id
             assert view["balance"] == wallet.balance, (view["balance"], wallet.balance)
-            # No balance below the tab limit of the sites it bought from (0 when it never bought).
-            assert view["balance"] >= -max((self.tab_limit(s) for s in wallet.used_sites), default=0)
+            assert view["frozen"] == wallet.frozen, (view["frozen"], wallet.balance)
+            # No balance below the tab limit of the sites it bought from (0 when it never bought), unless a
+            # refund or dispute pushed it there, and then it is frozen (and the model said so above).
+            floor = -max((self.tab_limit(s) for s in wallet.used_sites), default=0)
+            assert view["balance"] >= floor or view["frozen"], (view["balance"], floor)
             receipts = {p["id"]: (p["site"], p["item"], p["charged"]) for p in view["purchases"]}
             assert receipts == wallet.receipts
             assert all(p["price"] == p["charged"] for p in view["purchases"])
@@ -542,7 +853,9 @@ class MoneyMachine(RuleBasedStateMachine):
         if self.all_wallets and self.entries:
             expected["wallets"] = {"EUR": sum(w.balance for w in self.all_wallets)}
         if self.topped_up:
-            expected["topup:clearing"] = {"EUR": -self.topped_up}
+            expected["topup:clearing"] = {"EUR": -self.topped_up + self.refunded}
+        if self.disputes_posted:
+            expected["topup:disputes"] = {"EUR": self.disputed}
         for site, amount in self.promotions.items():
             expected[f"site:{site}:promotions"] = {"EUR": -amount}
         for site, amount in self.revenue.items():

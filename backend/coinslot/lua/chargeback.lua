@@ -19,11 +19,12 @@ if ARGV[4] ~= currency or w[1] ~= currency or amount < 0 or amount > topup_amoun
 end
 local balance = tonumber(w[2])
 local wallet_account = 'wallet:' .. string.sub(KEYS[1], 4, -2)
-local posted, none = 0, 'duplicate'
+local posted, net, none = 0, 0, 'duplicate'
 
 local function post(kind, ref, delta, counter)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   balance = balance + delta
+  net = net + delta
   redis.call('RPUSH', KEYS[3], cjson.encode({
     seq = seq, at = now, kind = kind, ref = ref, topup = ARGV[7], currency = currency, balance = balance,
     postings = {{account = wallet_account, amount = delta}, {account = counter, amount = -delta}}}))
@@ -70,11 +71,17 @@ else
 end
 if posted == 0 then return {none, balance} end
 redis.call('HSET', KEYS[1], 'balance', balance)
--- Below zero the wallet is frozen until a top-up (credit.lua) or a give-back brings it back to >= 0.
-local frozen = 0
-if balance < 0 then
-  redis.call('HSET', KEYS[1], 'frozen', '1')
+-- Taken below zero, the wallet is frozen until a top-up (credit.lua) or a give-back brings it back to >= 0.
+-- Only a net debit freezes: money given back (a failed refund, a won dispute) to a wallet that is on a
+-- tab it was allowed leaves it as free to unlock as it was.
+local frozen = w[3] == '1' and 1 or 0
+if balance >= 0 then
+  frozen = 0
+elseif net < 0 then
   frozen = 1
+end
+if frozen == 1 then
+  redis.call('HSET', KEYS[1], 'frozen', '1')
 elseif w[3] == '1' then
   redis.call('HDEL', KEYS[1], 'frozen')
 end
