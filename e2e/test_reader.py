@@ -46,8 +46,9 @@ def test_fresh_reader_tops_up_and_the_unlock_completes_by_itself(stack: Stack, r
     assert children.evaluate_all("els => els.map((e) => e.className || e.tagName)") == [
         "teaser",
         "coinslot-content",
-        "IFRAME",
+        "coinslot-card",
     ]
+    expect(page.locator('[data-coinslot-item="article-heatwave"] > .coinslot-card > iframe')).to_have_count(1)
     events = unlocks(page)
     assert [e["item"] for e in events] == ["article-heatwave"]
     status, verified = stack.api("GET", "/v1/content/site_demo_news/article-heatwave?token=" + events[0]["token"])

@@ -251,3 +251,131 @@ def test_every_card_text_exists_in_english_and_german_with_the_same_placeholders
     assert embed.TEXTS["en"].keys() == embed.TEXTS["de"].keys()
     for key, english in embed.TEXTS["en"].items():
         assert set(re.findall(r"\{(\w+)\}", english)) == set(re.findall(r"\{(\w+)\}", embed.TEXTS["de"][key])), key
+
+
+async def test_widget_files_are_served_minified_and_pinned_by_what_is_served(api: Api) -> None:
+    from importlib import resources
+
+    import rcssmin
+    import rjsmin
+
+    for name, minify in (("coinslot.js", rjsmin.jsmin), ("card.js", rjsmin.jsmin), ("card.css", rcssmin.cssmin)):
+        source = resources.files("coinslot").joinpath("static", name).read_text(encoding="utf-8")
+        served = await api.client.get(f"/v/{embed.version()}/{name}")
+        assert served.status_code == 200
+        assert served.content == minify(source).encode() == embed.asset(name).body
+        assert len(served.content) < len(source.encode())  # the readable source stays in the repo
+        assert served.headers["etag"] == '"' + hashlib.sha256(served.content).hexdigest()[:20] + '"'
+        sri = "sha384-" + base64.b64encode(hashlib.sha384(served.content).digest()).decode()
+        assert embed.asset(name).integrity == sri
+    digest = hashlib.sha256(b"".join(embed.asset(n).body for n in ("card.css", "card.js", "coinslot.js")))
+    assert embed.version() == digest.hexdigest()[:16]  # the versioned URL follows the served bytes
+
+
+async def test_placeholders_carry_titles_and_the_cards_own_words_publicly(api: Api) -> None:
+    site = await api.site(origins=[SITE_ORIGIN])
+    await api.item(site, "a", 19, title="Heat <wave>")
+    await api.item(site, "b", 150)
+
+    r = await api.client.get(
+        f"/placeholders/{site[0]}", params={"items": "b,zzz,a,b", "lang": "de"}, headers={"Origin": SITE_ORIGIN}
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["items"] == [
+        {"item": "b", "title": "Title of b", "text": "Für 1,50\u00a0€ freischalten"},
+        {"item": "a", "title": "Heat <wave>", "text": "Für 0,19\u00a0€ freischalten"},
+    ]
+    assert body["unknown"] == ["zzz"]  # no price for an item that does not exist
+    assert r.headers["cache-control"] == "public, max-age=60"
+    assert r.headers["access-control-allow-origin"] == SITE_ORIGIN
+    assert "access-control-allow-credentials" not in r.headers
+    assert "Origin" in r.headers["vary"]
+    assert "set-cookie" not in r.headers
+
+    # The very words of the card's button, in both languages.
+    for lang in ("en", "de"):
+        card = await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN, "lang": lang})
+        words = (await api.client.get(f"/placeholders/{site[0]}", params={"items": "a", "lang": lang})).json()
+        assert f'class="buy" type="button">{words["items"][0]["text"]}</button>' in card.text
+
+    stranger = await api.client.get(
+        f"/placeholders/{site[0]}", params={"items": "a"}, headers={"Origin": "https://evil.example"}
+    )
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_placeholders_never_cached_for_a_request_with_a_wallet_credential(api: Api) -> None:
+    site = await api.site(origins=[SITE_ORIGIN])
+    await api.item(site, "a", 19)
+    token = await api.wallet()
+    for headers in ({"Cookie": f"coinslot_wallet={token}"}, auth(token)):
+        r = await api.client.get(f"/placeholders/{site[0]}", params={"items": "a"}, headers=headers)
+        assert r.status_code == 200
+        assert r.headers["cache-control"] == "no-store"
+        assert set(r.json()["items"][0]) == {"item", "title", "text"}  # and still nothing about the reader
+        offers = await api.client.get("/v1/offers", params={"site": site[0], "items": "a"}, headers=headers)
+        assert offers.headers["cache-control"] == "no-store"
+    anonymous = await api.client.get("/v1/offers", params={"site": site[0], "items": "a"})
+    assert anonymous.headers["cache-control"] == "public, max-age=30"
+
+
+async def test_placeholders_look_like_the_card_in_its_theme_and_accent(api: Api) -> None:
+    from importlib import resources
+
+    site = await api.site()
+    await api.item(site, "a", 19)
+
+    async def css(**params: str) -> str:
+        r = await api.client.get(f"/placeholders/{site[0]}", params={"items": "a", **params})
+        assert r.status_code == 200
+        text: str = r.json()["css"]
+        return text
+
+    card_css = resources.files("coinslot").joinpath("static", "card.css").read_text(encoding="utf-8")
+    for palette in embed.PALETTES.values():
+        for name, colour in palette.items():
+            assert f"--{name}: {colour};" in card_css  # the same colours as the card, kept in step
+
+    auto, light, dark = await css(), await css(theme="light"), await css(theme="dark", lang="de")
+    assert "@media (prefers-color-scheme:dark){:host{--bg:#1c1c1e" in auto
+    assert "#1c1c1e" not in light and "@media" not in light
+    assert ":host{--bg:#1c1c1e" in dark and "@media" not in dark
+    assert '--brand:"Coinslot · no account needed"' in auto and '--brand:"Coinslot · ohne Konto"' in dark
+
+    assert (await css(accent="#ffd60a")).endswith(PLACEHOLDER_TAIL)
+    assert ":host{--accent:#ffd60a;--on-accent:#000}" in await css(accent="#ffd60a")  # dark text on yellow
+    assert ":host{--accent:#7c2d12;--on-accent:#fff}" in await css(accent="#7c2d12")  # white on brown
+    odd = await css(theme="neon", accent="red;}x{")
+    assert odd == auto  # unknown theme: auto; an accent that is not #rrggbb never reaches the stylesheet
+
+
+PLACEHOLDER_TAIL = embed.PLACEHOLDER_CSS
+
+
+@pytest.mark.parametrize(
+    ("accent", "text"),
+    [
+        ("#ffffff", "#000"),
+        ("#000000", "#fff"),
+        ("#1d4ed8", "#fff"),
+        ("#8ab4ff", "#000"),
+        ("#767676", "#000"),
+        ("#707070", "#fff"),
+    ],
+)
+def test_text_on_an_accent_is_black_or_white_whichever_contrasts_more(accent: str, text: str) -> None:
+    assert embed.on_accent(accent) == text
+
+
+async def test_placeholders_refuse_bad_queries_as_problems(api: Api) -> None:
+    site = await api.site()
+    for params in ({}, {"items": ""}, {"items": ",".join(f"i{n}" for n in range(51))}):
+        r = await api.client.get(f"/placeholders/{site[0]}", params=params)
+        assert r.status_code == 422
+        assert r.json()["type"].endswith("/invalid-query")
+    missing = await api.client.get("/placeholders/site_nope", params={"items": "a"})
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    odd = await api.client.get(f"/placeholders/{site[0]}", params={"items": "../../etc,a b,ok"})
+    assert odd.status_code == 200 and odd.json()["unknown"] == ["../../etc", "a b", "ok"]

@@ -57,6 +57,12 @@ def optional_wallet(request: Request) -> WalletRef | None:
         return None
 
 
+def carries_wallet_credential(request: Request) -> bool:
+    """Whether the request carries anything that could name a wallet, honoured here or not: its
+    answer must never be stored by a shared cache."""
+    return "authorization" in request.headers or COOKIE in request.cookies
+
+
 def require_wallet(request: Request) -> WalletRef:
     ref = optional_wallet(request)
     if ref is None:

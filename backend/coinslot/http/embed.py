@@ -18,13 +18,16 @@ from html import escape
 from importlib import resources
 from typing import Any
 
+import rcssmin
+import rjsmin
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from coinslot import catalog, wallets
 from coinslot.catalog import Item, Site
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
-from coinslot.http.credentials import optional_wallet, uses_cookie
+from coinslot.http.credentials import carries_wallet_credential, optional_wallet, uses_cookie
+from coinslot.http.public import allow_site_origin, requested_items
 from coinslot.http.wallet import private_json
 from coinslot.money import format_amount
 from coinslot.services import services
@@ -125,8 +128,10 @@ class Asset:
 
 @functools.cache
 def asset(name: str) -> Asset:
-    """A static widget file shipped inside the package (read once, on first use)."""
-    body = resources.files("coinslot").joinpath("static", name).read_bytes()
+    """A static widget file shipped inside the package, minified once on first use: the repo keeps
+    the readable source, readers get the smaller bytes, and SRI, ETag and version follow those."""
+    source = resources.files("coinslot").joinpath("static", name).read_text(encoding="utf-8")
+    body = (rcssmin.cssmin(source) if name.endswith(".css") else rjsmin.jsmin(source)).encode()
     digest = hashlib.sha256(body).hexdigest()
     integrity = "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
     return Asset(body, ASSETS[name], f'"{digest[:20]}"', integrity)
@@ -313,6 +318,85 @@ async def card(request: Request) -> Response:
         ancestors=ancestors,
         cache=f"public, max-age={CARD_MAX_AGE}",
     )
+
+
+# The card's colours (as card.css has them), for the placeholder the loader draws in its place.
+PALETTES = {
+    "light": {"bg": "#ffffff", "fg": "#1b1b1b", "muted": "#4f4f4f", "line": "#d4d4d4", "accent": "#1d4ed8"},
+    "dark": {"bg": "#1c1c1e", "fg": "#f2f2f2", "muted": "#c2c2c2", "line": "#48484a", "accent": "#8ab4ff"},
+}
+ON_ACCENT = {"light": "#ffffff", "dark": "#000000"}
+# The card's box, title row and brand line (body padding 3px, card padding 12px 14px, a 40px
+# button, gaps 8 and 12), so the card takes its place without moving anything.
+PLACEHOLDER_CSS = (
+    ":host{display:flex;flex-wrap:wrap;align-items:center;align-content:start;gap:8px 12px;grid-area:1/1;z-index:1;"
+    "margin:3px;padding:12px 14px;background:var(--bg);color:var(--fg);border:1px solid var(--line);"
+    'border-radius:12px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;cursor:default}'
+    "span{flex:1 1 12em;min-width:0;font-weight:600;overflow-wrap:anywhere}"
+    "span+span{flex:none;line-height:24px;padding:8px 16px;border-radius:8px;background:var(--accent);"
+    "color:var(--on-accent)}"
+    ":host::after{content:var(--brand);flex:1 0 100%;font-size:11px;color:var(--muted);text-align:right}"
+)
+
+
+def on_accent(accent: str) -> str:
+    """Black or white text on the publisher's accent, whichever contrasts more: card.js's rule (WCAG)."""
+    channels = [int(accent[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    lum = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "#000" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#fff"
+
+
+def _css_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\a ") + '"'
+
+
+def placeholder_css(texts: dict[str, str], theme: str, accent: str) -> str:
+    """The stylesheet for placeholders in a page's shadow roots: the card's look in its theme."""
+
+    def colours(name: str) -> str:
+        p = PALETTES[name]
+        return ":host{" + ";".join(f"--{k}:{v}" for k, v in p.items()) + f";--on-accent:{ON_ACCENT[name]}}}"
+
+    css = colours("light") + f":host{{--brand:{_css_string(texts['brand'])}}}"
+    if theme == "dark":
+        css += colours("dark")
+    elif theme == "auto":
+        css += "@media (prefers-color-scheme:dark){" + colours("dark") + "}"
+    if ACCENT.match(accent):
+        css += f":host{{--accent:{accent};--on-accent:{on_accent(accent)}}}"
+    return css + PLACEHOLDER_CSS
+
+
+async def placeholders(request: Request) -> Response:
+    """What the loader shows while a card's frame starts (a new process: it is another site):
+    each item's title and the card's own words for its price, and the card's look. Public and
+    cacheable like the card page; it reads no credential, and unknown items get no price."""
+    svc = services(request)
+    q = request.query_params
+    names = requested_items(request)
+    site = await svc.catalog.site(request.path_params["site"])
+    found = await svc.catalog.items(site.id, names)
+    lang = _lang(q.get("lang"))
+    theme = q.get("theme", "auto")
+    texts = TEXTS[lang]
+    items = [
+        {
+            "item": item.id,
+            "title": item.title,
+            "text": texts["unlockFor"].format(price=format_amount(item.price, site.currency, lang)),
+        }
+        for item in (found.get(n) for n in names)
+        if item is not None
+    ]
+    body = {
+        "site": site.id,
+        "items": items,
+        "unknown": [n for n in names if found.get(n) is None],
+        "css": placeholder_css(texts, theme if theme in THEMES else "auto", q.get("accent", "")),
+    }
+    cache = "no-store" if carries_wallet_credential(request) else f"public, max-age={CARD_MAX_AGE}"
+    return allow_site_origin(request, site, JSONResponse(body, headers={"Cache-Control": cache}))
 
 
 async def reader_state(request: Request) -> Response:

@@ -16,7 +16,7 @@ from coinslot import catalog
 from coinslot import store as keys
 from coinslot.catalog import Site
 from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
-from coinslot.http.credentials import optional_wallet
+from coinslot.http.credentials import carries_wallet_credential, optional_wallet
 from coinslot.services import services
 
 MAX_OFFER_ITEMS = 50
@@ -49,16 +49,22 @@ async def preflight(request: Request) -> Response:
     return response
 
 
-async def offers(request: Request) -> Response:
-    svc = services(request)
-    site_id = request.query_params.get("site")
-    if not site_id:
-        raise InvalidQuery("query parameter 'site' is required", field="site")
+def requested_items(request: Request) -> list[str]:
+    """The ``items`` query parameter: 1 to 50 item ids, comma-separated, each once."""
     names = [n for n in dict.fromkeys(request.query_params.get("items", "").split(",")) if n]
     if not names:
         raise InvalidQuery("query parameter 'items' must name at least one item", field="items")
     if len(names) > MAX_OFFER_ITEMS:
         raise InvalidQuery(f"{len(names)} items asked, at most {MAX_OFFER_ITEMS}", field="items")
+    return names
+
+
+async def offers(request: Request) -> Response:
+    svc = services(request)
+    site_id = request.query_params.get("site")
+    if not site_id:
+        raise InvalidQuery("query parameter 'site' is required", field="site")
+    names = requested_items(request)
     site = await svc.catalog.site(site_id)
     found = await svc.catalog.items(site.id, names)
     ref = optional_wallet(request)
@@ -82,7 +88,8 @@ async def offers(request: Request) -> Response:
         "items": out,
         "unknown": [n for n in names if found.get(n) is None],
     }
-    headers = {"Cache-Control": "no-store" if ref is not None else "public, max-age=30"}
+    # A cookie the browser sent along cross-site is not honoured, but its answer is not stored either.
+    headers = {"Cache-Control": "no-store" if carries_wallet_credential(request) else "public, max-age=30"}
     return allow_site_origin(request, site, JSONResponse(body, headers=headers))
 
 

@@ -239,6 +239,18 @@ API: list[tuple[str, str, Any, Doc]] = [
     ),
     (
         "GET",
+        "/placeholders/{site}",
+        embed.placeholders,
+        Doc(
+            "What the loader shows while cards load: titles and the card's words for each price, and its look "
+            "(public, cacheable; CORS for the site's origins)",
+            query=("items", "lang", "theme", "accent"),
+            responses={200: "placeholders", 404: "unknown site", 422: ""},
+            tags=("widget",),
+        ),
+    ),
+    (
+        "GET",
         "/v1/card/{site}/{item}",
         embed.reader_state,
         Doc(

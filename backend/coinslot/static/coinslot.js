@@ -9,7 +9,11 @@
   const {site = '', theme: th, accent: ac} = script.dataset;
   const de = /^de/i.test(script.dataset.lang || document.documentElement.lang);
   const theme = ['light', 'dark'].includes(th) ? th : 'auto';
+  // How the card looks, for the card and for its placeholder alike.
+  const look = {lang: de ? 'de' : 'en', theme};
+  if (/^#[0-9a-f]{6}$/i.test(ac)) look.accent = ac;
   const cards = [];
+  let wanted = [];
   const handlers = {unlocked: [], error: []};
 
   const emit = (name, detail) => handlers[name].forEach((fn) => {
@@ -19,12 +23,47 @@
   const fail = (rec, why) => {
     if (rec.ok || !rec.frame.isConnected) return;
     warn(`no card for "${rec.item}" (${why}): is ${location.origin} an origin of ${site}?`);
-    rec.frame.remove(); // not a browser error page
+    rec.slot.remove(); // the frame and any placeholder: not a browser error page
     const p = document.createElement('p');
     p.className = 'coinslot-unavailable';
     p.textContent = de ? 'Freischalten ist gerade nicht möglich.' : 'Unlocking is not available right now.';
     rec.el.append(p);
     emit('error', {item: rec.item, reason: why});
+  };
+
+  // The card's frame needs a new renderer process (it is another site), so meanwhile the page
+  // shows each item's title and price in the card's words and look, from the backend's public
+  // placeholders: inert (no button, no focus, hidden from assistive tech) and above the frame
+  // until the card says it is ready. Only the card can pay. Shadow root and constructed
+  // stylesheet: no inline style, fine under a strict CSP.
+  const draw = (rec, o, sheet) => {
+    if (rec.ok || rec.ph) return;
+    const ph = rec.ph = document.createElement('div');
+    const t = document.createElement('span');
+    const b = document.createElement('span');
+    ph.className = 'coinslot-placeholder';
+    ph.setAttribute('aria-hidden', 'true');
+    const root = ph.attachShadow({mode: 'open'});
+    root.adoptedStyleSheets = [sheet];
+    t.textContent = o.title;
+    b.textContent = o.text;
+    root.append(t, b);
+    rec.slot.append(ph);
+  };
+
+  // One request for the items found together; public and cacheable, never with the reader's cookie.
+  const ask = () => {
+    const recs = wanted.splice(0, 50); // the most one request may name
+    if (wanted.length) ask();
+    const q = new URLSearchParams({...look, items: recs.map((r) => r.item)});
+    fetch(`${api}/placeholders/${encodeURIComponent(site)}?${q}`, {credentials: 'omit'})
+      .then((r) => r.json())
+      .then((d) => {
+        const sheet = new CSSStyleSheet();
+        sheet.replaceSync(d.css);
+        d.items.forEach((o) => recs.forEach((rec) => rec.item === o.item && draw(rec, o, sheet)));
+      })
+      .catch(() => {}); // refused by the page's CSP, or offline: the card comes as it would anyway
   };
 
   const place = (el) => {
@@ -36,16 +75,21 @@
       return warn('empty data-coinslot-item', el);
     }
     const frame = document.createElement('iframe');
-    const q = new URLSearchParams({origin: location.origin, lang: de ? 'de' : 'en', theme});
-    if (/^#[0-9a-f]{6}$/i.test(ac)) q.set('accent', ac);
+    const q = new URLSearchParams({origin: location.origin, ...look});
     frame.src = `${api}/embed/${encodeURIComponent(site)}/${encodeURIComponent(item)}?${q}`;
     frame.title = de ? 'Freischalten mit Coinslot' : 'Unlock with Coinslot';
-    frame.style.cssText = 'display:block;width:100%;height:96px;border:0';
-    const rec = el.coinslot = {el, item, frame};
+    frame.style.cssText = 'display:block;grid-area:1/1;width:100%;height:96px;border:0';
+    // Frame and placeholder share one grid cell, so swapping them moves nothing.
+    const slot = document.createElement('div');
+    slot.className = 'coinslot-card';
+    slot.style.display = 'grid';
+    slot.append(frame);
+    const rec = el.coinslot = {el, item, frame, slot};
     frame.onload = () => setTimeout(fail, 4000, rec, 'no answer');
     setTimeout(fail, 15000, rec, 'timed out');
-    el.append(frame);
+    el.append(slot);
     cards.push(rec);
+    if (wanted.push(rec) === 1) queueMicrotask(ask);
   };
 
   const scan = (root) => {
@@ -58,7 +102,10 @@
     const rec = event.origin === api && cards.find((r) => r.frame.contentWindow === event.source);
     const m = event.data && event.data.coinslot;
     if (!rec || !m) return;
-    if (m.type === 'ready') rec.ok = true;
+    if (m.type === 'ready') {
+      rec.ok = true;
+      if (rec.ph) rec.ph.remove();
+    }
     if (m.type === 'size' && m.height > 0) rec.frame.style.height = Math.min(Math.ceil(m.height), 4000) + 'px';
     if (m.type === 'error') {
       const reason = String(m.message);
@@ -71,7 +118,7 @@
         rec.box = document.createElement('div');
         rec.box.className = 'coinslot-content';
         rec.box.append(...new DOMParser().parseFromString(m.content, 'text/html').body.childNodes);
-        rec.el.insertBefore(rec.box, rec.frame);
+        rec.el.insertBefore(rec.box, rec.slot);
       }
       const detail = {item: rec.item, token: String(m.token)};
       rec.el.dispatchEvent(new CustomEvent('coinslot:unlocked', {bubbles: true, detail}));
