@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from coinslot import catalog, demo
 from coinslot.clock import SystemClock
@@ -155,8 +156,11 @@ def price_visible(page: Page, url: str, bare: bool = False) -> Sample:
     framed: float = frame.evaluate("() => performance.timeOrigin")
     placeholder = gone = None
     if not bare and page.evaluate("() => window.__placeholderAt") is not None:
-        placeholder = page.wait_for_function(PAGE_PAINT).json_value() / 1000
         gone = page.wait_for_function("() => window.__placeholderGone").json_value() / 1000
+        try:  # a paint timestamp can come a little after the card's; none: it was never on screen
+            placeholder = page.wait_for_function(PAGE_PAINT, timeout=1000).json_value() / 1000
+        except PlaywrightTimeout:
+            placeholder = None
     return Sample((painted - start) / 1000, (framed - start) / 1000, placeholder, gone)
 
 
@@ -214,9 +218,9 @@ def run(runs: int, tmp: Path) -> int:
         print(f"    placeholder or card, whichever first; the placeholder was first in {first} of {len(samples)}")
         print(f"  navigation -> card ready, {name}      {ms([s.card for s in samples])}   (the card's own first paint)")
         print(f"    of which until the loader framed the card: {ms([s.framed for s in samples])}")
-        swaps = [s.card - s.gone for s in samples if s.gone is not None]
-        if swaps:  # > 0: the placeholder went before the card had painted, and the box was empty that long
-            print(f"    card paint - placeholder removal:       {ms(swaps)}")
+        swaps = [s.gone - s.card for s in samples if s.gone is not None]
+        if swaps:  # < 0: the placeholder went before the card had painted, and the box was empty that long
+            print(f"    placeholder removal - card paint:       {ms(swaps)}")
     print(f"  reference: a bare cross-site iframe, warm {ms([s.card for s in bare])}")
     print(f"    of which until its navigation started:   {ms([s.framed for s in bare])}")
     # What the card itself adds once framed, against what any cross-site frame pays once started.

@@ -123,7 +123,7 @@ def test_the_placeholder_cannot_be_used_to_pay(stack: Stack, reader: Reader) -> 
           el.click();
           el.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
         }
-        for (const type of ['ready', 'unlock', 'unlocked']) {
+        for (const type of ['ready', 'painted', 'unlock', 'unlocked']) {
           window.postMessage({coinslot: {type, item: 'article-bridge', token: 'x'}}, '*');
         }
         await new Promise((r) => setTimeout(r, 1000));
@@ -132,7 +132,7 @@ def test_the_placeholder_cannot_be_used_to_pay(stack: Stack, reader: Reader) -> 
       }""",
         [stack.backend],
     )
-    assert outcome == {"stillThere": True, "content": False}  # a forged "ready" does not remove it
+    assert outcome == {"stillThere": True, "content": False}  # forged "ready" or "painted" do not remove it
     assert unlocks == []
 
     held.release()

@@ -292,4 +292,7 @@
     size();
     if (cfg.problem) warn(cfg.problem);
   }
+  // The frame after the first one has begun, so the first is on screen: the page may now take away
+  // the placeholder it showed in this card's place. (Not before: the box would flash empty.)
+  requestAnimationFrame(() => requestAnimationFrame(() => post({type: 'painted'})));
 })();

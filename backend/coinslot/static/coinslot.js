@@ -36,6 +36,7 @@
   // placeholders: inert (no button, no focus, hidden from assistive tech) and above the frame
   // until the card says it is ready. Only the card can pay. Shadow root and constructed
   // stylesheet: no inline style, fine under a strict CSP.
+  const drop = (rec) => rec.ph && rec.ph.remove();
   const draw = (rec, o, sheet) => {
     if (rec.ok || rec.ph) return;
     const ph = rec.ph = document.createElement('div');
@@ -102,10 +103,9 @@
     const rec = event.origin === api && cards.find((r) => r.frame.contentWindow === event.source);
     const m = event.data && event.data.coinslot;
     if (!rec || !m) return;
-    if (m.type === 'ready') {
-      rec.ok = true;
-      if (rec.ph) rec.ph.remove();
-    }
+    // The placeholder goes once the card is on screen (or, should that never be said, soon after ready).
+    if (m.type === 'ready') rec.ok = setTimeout(drop, 1000, rec); // a timer's id is never 0
+    if (m.type === 'painted') drop(rec);
     if (m.type === 'size' && m.height > 0) rec.frame.style.height = Math.min(Math.ceil(m.height), 4000) + 'px';
     if (m.type === 'error') {
       const reason = String(m.message);
