@@ -327,15 +327,17 @@ PALETTES = {
 }
 ON_ACCENT = {"light": "#ffffff", "dark": "#000000"}
 # The card's box, title row and brand line (body padding 3px, card padding 12px 14px, a 40px
-# button, gaps 8 and 12), so the card takes its place without moving anything.
+# button; 12px between title and button, also when a narrow screen wraps them, 8px above the
+# brand), so the card takes its place without moving anything.
 PLACEHOLDER_CSS = (
-    ":host{display:flex;flex-wrap:wrap;align-items:center;align-content:start;gap:8px 12px;grid-area:1/1;z-index:1;"
+    ":host{display:flex;flex-wrap:wrap;align-items:center;align-content:start;gap:12px;grid-area:1/1;z-index:1;"
     "margin:3px;padding:12px 14px;background:var(--bg);color:var(--fg);border:1px solid var(--line);"
     'border-radius:12px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;cursor:default}'
     "span{flex:1 1 12em;min-width:0;font-weight:600;overflow-wrap:anywhere}"
     "span+span{flex:none;line-height:24px;padding:8px 16px;border-radius:8px;background:var(--accent);"
     "color:var(--on-accent)}"
-    ":host::after{content:var(--brand);flex:1 0 100%;font-size:11px;color:var(--muted);text-align:right}"
+    ":host::after{content:var(--brand);flex:1 0 100%;margin-top:-4px;font-size:11px;color:var(--muted);"
+    "text-align:right}"
 )
 
 
