@@ -7,6 +7,7 @@ Keys are parsed once into key objects; nothing here reads a PEM per request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fcntl
 import hashlib
@@ -139,6 +140,22 @@ def _locked(data_dir: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+class PendingToken:
+    """A token whose signature is on its way; ``await pending.token()`` gives the compact JWS.
+
+    Dropping one unawaited is fine: the signature is then made and thrown away.
+    """
+
+    __slots__ = ("_signing_input", "_signature")
+
+    def __init__(self, signing_input: str, signature: asyncio.Future[bytes]) -> None:
+        self._signing_input = signing_input
+        self._signature = signature
+
+    async def token(self) -> str:
+        return self._signing_input + "." + _b64url(await self._signature)
+
+
 class KeyRing:
     """Ed25519 signing keys, oldest first: the newest signs, all are published."""
 
@@ -209,12 +226,16 @@ class KeyRing:
         signing_input = header + "." + _b64url(_compact_json(claims))
         return signing_input + "." + _b64url(key.sign(signing_input.encode("ascii")))
 
-    async def sign_beside(self, claims: dict[str, Any], signer: SigningProcess) -> str:
-        """As ``sign``, with the signature made by ``signer``'s child process."""
+    def sign_beside(self, claims: dict[str, Any], signer: SigningProcess | None) -> PendingToken:
+        """As ``sign``, started now and awaited later; by ``signer``'s child process when there is one."""
         _kid, key, header, raw = self._signing
         signing_input = header + "." + _b64url(_compact_json(claims))
-        signature = await signer.sign(raw, key, signing_input.encode("ascii"))
-        return signing_input + "." + _b64url(signature)
+        data = signing_input.encode("ascii")
+        if signer is not None:
+            return PendingToken(signing_input, signer.sign(raw, key, data))
+        signature: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        signature.set_result(key.sign(data))
+        return PendingToken(signing_input, signature)
 
     def public_key(self, kid: str) -> Ed25519PublicKey | None:
         return self._public.get(kid)
@@ -326,9 +347,11 @@ class UnlockTokens:
 
     async def sign(self, claims: dict[str, Any]) -> str:
         """The token of ``claims``, signed beside the event loop when there is a signing process."""
-        if self.signer is None:
-            return self.keyring.sign(claims)
-        return await self.keyring.sign_beside(claims, self.signer)
+        return await self.sign_soon(claims).token()
+
+    def sign_soon(self, claims: dict[str, Any]) -> PendingToken:
+        """Start signing ``claims`` now, so the signature is made while the caller waits for Redis."""
+        return self.keyring.sign_beside(claims, self.signer)
 
     def verify(self, token: str, *, site: str, item: str | None = None, now_s: int) -> dict[str, Any]:
         """The claims of a token this server issued for ``site`` (and ``item``), valid at ``now_s``."""

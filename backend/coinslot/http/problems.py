@@ -8,12 +8,14 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from coinslot.errors import PROBLEM_BASE, BodyTooLarge, CoinslotError, InvalidBody, RateLimited
+from coinslot.errors import PROBLEM_BASE, BodyTooLarge, CoinslotError, InvalidBody, RateLimited, StoreUnavailable
 
 log = logging.getLogger("coinslot.http")
 
@@ -60,6 +62,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return ProblemResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+# Raised by redis-py and by the store's script pipe when Redis is out of reach.
+STORE_FAILURES = (RedisConnectionError, RedisTimeoutError)
+STORE_RETRY_AFTER_S = 1
+
+
+async def store_failure(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
+    response = problem_response(StoreUnavailable(f"storage did not answer ({type(exc).__name__}); try again"))
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    return response
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     body = {
@@ -77,6 +91,8 @@ async def error_response(request: Request, exc: Exception) -> Response:
         return await coinslot_error(request, exc)
     if isinstance(exc, HTTPException):
         return await http_error(request, exc)
+    if isinstance(exc, STORE_FAILURES):
+        return await store_failure(request, exc)
     return await unexpected_error(request, exc)
 
 
