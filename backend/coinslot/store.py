@@ -145,11 +145,12 @@ def pack(parts: Sequence[str | int]) -> bytes:
 
 
 class _Call:
-    __slots__ = ("script", "command", "future", "sent_at")
+    __slots__ = ("script", "command", "future", "sent_at", "ends_write")
 
     def __init__(self, script: Script, command: list[str | int], future: asyncio.Future[Any]) -> None:
         self.script, self.command, self.future = script, command, future
         self.sent_at = 0.0
+        self.ends_write = False  # the last call of one socket write
 
     def packed(self) -> bytes:
         return pack(["EVALSHA", self.script.sha, *self.command])
@@ -172,9 +173,10 @@ class _Eval(_Call):
         return pack(["EVAL", self.script.source, *self.command])
 
 
-# A burst of requests is read by the loop in one go; writing every few calls lets Redis work
-# on the first of them while the loop still handles the rest, instead of waiting for all.
-EAGER_WRITE_CALLS = 8
+# Calls wait while a write is on the wire, so each write carries many (one system call on each
+# side for all of them); this many waiting go out at once, so Redis works on the first calls
+# of a burst while the loop still handles the rest of it.
+EAGER_WRITE_CALLS = 16
 # Replies owed beyond this mean Redis is not keeping up: new calls fail fast instead of queueing.
 MAX_IN_FLIGHT = 10_000
 # An error reply that says this connection no longer reaches a usable master.
@@ -184,9 +186,10 @@ _LEAVE_CONNECTION = ("READONLY", "MASTERDOWN", "LOADING")
 class ScriptPipe:
     """Script calls of concurrent requests, pipelined on one connection of their own.
 
-    Calls are written a few at a time, or at the end of the event-loop tick, without waiting
-    for earlier replies: Redis answers in order, so a queue of callers matches each reply to
-    its call, and one connection carries any number of requests. The connection is made by
+    The calls of one event-loop tick go out as one write. Calls made while a write awaits its
+    replies wait for them and then go out together, unless enough wait to be worth a write of
+    their own. Redis answers in order, so a queue of callers matches each reply to its call,
+    and one connection carries any number of requests. The connection is made by
     redis-py (address, AUTH, TLS, a Sentinel's master lookup, all from the client's pool
     settings); its replies are parsed here by hiredis straight from the socket, which costs
     a fraction of one redis-py read per reply. Each script is atomic by itself, so no
@@ -203,6 +206,7 @@ class ScriptPipe:
         self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
         self._unsent: list[_Call] = []
         self._owed: deque[_Call] = deque()
+        self._writes_owed = 0  # writes whose last reply has not come yet
         self._connection: Any = None
         self._writer: asyncio.StreamWriter | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -231,8 +235,8 @@ class ScriptPipe:
 
     def _write(self) -> None:
         self._write_soon = False
-        if not self._unsent:
-            return
+        if not self._unsent or (self._writes_owed and len(self._unsent) < EAGER_WRITE_CALLS):
+            return  # sent when the replies of the write on the wire are in
         if self._writer is None:
             if self._connecting is None:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
@@ -243,6 +247,8 @@ class ScriptPipe:
             return
         self._writer.write(b"".join(call.packed() for call in calls))
         self.writes += 1
+        self._writes_owed += 1
+        calls[-1].ends_write = True
         if self._timeout is not None:
             now = time.monotonic()
             for call in calls:
@@ -284,6 +290,8 @@ class ScriptPipe:
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
                     call = self._owed.popleft()
+                    if call.ends_write:
+                        self._writes_owed -= 1
                     if isinstance(reply, hiredis.ReplyError):
                         message = str(reply)
                         if message.startswith("NOSCRIPT"):
@@ -294,6 +302,8 @@ class ScriptPipe:
                         leave = leave or message.startswith(_LEAVE_CONNECTION)
                         reply = ResponseError(message)
                     call.settle(reply)
+                if self._unsent and not self._writes_owed:
+                    self._write()
         except BaseException as exc:
             error = exc
             if not isinstance(exc, Exception):
@@ -308,6 +318,7 @@ class ScriptPipe:
         self._connection = self._writer = None
         connection._close()  # closes without waiting: this runs as the reader ends, maybe cancelled
         owed, self._owed = self._owed, deque()
+        self._writes_owed = 0
         failure = error if isinstance(error, Exception) else RedisConnectionError("Redis connection closed")
         for call in owed:
             call.settle(failure)
