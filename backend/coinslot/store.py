@@ -261,6 +261,11 @@ class ScriptPipe:
         connection = self._pool.make_connection()
         try:
             await connection.connect()
+            # redis-py made the connection and its handshake; from here on this pipe alone reads it.
+            reader, writer = getattr(connection, "_reader", None), getattr(connection, "_writer", None)
+            if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
+                connection._close()
+                raise RuntimeError("this redis-py keeps its connection's streams elsewhere: update ScriptPipe._connect")
         except BaseException as exc:
             self._connecting = None
             unsent, self._unsent = self._unsent, []
@@ -272,9 +277,8 @@ class ScriptPipe:
         if self._closed:
             await connection.disconnect()
             return
-        # redis-py made the connection and its handshake; from here on this pipe alone reads it.
-        self._connection, self._writer = connection, connection._writer
-        self._reading = asyncio.get_running_loop().create_task(self._read(connection, connection._reader))
+        self._connection, self._writer = connection, writer
+        self._reading = asyncio.get_running_loop().create_task(self._read(connection, reader))
         self._connecting = None
         self._write()
 
