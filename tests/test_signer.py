@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,11 +19,11 @@ def raw(key: Ed25519PrivateKey) -> bytes:
 
 
 @pytest.fixture
-async def signing() -> SigningProcess:
+async def signing() -> AsyncIterator[SigningProcess]:
     process = SigningProcess()
     await process.start()
     assert process.running
-    yield process  # type: ignore[misc]
+    yield process
     await process.stop()
 
 

@@ -65,7 +65,9 @@ async def test_killed_connections_are_reconnected(api: Api, standalone_store: St
     assert (await api.unlock(wallet, site, "i0")).status_code == 200
     admin = Redis.from_url(standalone_url)
     try:
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+        )
     finally:
         await admin.aclose()
 
@@ -169,12 +171,16 @@ async def test_a_reply_owed_too_long_fails_its_call_and_the_next_call_connects_a
     admin = Redis.from_url(standalone_url)
     try:
         assert await store.run("snapshot", ["{w:late}", "{w:late}:led"], []) == [[], []]
-        await admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "PAUSE", 1000, "ALL"
+        )
 
         with pytest.raises(RedisTimeoutError, match="within 0.3 s"):
             await store.run("snapshot", ["{w:late}", "{w:late}:led"], [])
 
-        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "UNPAUSE"
+        )
         assert await store.run("snapshot", ["{w:late}", "{w:late}:led"], []) == [[], []]
     finally:
         await admin.aclose()
