@@ -38,6 +38,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	MYPYPATH=tests $(BIN)/mypy tests
+	MYPYPATH=e2e:tests $(BIN)/mypy e2e
 
 pytest: redis-server
 	$(BIN)/pytest

@@ -1,8 +1,9 @@
 """App factories for ``uvicorn --factory``: Coinslot as configured by ``COINSLOT_*``, and a hello-world.
 
 ``app()`` adds one bench-only route, ``GET /_bench/redis``, reporting how many times the
-process wrote to Redis (each write is one round trip: a pipeline is one write) and which
-reply parser redis-py uses. The counter patches redis-py here, in the bench only.
+process wrote to Redis (a write of several pipelined calls counts once) and which reply
+parsers it uses. redis-py's writes are counted by a patch here, in the bench only; the
+store's script pipe counts its own.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ def _count_sends() -> None:
 
 
 async def redis_stats(request: Request) -> Response:
-    """Redis writes so far, and the reply parser a connection of the app's pool gets."""
-    redis = request.app.state.services.store.redis
+    """Redis writes so far (redis-py's and the script pipe's), and the reply parsers in use."""
+    store = request.app.state.services.store
+    redis = store.redis
     parser = "n/a (cluster client)"
     pool = getattr(redis, "connection_pool", None)
     if pool is not None:
         # Built, not connected: the parser is chosen in the constructor.
         parser = type(pool.connection_class(**pool.connection_kwargs)._parser).__name__
-    return JSONResponse({"sends": SENDS["count"], "parser": parser})
+    writes = 0
+    if store.pipe is not None:
+        writes = store.pipe.writes
+        parser = f"hiredis.Reader (script pipe), {parser} (other commands)"
+    return JSONResponse({"sends": SENDS["count"] + writes, "parser": parser})
 
 
 def app() -> Starlette:

@@ -549,9 +549,9 @@ def print_table(fig: Figures, args: argparse.Namespace, redis_desc: str) -> None
         + ", ".join(f"{k} {v / s:.2f}" for k, v in fig.sample_client.most_common())
         + ")"
     )
-    print(f"  round trips/unlock       {fig.sends / n:.3f} (the app's writes to Redis; a pipeline is one write)")
+    print(f"  round trips/unlock       {fig.sends / n:.3f} (writes to Redis; calls written together count once)")
     print(f"  redis reads/unlock       {fig.reads / n:.3f} (INFO stats total_reads_processed)")
-    print(f"  redis-py reply parser    {fig.parser}")
+    print(f"  reply parsers            {fig.parser}")
     print(f"  lowest wallet balance    {fig.min_balance:,} minor units (> 0: no request could meet a 402)")
     print(f"  ledger reconcile         {fig.reconcile}")
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from coinslot import catalog
 from coinslot.clock import FrozenClock
-from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, UnknownItem
+from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, UnknownItem, UnknownSite
 from coinslot.store import Store
 
 from conftest import unique
 
 
-async def new_site(store: Store, **options: object) -> catalog.Site:
+async def new_site(store: Store, **options: Any) -> catalog.Site:
     site, _ = await catalog.create_site(
         store, name="Planet", origins=["https://planet.example"], site_id=unique("site_c"), now_ms=0, **options
     )
@@ -114,9 +115,9 @@ async def test_cache_stays_bounded_whatever_is_asked(standalone_store: Store) ->
 
     for n in range(10):
         await cache.items(site.id, [f"nope-{n}-{m}" for m in range(50)])
-        with pytest.raises(catalog.UnknownSite):
+        with pytest.raises(UnknownSite):
             await cache.site("site_" + "x" * 40 + str(n))
-    with pytest.raises(catalog.UnknownSite):
+    with pytest.raises(UnknownSite):
         await cache.site("not a site id " * 100)
 
     assert cache._entries + len(cache._sites) <= 70  # one batch past the bound at most

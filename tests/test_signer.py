@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,11 +19,11 @@ def raw(key: Ed25519PrivateKey) -> bytes:
 
 
 @pytest.fixture
-async def signing() -> SigningProcess:
+async def signing() -> AsyncIterator[SigningProcess]:
     process = SigningProcess()
     await process.start()
     assert process.running
-    yield process  # type: ignore[misc]
+    yield process
     await process.stop()
 
 
@@ -101,3 +102,16 @@ async def test_a_stuck_child_is_killed_and_its_batch_signed_inline(
         key.public_key().verify(signature, b"s%d" % i)
     assert "answered nothing" in caplog.text
     await proc.wait()
+
+
+async def test_frames_of_many_ticks_in_flight_are_answered_each_in_order(signing: SigningProcess) -> None:
+    key = Ed25519PrivateKey.generate()
+    futures: list[asyncio.Future[bytes]] = []
+    for tick in range(30):  # frames of 1 to 30 inputs, sent before earlier ones are answered
+        futures += [signing.sign(raw(key), key, f"{tick}/{i}".encode()) for i in range(tick + 1)]
+        await asyncio.sleep(0)
+    signatures = await asyncio.gather(*futures)
+    messages = [f"{tick}/{i}".encode() for tick in range(30) for i in range(tick + 1)]
+    for message, signature in zip(messages, signatures, strict=True):
+        key.public_key().verify(signature, message)
+    assert signing.running

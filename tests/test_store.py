@@ -1,4 +1,4 @@
-"""The store's connection and its script batcher, against real servers and their failures."""
+"""The store's connection and its script pipe, against real servers and their failures."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coinslot import ledger
 from coinslot.clock import FrozenClock
 from coinslot.errors import ConfigurationError
-from coinslot.store import Store, connect, parse_sentinel_url
+from coinslot.store import EAGER_WRITE_CALLS, Store, connect, parse_sentinel_url
 from coinslot.tokens import KeyRing
 
 from api import Api
 from conftest import make_settings, running_app
-from servers import Sentinel, start_sentinel
+from servers import Sentinel, start_sentinel, start_standalone
 
 
 @pytest.fixture
@@ -63,7 +65,9 @@ async def test_killed_connections_are_reconnected(api: Api, standalone_store: St
     assert (await api.unlock(wallet, site, "i0")).status_code == 200
     admin = Redis.from_url(standalone_url)
     try:
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+        )
     finally:
         await admin.aclose()
 
@@ -141,3 +145,77 @@ async def test_money_moves_through_a_sentinel_managed_master(
     finally:
         await direct.aclose()
     assert (await ledger.reconcile(sentinel_store)).clean
+
+
+async def test_every_caller_gets_its_own_reply_among_many_pipelined_calls(standalone_store: Store) -> None:
+    wallets = [f"{{w:pipe{n}}}" for n in range(300)]
+    for n, key in enumerate(wallets):
+        await standalone_store.redis.hset(key, "n", str(n))
+    await standalone_store.run("snapshot", [wallets[0], wallets[0] + ":led"], [])  # connected: calls go out as made
+    writes_before = standalone_store.pipe.writes if standalone_store.pipe else 0
+
+    async def snapshot(n: int) -> object:
+        if n % 7 == 0:
+            await asyncio.sleep(0)  # some calls in later ticks, written while earlier ones are on the wire
+        return await standalone_store.run("snapshot", [wallets[n], wallets[n] + ":led"], [])
+
+    results = await asyncio.gather(*(snapshot(n) for n in range(300)))
+
+    assert results == [[["n", str(n)], []] for n in range(300)]
+    assert standalone_store.pipe is not None
+    assert standalone_store.pipe.writes - writes_before >= 300 // EAGER_WRITE_CALLS
+
+
+async def test_a_reply_owed_too_long_fails_its_call_and_the_next_call_connects_anew(standalone_url: str) -> None:
+    store = Store(Redis.from_url(standalone_url, decode_responses=True, protocol=2, socket_timeout=0.3))
+    admin = Redis.from_url(standalone_url)
+    try:
+        assert await store.run("snapshot", ["{w:late}", "{w:late}:led"], []) == [[], []]
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "PAUSE", 1000, "ALL"
+        )
+
+        with pytest.raises(RedisTimeoutError, match="within 0.3 s"):
+            await store.run("snapshot", ["{w:late}", "{w:late}:led"], [])
+
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "UNPAUSE"
+        )
+        assert await store.run("snapshot", ["{w:late}", "{w:late}:led"], []) == [[], []]
+    finally:
+        await admin.aclose()
+        await store.close()
+
+
+async def test_calls_fail_fast_when_redis_refuses_connections_or_the_store_is_closed(tmp_path: Path) -> None:
+    with start_standalone(tmp_path) as server:
+        store = Store(await connect(server.url))
+    try:
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(store.run("snapshot", ["{w:gone}", "{w:gone}:led"], []), timeout=5)
+    finally:
+        await store.close()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await store.run("snapshot", ["{w:gone}", "{w:gone}:led"], [])
+
+
+async def test_redis_out_of_reach_is_a_503_problem_on_every_path(
+    tmp_path: Path, clock: FrozenClock, keyring: KeyRing
+) -> None:
+    with start_standalone(tmp_path) as server:
+        store = Store(await connect(server.url))
+        async with running_app(make_settings(tmp_path), store, clock, keyring) as client:
+            api = Api(client, store, clock)
+            site, wallet = await funded(api, 2, 10)
+            assert (await api.unlock(wallet, site, "i0")).status_code == 200
+            server.stop()
+
+            unlock = await api.unlock(wallet, site, "i1")  # the script pipe
+            read = await client.get("/v1/wallet", headers={"Authorization": f"Bearer {wallet}"})  # redis-py
+
+    await store.close()
+    for response in (unlock, read):
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["type"] == "https://coinslot.dev/problems/store-unavailable"

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from coinslot import tokens as tokens_module
 from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
 from coinslot.tokens import KeyRing, UnlockTokens
 
@@ -240,6 +241,18 @@ def test_pseudonym_is_per_site_stable_and_hides_the_wallet() -> None:
     token = issue(tokens, wallet_id=wallet)
     assert tokens.verify(token, site="site_a", now_s=NOW)["wlt"] == a
     assert "secret123" not in unb64(token.split(".")[1]).decode()
+
+
+def test_pseudonyms_stay_the_same_when_the_remembered_ones_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens_module, "PSEUDONYMS_KEPT", 3)
+    tokens, fresh = make_tokens(), make_tokens()
+    pairs = [(f"site_{n % 2}", f"wal_{n}") for n in range(10)]
+
+    first = [tokens.pseudonym(*pair) for pair in pairs]
+    again = [tokens.pseudonym(*pair) for pair in reversed(pairs)][::-1]
+
+    assert first == again == [fresh.pseudonym(*pair) for pair in pairs]
+    assert len(set(first)) == 10
 
 
 def test_bad_configuration_is_refused() -> None:

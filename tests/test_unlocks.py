@@ -234,7 +234,7 @@ async def test_a_rerun_of_the_same_request_reports_what_it_charged(api: Api, sto
     await api.fund(site, wallet, 100)
     wallet_id = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
     k = keys.wallet_keys(wallet_id)
-    args = [clock.now_ms(), 1, site[0], "a", 30, "EUR", 0, "pur_same", "", 60, "item", "A", "0", ""]
+    args: list[str | int] = [clock.now_ms(), 1, site[0], "a", 30, "EUR", 0, "pur_same", "", 60, "item", "A", "0", ""]
     script_keys = [k.wallet, k.owned, k.purchases, k.ledger, k.idempotency("unlocks", "-")]
 
     first = await store.run("unlock", script_keys, args)

@@ -22,7 +22,14 @@ from coinslot.clock import Clock, SystemClock
 from coinslot.embedded import EmbeddedRedis, running_url
 from coinslot.errors import CoinslotError
 from coinslot.http.openapi import build
-from coinslot.http.problems import BareEndpoint, coinslot_error, http_error, unexpected_error
+from coinslot.http.problems import (
+    STORE_FAILURES,
+    BareEndpoint,
+    coinslot_error,
+    http_error,
+    store_failure,
+    unexpected_error,
+)
 from coinslot.http.routes import API, routes
 from coinslot.payments import Payments, from_settings
 from coinslot.services import Services
@@ -174,6 +181,7 @@ def create_app(
         exception_handlers={
             CoinslotError: coinslot_error,
             HTTPException: http_error,
+            **dict.fromkeys(STORE_FAILURES, store_failure),
             Exception: unexpected_error,
         },
     )

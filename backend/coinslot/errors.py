@@ -235,6 +235,14 @@ class ServiceUnavailable(CoinslotError):
     title = "Service unavailable"
 
 
+class StoreUnavailable(ServiceUnavailable):
+    """Redis could not be reached, or did not answer in time. Every request is safe to retry:
+    an unlock whose reply was lost is found owned (or replayed by its Idempotency-Key)."""
+
+    type = "store-unavailable"
+    title = "Storage unavailable"
+
+
 class BadWebhook(BadRequest):
     """A webhook whose signature is missing, wrong or too old, or whose body is not an event."""
 

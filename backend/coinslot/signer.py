@@ -4,15 +4,16 @@ A signature costs ~40 µs of CPU, a fifth of an unlock. Made on the event loop's
 stalls every other request for that long; made in a thread it waits for the GIL, which a
 busy event loop hands over only every few milliseconds. A child process has its own
 interpreter and core: the loop writes the signing inputs of one tick as one frame to the
-child's stdin and reads the signatures back, in order, from its stdout — one write and
-one read per batch, with no extra thread on the loop's side.
+child's stdin and reads the signatures back, in order, from its stdout as they come, with
+no extra thread on the loop's side.
 
 When the child is not running (not started yet, or it died) signatures are made inline,
 so signing never fails for want of the child; a dead child is restarted after a pause.
 
 Frame, parent to child: u32 count, the 32-byte raw private key, ``count`` u32 lengths,
-then the signing inputs back to back. Reply: ``count`` signatures of 64 bytes each. The
-key travels with every frame, so the child needs no state to follow a key rotation.
+then the signing inputs back to back. Reply: ``count`` signatures of 64 bytes each, written
+in groups of ``STREAM_SIGNATURES``. The key travels with every frame, so the child needs no
+state to follow a key rotation.
 
 Run as ``python -m coinslot.signer``; it exits when its stdin closes.
 """
@@ -37,15 +38,19 @@ RAW_KEY_BYTES = 32
 RESTART_PAUSE_S = 5.0  # after a child dies, sign inline this long before trying another
 STALL_S = 1.0  # a batch unanswered this long means a stuck child: kill it and sign inline
 STOP_TIMEOUT_S = 5.0
+# The child sends signatures back this many at a time rather than a whole frame at once, so
+# the first callers of a large tick need not wait for the last signature of it.
+STREAM_SIGNATURES = 8
 
 
 class _Batch:
-    __slots__ = ("key", "inputs", "futures")
+    __slots__ = ("key", "inputs", "futures", "answered")
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self.key = key
         self.inputs: list[bytes] = []
         self.futures: list[asyncio.Future[bytes]] = []
+        self.answered = 0  # signatures read back so far, in order
 
     def settle_inline(self) -> None:
         for data, future in zip(self.inputs, self.futures, strict=True):
@@ -161,14 +166,22 @@ class SigningProcess:
     async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         try:
+            pending = b""
             while True:
-                first = await proc.stdout.readexactly(SIGNATURE_BYTES)  # waits for the next reply
-                batch = self._in_flight.popleft()
-                rest = await proc.stdout.readexactly(SIGNATURE_BYTES * (len(batch.inputs) - 1))
-                signatures = first + rest
-                for i, future in enumerate(batch.futures):
+                data = await proc.stdout.read(1 << 16)
+                if not data:
+                    raise asyncio.IncompleteReadError(pending, None)
+                pending += data
+                whole = len(pending) - len(pending) % SIGNATURE_BYTES
+                for offset in range(0, whole, SIGNATURE_BYTES):
+                    batch = self._in_flight[0]
+                    future = batch.futures[batch.answered]
                     if not future.done():
-                        future.set_result(signatures[i * SIGNATURE_BYTES : (i + 1) * SIGNATURE_BYTES])
+                        future.set_result(pending[offset : offset + SIGNATURE_BYTES])
+                    batch.answered += 1
+                    if batch.answered == len(batch.futures):
+                        self._in_flight.popleft()
+                pending = pending[whole:]
         except asyncio.IncompleteReadError:
             if not self._stopping:
                 log.warning("signing process ended (exit %s); signing inline for now", proc.returncode)
@@ -237,8 +250,13 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         for length in lengths:
             out += key.sign(data[offset : offset + length])
             offset += length
-        stdout.write(out)
-        stdout.flush()
+            if len(out) == STREAM_SIGNATURES * SIGNATURE_BYTES:
+                stdout.write(out)
+                stdout.flush()
+                out.clear()
+        if out:
+            stdout.write(out)
+            stdout.flush()
 
 
 if __name__ == "__main__":

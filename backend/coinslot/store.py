@@ -8,15 +8,19 @@ script can touch all of them on Redis Cluster; sites carry ``{s:<id>}``, voucher
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import math
+import time
+from collections import deque
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -141,98 +145,22 @@ def pack(parts: Sequence[str | int]) -> bytes:
 
 
 class _Call:
-    __slots__ = ("script", "command", "future", "answered")
+    __slots__ = ("script", "command", "future", "sent_at", "ends_write")
 
     def __init__(self, script: Script, command: list[str | int], future: asyncio.Future[Any]) -> None:
         self.script, self.command, self.future = script, command, future
-        self.answered = False
+        self.sent_at = 0.0
+        self.ends_write = False  # the last call of one socket write
 
     def packed(self) -> bytes:
         return pack(["EVALSHA", self.script.sha, *self.command])
 
     def settle(self, reply: Any) -> None:
-        self.answered = True
         if not self.future.done():  # the caller may have been cancelled meanwhile
             if isinstance(reply, BaseException):
                 self.future.set_exception(reply)
             else:
                 self.future.set_result(reply)
-
-
-class ScriptBatcher:
-    """Sends the script calls of concurrent requests to Redis together, one round trip per batch.
-
-    Calls made within one event-loop tick, or while the previous batch is on the wire, go
-    out as one pipeline (not a transaction: each script is atomic by itself) on one
-    connection of the client's pool, so under load a round trip serves many requests and
-    the loop makes one write and few reads for all of them. A caller still waits for exactly
-    one round trip. Connection errors follow the connection's ``Retry`` policy as any redis-py
-    command does (none is configured by ``connect``: the calls that got no reply fail, and
-    every script is safe to run again if a client retries); a NOSCRIPT reply runs that call
-    again as EVAL, which loads the script.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self._pool: Any = redis.connection_pool
-        self._queue: list[_Call] = []
-        self._drainer: asyncio.Task[None] | None = None
-
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> asyncio.Future[Any]:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Call(script, [len(keys), *keys, *args], future))
-        if self._drainer is None:
-            # Starts on the next tick, so every call of this tick joins the first batch.
-            self._drainer = asyncio.create_task(self._drain())
-        return future
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    # From the pool per batch, as redis-py takes one per command: checked out healthy.
-                    connection = await self._pool.get_connection()
-                    try:
-                        await connection.retry.call_with_retry(
-                            lambda: self._exchange(connection, batch), lambda _error: connection.disconnect()
-                        )
-                    finally:
-                        await self._pool.release(connection)
-                except BaseException as exc:
-                    for call in batch:
-                        if not call.answered:
-                            call.settle(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-        finally:
-            self._drainer = None
-            if self._queue:  # cancelled with calls waiting: fail them rather than leave them hanging
-                waiting, self._queue = self._queue, []
-                for call in waiting:
-                    call.future.cancel()
-
-    async def _exchange(self, connection: Any, batch: list[_Call]) -> None:
-        sent = [call for call in batch if not call.answered and not call.future.cancelled()]
-        if not sent:
-            return
-        await connection.send_packed_command(b"".join(call.packed() for call in sent))
-        # One deadline for the whole batch rather than one per reply, which costs a timer each.
-        try:
-            async with asyncio.timeout(connection.socket_timeout):
-                for call in sent:
-                    try:
-                        reply = await connection.read_response(timeout=math.inf)
-                    except NoScriptError:
-                        # The server lost its scripts (restart, failover): EVAL runs the call and loads the script.
-                        call.answered = True
-                        self._queue.append(_Eval(call))
-                        continue
-                    except ResponseError as exc:
-                        reply = exc
-                    call.settle(reply)
-        except TimeoutError as exc:
-            await connection.disconnect(nowait=True)  # replies may still come: the stream is out of step
-            raise RedisTimeoutError(f"no reply from Redis within {connection.socket_timeout} s") from exc
 
 
 class _Eval(_Call):
@@ -243,6 +171,195 @@ class _Eval(_Call):
 
     def packed(self) -> bytes:
         return pack(["EVAL", self.script.source, *self.command])
+
+
+# Calls wait while a write is on the wire, so each write carries many (one system call on each
+# side for all of them); this many waiting go out at once, so Redis works on the first calls
+# of a burst while the loop still handles the rest of it.
+EAGER_WRITE_CALLS = 16
+# Replies owed beyond this mean Redis is not keeping up: new calls fail fast instead of queueing.
+MAX_IN_FLIGHT = 10_000
+# An error reply that says this connection no longer reaches a usable master.
+_LEAVE_CONNECTION = ("READONLY", "MASTERDOWN", "LOADING")
+
+
+class ScriptPipe:
+    """Script calls of concurrent requests, pipelined on one connection of their own.
+
+    The calls of one event-loop tick go out as one write. Calls made while a write awaits its
+    replies wait for them and then go out together, unless enough wait to be worth a write of
+    their own. Redis answers in order, so a queue of callers matches each reply to its call,
+    and one connection carries any number of requests. The connection is made by
+    redis-py (address, AUTH, TLS, a Sentinel's master lookup, all from the client's pool
+    settings); its replies are parsed here by hiredis straight from the socket, which costs
+    a fraction of one redis-py read per reply. Each script is atomic by itself, so no
+    transaction is needed.
+
+    When the connection breaks, the calls it still owed a reply fail (every script is safe
+    for a client to run again) and the next call connects anew. A NOSCRIPT reply runs that
+    call again as EVAL, which loads the script. With a ``socket_timeout`` in the client's
+    settings, a reply owed longer than that breaks the connection.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._pool: Any = redis.connection_pool
+        self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
+        self._unsent: list[_Call] = []
+        self._owed: deque[_Call] = deque()
+        self._writes_owed = 0  # writes whose last reply has not come yet
+        self._connection: Any = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._write_soon = False
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.writes = 0  # socket writes so far, each carrying one or more calls
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._closed:
+            future.set_exception(RedisConnectionError("the store is closed"))
+            return future
+        if len(self._owed) + len(self._unsent) >= MAX_IN_FLIGHT:
+            future.set_exception(RedisConnectionError(f"{MAX_IN_FLIGHT} script calls await Redis already"))
+            return future
+        self._unsent.append(_Call(script, [len(keys), *keys, *args], future))
+        if len(self._unsent) >= EAGER_WRITE_CALLS:
+            self._write()
+        elif not self._write_soon:
+            self._write_soon = True
+            loop.call_soon(self._write)
+        return future
+
+    def _write(self) -> None:
+        self._write_soon = False
+        if not self._unsent or (self._writes_owed and len(self._unsent) < EAGER_WRITE_CALLS):
+            return  # sent when the replies of the write on the wire are in
+        if self._writer is None:
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return  # written once connected
+        calls = [call for call in self._unsent if not call.future.done()]
+        self._unsent = []
+        if not calls:
+            return
+        self._writer.write(b"".join(call.packed() for call in calls))
+        self.writes += 1
+        self._writes_owed += 1
+        calls[-1].ends_write = True
+        if self._timeout is not None:
+            now = time.monotonic()
+            for call in calls:
+                call.sent_at = now
+            if self._deadline_timer is None:
+                self._deadline_timer = asyncio.get_running_loop().call_later(self._timeout, self._check_deadline)
+        self._owed.extend(calls)
+
+    async def _connect(self) -> None:
+        connection = self._pool.make_connection()
+        try:
+            await connection.connect()
+            # redis-py made the connection and its handshake; from here on this pipe alone reads it.
+            reader, writer = getattr(connection, "_reader", None), getattr(connection, "_writer", None)
+            if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
+                connection._close()
+                raise RuntimeError("this redis-py keeps its connection's streams elsewhere: update ScriptPipe._connect")
+        except BaseException as exc:
+            self._connecting = None
+            unsent, self._unsent = self._unsent, []
+            for call in unsent:
+                call.settle(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self._closed:
+            await connection.disconnect()
+            return
+        self._connection, self._writer = connection, writer
+        self._reading = asyncio.get_running_loop().create_task(self._read(connection, reader))
+        self._connecting = None
+        self._write()
+
+    async def _read(self, connection: Any, stream: asyncio.StreamReader) -> None:
+        parser = hiredis.Reader(encoding="utf-8")
+        error: BaseException = RedisConnectionError("Redis closed the connection")
+        leave = False
+        try:
+            while not leave:
+                data = await stream.read(1 << 16)
+                if not data:
+                    break
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    call = self._owed.popleft()
+                    if call.ends_write:
+                        self._writes_owed -= 1
+                    if isinstance(reply, hiredis.ReplyError):
+                        message = str(reply)
+                        if message.startswith("NOSCRIPT"):
+                            # The server lost its scripts (restart, failover): EVAL runs the call and loads it.
+                            self._unsent.append(_Eval(call))
+                            self._write()
+                            continue
+                        leave = leave or message.startswith(_LEAVE_CONNECTION)
+                        reply = ResponseError(message)
+                    call.settle(reply)
+                if self._unsent and not self._writes_owed:
+                    self._write()
+        except BaseException as exc:
+            error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._drop(connection, error)
+
+    def _drop(self, connection: Any, error: BaseException) -> None:
+        """Forget a connection and fail the calls it owed; the next call connects anew."""
+        if connection is None or self._connection is not connection:
+            return
+        self._connection = self._writer = None
+        connection._close()  # closes without waiting: this runs as the reader ends, maybe cancelled
+        owed, self._owed = self._owed, deque()
+        self._writes_owed = 0
+        failure = error if isinstance(error, Exception) else RedisConnectionError("Redis connection closed")
+        for call in owed:
+            call.settle(failure)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if self._unsent and not self._closed:
+            self._write()
+
+    def _check_deadline(self) -> None:
+        self._deadline_timer = None
+        if not self._owed or self._timeout is None:
+            return
+        late = time.monotonic() - self._owed[0].sent_at
+        if late >= self._timeout:
+            # Replies may still come, out of step with the callers now failed: the connection goes.
+            reading = self._reading
+            self._drop(self._connection, RedisTimeoutError(f"no reply from Redis within {self._timeout} s"))
+            if reading is not None:
+                reading.cancel()
+            return
+        self._deadline_timer = asyncio.get_running_loop().call_later(self._timeout - late, self._check_deadline)
+
+    async def close(self) -> None:
+        self._closed = True
+        connecting, reading = self._connecting, self._reading
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+        if reading is not None:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+        unsent, self._unsent = self._unsent, []
+        for call in unsent:
+            call.settle(RedisConnectionError("the store is closed"))
 
 
 class Store:
@@ -256,18 +373,20 @@ class Store:
         self.scripts = {name: Script(name) for name in SCRIPTS}
         # A cluster pipeline would have to be split by node and follow redirections: there
         # each script call goes on its own, through the cluster client.
-        self._batcher = None if isinstance(redis, RedisCluster) else ScriptBatcher(redis)
+        self.pipe = None if isinstance(redis, RedisCluster) else ScriptPipe(redis)
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         script = self.scripts[name]
-        if self._batcher is None:
+        if self.pipe is None:
             return await script(self.redis, keys, args)
-        return await self._batcher.run(script, keys, args)
+        return await self.pipe.run(script, keys, args)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.close()
         await self.redis.aclose()
 
 

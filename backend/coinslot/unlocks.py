@@ -56,6 +56,10 @@ class Idempotency:
         return cls(key, hashlib.sha256(canonical.encode()).hexdigest()[:32])
 
 
+def new_purchase_id() -> str:
+    return new_id("pur")
+
+
 def site_day(site: Site, now_ms: int) -> str:
     """The calendar day at the site, in the site's own time zone."""
     return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(site.timezone)).date().isoformat()
@@ -84,8 +88,12 @@ async def unlock(
     now_ms: int,
     client_ip: str,
     tab_wallets_per_ip: int,
+    purchase_id: str | None = None,
 ) -> Unlocked:
     """Debit ``wallet`` for the item and grant it, or raise why not.
+
+    ``purchase_id`` names the purchase if this request makes one (a new one by default); a
+    caller that names it can prepare what depends on it, such as the token, meanwhile.
 
     Raises ``InsufficientFunds`` or ``WalletFrozen`` (402), ``PriceChanged``, ``CurrencyMismatch``,
     ``IdempotencyKeyReused`` (409) or ``UnknownWallet`` (401).
@@ -94,7 +102,7 @@ async def unlock(
     item = await catalog.item(site_id, item_id)
     k = keys.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
-    purchase_id = new_id("pur")
+    purchase_id = purchase_id or new_purchase_id()
     tab_granted = "0"
     while True:
         result = await store.run(

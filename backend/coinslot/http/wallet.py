@@ -73,32 +73,44 @@ async def unlock(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     idem = unlocks.Idempotency.for_body(key, raw) if key is not None else None
     now_ms = svc.clock.now_ms()
+    item_id = catalog.check_item_id(body.item)
+    purchase_id = unlocks.new_purchase_id()
+    # The token of the purchase this request will most likely make is signed while Redis
+    # decides; it is thrown away unless that very purchase is what the script reports.
+    claims = svc.unlock_tokens.claims(
+        site=body.site, item=item_id, purchase_id=purchase_id, wallet_id=ref.wallet_id, now_s=now_ms // 1000
+    )
+    pending = svc.unlock_tokens.sign_soon(claims)
     try:
         done = await unlocks.unlock(
             svc.store,
             svc.catalog,
             ref,
             site_id=body.site,
-            item_id=catalog.check_item_id(body.item),
+            item_id=item_id,
             shown_price=body.price,
             idempotency=idem,
             now_ms=now_ms,
             client_ip=client_ip(request, svc.settings.trusted_proxy_hops),
             tab_wallets_per_ip=svc.settings.tab_wallets_per_ip,
+            purchase_id=purchase_id,
         )
     except InsufficientFunds as exc:
         shortfall = exc.price - exc.balance
         exc.extra["topup_options"] = topup_options(svc, ref, shortfall, exc.currency)
         raise
-    claims = svc.unlock_tokens.claims(
-        site=done.site.id,
-        item=done.item.id,
-        purchase_id=done.purchase_id,
-        wallet_id=ref.wallet_id,
-        now_s=now_ms // 1000,
-    )
+    if done.purchase_id != purchase_id or done.site.id != body.site or done.item.id != item_id:
+        # Owned before, or a replay of an earlier request: the token names that purchase.
+        claims = svc.unlock_tokens.claims(
+            site=done.site.id,
+            item=done.item.id,
+            purchase_id=done.purchase_id,
+            wallet_id=ref.wallet_id,
+            now_s=now_ms // 1000,
+        )
+        pending = svc.unlock_tokens.sign_soon(claims)
     out: dict[str, Any] = {
-        "token": await svc.unlock_tokens.sign(claims),
+        "token": await pending.token(),
         "expires_at": claims["exp"],
         "balance": done.balance,
         "charged": done.charged,
