@@ -292,7 +292,9 @@
     size();
     if (cfg.problem) warn(cfg.problem);
   }
-  // The frame after the first one has begun, so the first is on screen: the page may now take away
-  // the placeholder it showed in this card's place. (Not before: the box would flash empty.)
-  requestAnimationFrame(() => requestAnimationFrame(() => post({type: 'painted'})));
+  // Two frames after the first one has begun, the first is on screen even where the display runs a
+  // frame behind: the page may now take away the placeholder it showed in this card's place. (Not
+  // before: the box would flash empty. The page's own removal reaches the screen a frame later.)
+  const frames = (n) => (n ? requestAnimationFrame(() => frames(n - 1)) : post({type: 'painted'}));
+  frames(3);
 })();
