@@ -287,3 +287,26 @@ def test_the_placeholder_has_the_cards_theme_and_accent(
     expect(ph).to_have_count(0)
     assert c.locator("body").evaluate(LOOK) == drawn  # the same colours and weight as the card
     assert reader.errors == []
+
+
+def test_a_card_that_never_says_it_painted_is_not_left_covered(stack: Stack, reader: Reader, held: HeldCards) -> None:
+    # A card that reports its readiness but never its first frame (an older card.js, say): the
+    # loader takes the placeholder away soon after "ready" anyway, so the card can be used.
+    def silent(route: Route) -> None:
+        response = route.fetch()
+        body = response.text()
+        assert "frames(3);" in body
+        route.fulfill(response=response, body=body.replace("frames(3);", ""))
+
+    reader.context.route("**/card.js", silent)
+    page = reader.page()
+    page.goto(stack.demo + "/article.html", wait_until="commit")
+    ph = placeholder(page, "article-heatwave")
+    expect(ph).to_be_visible()
+    held.release()
+    c = card(page, "article-heatwave")
+    expect(c.locator("#buy")).to_be_visible()
+    expect(ph).to_have_count(0)
+    press(c, c.locator("#buy"))
+    expect(c.get_by_role("button", name="Add €2.00")).to_be_visible()
+    assert reader.errors == []
