@@ -40,6 +40,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	MYPYPATH=tests $(BIN)/mypy tests
 	MYPYPATH=e2e:tests $(BIN)/mypy e2e
+	MYPYPATH=bench $(BIN)/mypy bench
 
 pytest: redis-server
 	$(BIN)/pytest

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from coinslot import catalog, demo
@@ -76,8 +76,12 @@ def ms(samples: Sequence[float]) -> str:
     return f"{statistics.median(samples) * 1000:6.1f} ms (min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f})"
 
 
-def chromium_args(executable: str | None) -> dict[str, object]:
-    return {"executable_path": executable, "args": FLAGS.split()} if executable else {}
+def launch(pw: Playwright) -> Browser:
+    """Playwright's own Chromium when installed, else the system one with the flags it needs here."""
+    executable = find_chromium(pw.chromium.executable_path)
+    if executable is None:
+        return pw.chromium.launch(headless=True)
+    return pw.chromium.launch(headless=True, executable_path=executable, args=FLAGS.split())
 
 
 def find_chromium(bundled: str) -> str | None:
@@ -149,9 +153,8 @@ def price_visible(page: Page, url: str, bare: bool = False) -> Sample:
         page.frame_locator("iframe").get_by_role("button", name="Unlock for €0.19").wait_for(state="visible")
     page.wait_for_function("() => window.frames.length > 0")
     frame = page.frames[1]
-    painted: float = frame.wait_for_function(
-        "() => performance.getEntriesByName('first-contentful-paint').length"
-    ) and frame.evaluate(CARD_PAINT)
+    frame.wait_for_function("() => performance.getEntriesByName('first-contentful-paint').length")
+    painted: float = frame.evaluate(CARD_PAINT)
     start: float = page.evaluate("() => performance.timeOrigin")
     framed: float = frame.evaluate("() => performance.timeOrigin")
     placeholder = gone = None
@@ -199,7 +202,7 @@ def run(runs: int, tmp: Path) -> int:
         loader = gz(asset("coinslot.js").body)
         card = gz(embed_page) + gz(asset("card.js").body) + gz(asset("card.css").body)
         with demo.serve_pages(pages, "127.0.0.1", bench_port, backend), sync_playwright() as pw:
-            browser = pw.chromium.launch(headless=True, **chromium_args(find_chromium(pw.chromium.executable_path)))
+            browser = launch(pw)
             try:
                 cold, warm, click = measure(browser, bench_origin + "/bench.html?item=bench-", runs)
                 bare = measure_bare(browser, bench_origin + "/bare.html", runs)
