@@ -62,6 +62,12 @@ BARE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title
 <link rel="icon" href="data:,"></head><body><main><iframe src="http://127.0.0.1:8000/healthz"></iframe></main>
 </body></html>
 """
+SERVE_PAGES = """import sys, time
+from pathlib import Path
+from coinslot import demo
+with demo.serve_pages(Path(sys.argv[1]), "127.0.0.1", int(sys.argv[2]), sys.argv[3]):
+    time.sleep(1e9)
+"""
 PAGE_JS = """var d = document.createElement('div');
 d.setAttribute('data-coinslot-item', new URLSearchParams(location.search).get('item'));
 document.getElementById('m').append(d);
@@ -201,7 +207,12 @@ def run(runs: int, tmp: Path) -> int:
             embed_page = r.read()
         loader = gz(asset("coinslot.js").body)
         card = gz(embed_page) + gz(asset("card.js").body) + gz(asset("card.css").body)
-        with demo.serve_pages(pages, "127.0.0.1", bench_port, backend), sync_playwright() as pw:
+        # The bench's pages come from a process of their own, as a publisher's from its web server:
+        # served from a thread of this one, they waited for the GIL behind Playwright's driver
+        # (tens of ms for a fresh connection).
+        pages_cmd = [sys.executable, "-c", SERVE_PAGES, str(pages), str(bench_port), backend]
+        with running(pages_cmd, tmp / "pages.log") as pages_server, sync_playwright() as pw:
+            wait_http(bench_origin + "/bare.html", pages_server, tmp / "pages.log")
             browser = launch(pw)
             try:
                 cold, warm, click = measure(browser, bench_origin + "/bench.html?item=bench-", runs)

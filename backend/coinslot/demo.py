@@ -183,6 +183,8 @@ class _Pages(SimpleHTTPRequestHandler):
     """Static files, with the backend address in HTML and JS rewritten to the running one."""
 
     backend = PAGES_BACKEND
+    # Keep-alive, as a publisher's web server: a page's script need not wait for a new connection.
+    protocol_version = "HTTP/1.1"
 
     def send_head(self) -> Any:
         path = Path(self.translate_path(self.path))
