@@ -3,7 +3,8 @@
     python bench/widget.py [--runs 20]
 
 Starts its own redis-server and ``coinslot demo`` (backend on 127.0.0.1, pages on
-localhost), adds ``--runs`` + 1 items to the demo news site and a one-item page, then:
+localhost), adds ``--runs`` + 1 items to the demo news site and a plain HTML page for each
+(served by a process of its own, with keep-alive, as a publisher's pages are), then:
 - sizes: coinslot.js, and the card (embed page + card.js + card.css), gzipped (level 9);
 - navigation → price visible, in a fresh browser context each time (cold: nothing cached)
   and in one context (warm: loader, placeholders and card files cached as their Cache-Control
@@ -52,8 +53,9 @@ PRICE = 19  # minor units, like the demo articles
 GOALS = {"loader": 2 * 1024, "card": 12 * 1024, "price": 150, "content": 250}  # bytes, bytes, ms, ms
 FLAGS = "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
 FLAGS += "--disable-component-update --disable-sync"
+# One page per item, its markup as a publisher pastes it (no script of the page's own builds it).
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bench</title>
-<link rel="icon" href="data:,"></head><body><main id="m"></main><script src="/bench.js"></script>
+<link rel="icon" href="data:,"></head><body><main><div data-coinslot-item="{item}"></div></main>
 <script src="http://127.0.0.1:8000/coinslot.js" data-site="site_demo_news" async></script></body></html>
 """
 # The floor any cross-site iframe pays here (a new renderer process under site isolation):
@@ -67,10 +69,6 @@ from pathlib import Path
 from coinslot import demo
 with demo.serve_pages(Path(sys.argv[1]), "127.0.0.1", int(sys.argv[2]), sys.argv[3]):
     time.sleep(1e9)
-"""
-PAGE_JS = """var d = document.createElement('div');
-d.setAttribute('data-coinslot-item', new URLSearchParams(location.search).get('item'));
-document.getElementById('m').append(d);
 """
 
 
@@ -187,8 +185,8 @@ def run(runs: int, tmp: Path) -> int:
     redis_cmd = [find_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)]
     pages = tmp / "pages"
     pages.mkdir()
-    (pages / "bench.html").write_text(PAGE)
-    (pages / "bench.js").write_text(PAGE_JS)
+    for i in range(runs + 1):
+        (pages / f"bench-{i}.html").write_text(PAGE.format(item=f"bench-{i}"))
     (pages / "bare.html").write_text(BARE_PAGE)
     env = {**os.environ, "COINSLOT_REDIS_URL": redis_url, "COINSLOT_DATA_DIR": str(tmp / "data")}
     env["COINSLOT_PAYMENTS"] = "test"
@@ -215,7 +213,7 @@ def run(runs: int, tmp: Path) -> int:
             wait_http(bench_origin + "/bare.html", pages_server, tmp / "pages.log")
             browser = launch(pw)
             try:
-                cold, warm, click = measure(browser, bench_origin + "/bench.html?item=bench-", runs)
+                cold, warm, click = measure(browser, bench_origin + "/bench-{}.html", runs)
                 bare = measure_bare(browser, bench_origin + "/bare.html", runs)
             finally:
                 browser.close()
@@ -262,15 +260,15 @@ def measure(browser: Browser, url: str, runs: int) -> tuple[Samples, Samples, li
     for _ in range(runs):
         context = browser.new_context()
         context.add_init_script(WATCH_PLACEHOLDER)
-        cold.append(price_visible(context.new_page(), url + "0"))
+        cold.append(price_visible(context.new_page(), url.format(0)))
         context.close()
 
     context = browser.new_context()
     context.add_init_script(WATCH_PLACEHOLDER)
     try:
         page = context.new_page()
-        price_visible(page, url + "0")  # fill the cache
-        warm = [price_visible(page, url + "0") for _ in range(runs)]
+        price_visible(page, url.format(0))  # fill the cache
+        warm = [price_visible(page, url.format(0)) for _ in range(runs)]
 
         # Fund the wallet once with the demo voucher (this unlocks bench-0, not measured).
         card = page.frame_locator("iframe")
@@ -282,7 +280,7 @@ def measure(browser: Browser, url: str, runs: int) -> tuple[Samples, Samples, li
 
         click: list[float] = []
         for i in range(1, runs + 1):
-            page.goto(f"{url}{i}")
+            page.goto(url.format(i))
             card = page.frame_locator("iframe")
             card.locator("#balance").filter(has_text="€").wait_for()  # the reader's state has arrived
             card.locator("html[data-seen]").wait_for(state="attached")
