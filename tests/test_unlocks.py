@@ -59,7 +59,29 @@ async def test_already_owned_charges_nothing_and_returns_fresh_token(api: Api, c
     assert again.json()["charged"] == 0
     assert again.json()["purchase_id"] == first["purchase_id"]
     assert again.json()["token"] != first["token"]
+    # The token names the purchase made before, not the one this request was ready to make.
+    assert token_purchase(again.json()["token"]) == first["purchase_id"]
     assert await api.balance(wallet) == 51
+
+
+async def test_a_replayed_unlock_gets_a_token_for_the_purchase_it_replays(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "lesson-2", 49)
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+    first = (await api.unlock(wallet, site[0], "lesson-2", key="k-1")).json()
+
+    replay = await api.unlock(wallet, site[0], "lesson-2", key="k-1")
+
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["purchase_id"] == first["purchase_id"]
+    assert token_purchase(replay.json()["token"]) == first["purchase_id"] == token_purchase(first["token"])
+    assert await api.balance(wallet) == 51
+
+
+def token_purchase(token: str) -> str:
+    jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
+    return jti
 
 
 async def test_cannot_pay_is_402_with_topup_options(api: Api) -> None:
