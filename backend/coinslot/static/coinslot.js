@@ -4,7 +4,7 @@
   'use strict';
   const script = document.currentScript;
   const warn = (...a) => console.warn('[coinslot]', ...a);
-  if (!script || !script.src) return warn('load coinslot.js with <script src>');
+  if (!script || !script.src) return warn('needs <script src>');
   const api = new URL(script.src).origin;
   const {site = '', theme: th, accent: ac} = script.dataset;
   const de = /^de/i.test(script.dataset.lang || document.documentElement.lang);
@@ -64,7 +64,8 @@
         sheet.replaceSync(d.css);
         d.items.forEach((o) => recs.forEach((rec) => rec.item === o.item && draw(rec, o, sheet)));
       })
-      .catch(() => {}); // refused by the page's CSP, or offline: the card comes as it would anyway
+      .catch(() => {}) // refused by the page's CSP, or offline: the card comes as it would anyway
+      .finally(() => setTimeout(() => recs.forEach((r) => r.go()), 20)); // a frame for it to be painted
   };
 
   const place = (el) => {
@@ -84,8 +85,11 @@
     const slot = document.createElement('div');
     slot.className = 'coinslot-card';
     slot.style.display = 'grid';
-    slot.append(frame);
-    const rec = el.coinslot = {el, item, frame, slot};
+    // The frame goes in once the placeholder is on screen, or its data failed or is slow: a
+    // cross-site frame starting meanwhile holds the page's own rendering back by tens of ms.
+    const go = () => frame.isConnected || slot.prepend(frame);
+    const rec = el.coinslot = {el, item, frame, slot, go};
+    setTimeout(go, 300);
     frame.onload = () => setTimeout(fail, 4000, rec, 'no answer');
     setTimeout(fail, 15000, rec, 'timed out');
     el.append(slot);
@@ -141,7 +145,7 @@
   window.coinslot = coinslot;
   if (Array.isArray(queued)) queued.forEach(run);
 
-  if (!site) return warn('no data-site on the <script> tag');
+  if (!site) return warn('no data-site');
   // Not waiting for DOMContentLoaded, which slow scripts can hold back for seconds.
   scan(document);
   new MutationObserver((list) => list.forEach((r) => {
