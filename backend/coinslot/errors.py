@@ -16,6 +16,7 @@ class CoinslotError(Exception):
     status = 500
     type = "internal"
     title = "Internal error"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -223,6 +224,7 @@ class RateLimited(CoinslotError):
     status = 429
     type = "rate-limited"
     title = "Too many requests"
+    retry_after: int
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
@@ -241,6 +243,7 @@ class StoreUnavailable(ServiceUnavailable):
 
     type = "store-unavailable"
     title = "Storage unavailable"
+    retry_after = 1
 
 
 class BadWebhook(BadRequest):

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from coinslot.errors import PROBLEM_BASE, BodyTooLarge, CoinslotError, InvalidBody, RateLimited, StoreUnavailable
+from coinslot.errors import PROBLEM_BASE, BodyTooLarge, CoinslotError, InvalidBody, StoreUnavailable
 
 log = logging.getLogger("coinslot.http")
 
@@ -35,7 +35,7 @@ class ProblemResponse(JSONResponse):
 
 def problem_response(exc: CoinslotError) -> Response:
     headers = {"Cache-Control": "no-store"}
-    if isinstance(exc, RateLimited):
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     return ProblemResponse(exc.problem(), status_code=exc.status, headers=headers)
 
@@ -64,14 +64,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 # Raised by redis-py and by the store's script pipe when Redis is out of reach.
 STORE_FAILURES = (RedisConnectionError, RedisTimeoutError)
-STORE_RETRY_AFTER_S = 1
 
 
 async def store_failure(request: Request, exc: Exception) -> Response:
     log.error("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
-    response = problem_response(StoreUnavailable(f"storage did not answer ({type(exc).__name__}); try again"))
-    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
-    return response
+    return problem_response(StoreUnavailable(f"storage did not answer ({type(exc).__name__}); try again"))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
