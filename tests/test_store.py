@@ -16,7 +16,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from coinslot import ledger
 from coinslot.clock import FrozenClock
 from coinslot.errors import ConfigurationError
-from coinslot.store import EAGER_WRITE_CALLS, Store, connect, parse_sentinel_url
+from coinslot.pipe import EAGER_WRITE_CALLS
+from coinslot.store import Store, connect, parse_sentinel_url
 from coinslot.tokens import KeyRing
 
 from api import Api
