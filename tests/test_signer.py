@@ -37,6 +37,8 @@ async def test_one_tick_of_signatures_goes_to_the_child_and_verifies(signing: Si
     signatures = await asyncio.gather(*futures)
     for (key, message), signature in zip(keyed, signatures, strict=True):
         key.public_key().verify(signature, message)  # raises InvalidSignature if wrong
+        # Ed25519 is deterministic: libsodium in the child and OpenSSL inline agree byte for byte.
+        assert signature == key.sign(message)
     assert signing.running
 
 
