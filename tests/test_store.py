@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from coinslot import ledger
 from coinslot.clock import FrozenClock
 from coinslot.errors import ConfigurationError
-from coinslot.pipe import EAGER_WRITE_CALLS
+from coinslot.pipe import EAGER_WRITE_CALLS, pack
 from coinslot.store import Store, connect, parse_sentinel_url
 from coinslot.tokens import KeyRing
 
@@ -89,6 +90,13 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(standalone_store: 
 
     assert isinstance(results[3], asyncio.CancelledError)
     assert all(r == [[], []] for i, r in enumerate(results) if i != 3)
+
+
+def test_script_calls_are_packed_as_redis_py_packs_them() -> None:
+    command: list[str | int] = ["EVALSHA", "a" * 40, 2, "{w:1}:w", "{w:1}:owned", 1732460000000, "Grüße\t", "", -5]
+    assert pack(command) == b"".join(Connection().pack_command(*command))
+    with pytest.raises(TypeError, match="not bool"):
+        pack(["EVALSHA", "a" * 40, 0, True])
 
 
 @pytest.mark.parametrize(

