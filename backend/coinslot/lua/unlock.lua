@@ -9,7 +9,7 @@ local now, gen = ARGV[1], ARGV[2]
 local site, item, price, currency = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local tab_limit, purchase_id, digest = tonumber(ARGV[7]), ARGV[8], ARGV[9]
 
-local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'frozen')
+local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'frozen', 'seq')
 if not w[1] then return {'no-wallet'} end
 if w[3] ~= gen then return {'stale'} end
 local balance = tonumber(w[2])
@@ -46,8 +46,8 @@ else
   charged = price
   balance = balance - price
   local wallet_account = 'wallet:' .. string.sub(KEYS[1], 4, -2)
-  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-  redis.call('HSET', KEYS[1], 'balance', balance)
+  local seq = (tonumber(w[5]) or 0) + 1  -- read above: one HSET writes it with the balance
+  redis.call('HSET', KEYS[1], 'balance', balance, 'seq', seq)
   redis.call('HSET', KEYS[2], owned_field, pid)
   redis.call('HSET', KEYS[3], pid, cjson.encode({
     id = pid, site = site, item = item, kind = ARGV[11], title = ARGV[12],
