@@ -8,9 +8,11 @@ import httpx
 import jwt
 import pytest
 
-from coinslot import ledger
+from coinslot import ledger, unlocks
+from coinslot.catalog import Catalog
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
+from coinslot.wallets import WalletRef
 
 from api import Api, auth
 
@@ -256,7 +258,16 @@ async def test_a_rerun_of_the_same_request_reports_what_it_charged(api: Api, sto
     await api.fund(site, wallet, 100)
     wallet_id = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
     k = keys.wallet_keys(wallet_id)
-    args: list[str | int] = [clock.now_ms(), 1, site[0], "a", 30, "EUR", 0, "pur_same", "", 60, "item", "A", "0", ""]
+    catalog = Catalog(store)
+    args = unlocks.script_args(
+        await catalog.site(site[0]),
+        await catalog.item(site[0], "a"),
+        WalletRef(wallet_id, 1),
+        purchase_id="pur_same",
+        now_ms=clock.now_ms(),
+        idempotency=None,
+        shown_price=None,
+    )
     script_keys = [k.wallet, k.owned, k.purchases, k.ledger, k.idempotency("unlocks", "-")]
 
     first = await store.run("unlock", script_keys, args)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from coinslot.store import Script
 
 
-def pack(parts: Sequence[str | int]) -> bytes:
+def pack(parts: Sequence[str | int | bytes]) -> bytes:
     """One command in the Redis protocol (RESP), packed by hiredis in C: ~2.5 µs for an unlock's
     22 arguments, against ~7 µs in Python and several times that in redis-py's general packer."""
     try:
@@ -37,7 +37,7 @@ def pack(parts: Sequence[str | int]) -> bytes:
 class _Call:
     __slots__ = ("script", "command", "future", "sent_at", "ends_write")
 
-    def __init__(self, script: Script, command: list[str | int], future: asyncio.Future[Any]) -> None:
+    def __init__(self, script: Script, command: list[str | int | bytes], future: asyncio.Future[Any]) -> None:
         self.script, self.command, self.future = script, command, future
         self.sent_at = 0.0
         self.ends_write = False  # the last call of one socket write
@@ -106,7 +106,7 @@ class ScriptPipe:
         self._closed = False
         self.writes = 0  # socket writes so far, each carrying one or more calls
 
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> asyncio.Future[Any]:
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[str | int | bytes]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if self._closed:

@@ -118,7 +118,7 @@ class Script:
         self.source = resources.files("coinslot").joinpath("lua", name + ".lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    async def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -138,7 +138,7 @@ class Store:
         # each script call goes on its own, through the cluster client.
         self.pipe = None if isinstance(redis, RedisCluster) else ScriptPipe(redis)
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
         script = self.scripts[name]
         if self.pipe is None:
             return await script(self.redis, keys, args)

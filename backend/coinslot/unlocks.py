@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from coinslot import store as keys
 from coinslot.catalog import Catalog, Item, Site
 from coinslot.errors import (
@@ -76,6 +78,67 @@ async def _take_tab_quota(store: Store, site: Site, wallet_id: str, ip: str, now
     return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
 
+TAB_GRANTED = 12  # index in script_args: '1' once the site's per-IP tab quota let this wallet in
+
+
+def script_args(
+    site: Site,
+    item: Item,
+    wallet: WalletRef,
+    *,
+    purchase_id: str,
+    now_ms: int,
+    idempotency: Idempotency | None,
+    shown_price: int | None,
+) -> list[str | int | bytes]:
+    """ARGV of ``lua/unlock.lua``, with the records it stores for a new purchase written here."""
+    price = item.price
+    receipt = orjson.dumps(
+        {
+            "id": purchase_id,
+            "site": site.id,
+            "item": item.id,
+            "kind": item.kind,
+            "title": item.title,
+            "price": price,
+            "charged": price,
+            "currency": site.currency,
+            "at": now_ms,
+        }
+    )
+    # The script puts the ledger sequence and the balance after the debit in front of the rest.
+    entry_rest = orjson.dumps(
+        {
+            "at": now_ms,
+            "kind": "unlock",
+            "ref": purchase_id,
+            "site": site.id,
+            "item": item.id,
+            "currency": site.currency,
+            "postings": [
+                {"account": "wallet:" + wallet.wallet_id, "amount": -price},
+                {"account": f"site:{site.id}:revenue", "amount": price},
+            ],
+        }
+    )[1:]
+    return [
+        now_ms,
+        wallet.generation,
+        site.id,
+        item.id,
+        price,
+        site.currency,
+        site.tab_limit,
+        purchase_id,
+        idempotency.digest if idempotency else "",
+        IDEMPOTENCY_TTL_S,
+        receipt,
+        entry_rest,
+        "0",
+        "" if shown_price is None else shown_price,
+    ]
+
+
 async def unlock(
     store: Store,
     catalog: Catalog,
@@ -103,36 +166,20 @@ async def unlock(
     k = keys.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
     purchase_id = purchase_id or new_purchase_id()
-    tab_granted = "0"
+    args = script_args(
+        site, item, wallet, purchase_id=purchase_id, now_ms=now_ms, idempotency=idempotency, shown_price=shown_price
+    )
+    script_keys = [k.wallet, k.owned, k.purchases, k.ledger, idem_key]
     while True:
-        result = await store.run(
-            "unlock",
-            [k.wallet, k.owned, k.purchases, k.ledger, idem_key],
-            [
-                now_ms,
-                wallet.generation,
-                site.id,
-                item.id,
-                item.price,
-                site.currency,
-                site.tab_limit,
-                purchase_id,
-                idempotency.digest if idempotency else "",
-                IDEMPOTENCY_TTL_S,
-                item.kind,
-                item.title,
-                tab_granted,
-                "" if shown_price is None else shown_price,
-            ],
-        )
+        result = await store.run("unlock", script_keys, args)
         status = result[0]
         if status == "ok":
             return Unlocked(site, item, result[1], int(result[2]), int(result[3]))
         if status == "replay":
             return Unlocked(site, item, result[1], int(result[2]), int(result[3]), replayed=True)
-        if status == "tab-quota" and tab_granted == "0":
+        if status == "tab-quota" and args[TAB_GRANTED] == "0":
             if await _take_tab_quota(store, site, wallet.wallet_id, client_ip, now_ms, tab_wallets_per_ip):
-                tab_granted = "1"
+                args[TAB_GRANTED] = "1"
                 continue
             raise InsufficientFunds(int(result[1]), item.price, site.currency, 0, tab="quota-reached")
         break

@@ -2,8 +2,10 @@
 -- KEYS: 1 wallet hash, 2 owned hash, 3 purchases hash, 4 ledger list, 5 idempotency record
 -- ARGV: 1 now_ms, 2 generation, 3 site, 4 item, 5 price, 6 currency, 7 tab_limit,
 --       8 purchase_id, 9 idempotency body digest ('' = no key), 10 idempotency ttl (s),
---       11 kind ('item'), 12 title, 13 tab_granted ('1' when the site's per-IP tab quota allowed it),
---       14 price the reader was shown ('' = not named)
+--       11 the purchase record (JSON), 12 the ledger entry's JSON without its seq and balance, from
+--       its first key on ('"at":...}'), 13 tab_granted ('1' when the site's per-IP tab quota allowed
+--       it), 14 price the reader was shown ('' = not named)
+-- The caller writes the records' JSON: cjson here cost Redis more than all the script's commands.
 -- Returns {status, ...}: see coinslot/unlocks.py for the meaning of each status.
 local now, gen = ARGV[1], ARGV[2]
 local site, item, price, currency = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
@@ -45,18 +47,11 @@ else
   pid = purchase_id
   charged = price
   balance = balance - price
-  local wallet_account = 'wallet:' .. string.sub(KEYS[1], 4, -2)
   local seq = (tonumber(w[5]) or 0) + 1  -- read above: one HSET writes it with the balance
   redis.call('HSET', KEYS[1], 'balance', balance, 'seq', seq)
   redis.call('HSET', KEYS[2], owned_field, pid)
-  redis.call('HSET', KEYS[3], pid, cjson.encode({
-    id = pid, site = site, item = item, kind = ARGV[11], title = ARGV[12],
-    price = price, charged = price, currency = currency, at = tonumber(now)}))
-  redis.call('RPUSH', KEYS[4], cjson.encode({
-    seq = seq, at = tonumber(now), kind = 'unlock', ref = pid, site = site, item = item,
-    currency = currency, balance = balance,
-    postings = {{account = wallet_account, amount = -price},
-                {account = 'site:' .. site .. ':revenue', amount = price}}}))
+  redis.call('HSET', KEYS[3], pid, ARGV[11])
+  redis.call('RPUSH', KEYS[4], '{"seq":' .. seq .. ',"balance":' .. balance .. ',' .. ARGV[12])
 end
 
 if digest ~= '' then
