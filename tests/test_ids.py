@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 
 from coinslot.ids import IDS_PER_DRAW, new_id
 
@@ -27,3 +28,10 @@ def test_a_forked_child_does_not_reuse_the_ids_its_parent_holds() -> None:
     parent_ids = {new_id("w") for _ in range(IDS_PER_DRAW)}
     assert len(child_ids) == 5
     assert not child_ids & parent_ids
+
+
+def test_every_character_of_an_id_is_equally_likely() -> None:
+    counts = Counter("".join(new_id("x")[2:] for _ in range(100_000)))
+    assert sorted(counts) == sorted("abcdefghijklmnopqrstuvwxyz234567")
+    # 1.6 million characters, 50,000 expected each: ±5 % is more than 10 standard deviations.
+    assert all(47_500 < n < 52_500 for n in counts.values())
