@@ -5,22 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
 from coinslot.errors import InsufficientFunds
 from coinslot.http.credentials import client_ip, require_wallet, set_wallet_cookie, uses_cookie
-from coinslot.http.problems import FastJSONResponse, read_json
+from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.ids import new_id
 from coinslot.services import Services, services
 from coinslot.wallets import WalletRef
 
-NO_STORE = {"Cache-Control": "no-store"}
 
-
-def private_json(body: Any, status_code: int = 200) -> JSONResponse:
-    return FastJSONResponse(body, status_code=status_code, headers=NO_STORE)
+def private_json(body: Any, status_code: int = 200) -> Response:
+    return PrivateJSONResponse(body, status_code)
 
 
 async def create_wallet(request: Request) -> Response:
