@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.datastructures import Headers
 
 from coinslot.clock import FrozenClock
+from coinslot.http.problems import _IndexedHeaders
 from coinslot.store import Store
 
 from api import Api, auth
@@ -177,3 +179,18 @@ async def test_the_unlock_fast_lane_renders_problems_like_every_route(
     # The lane is POST only: another method still meets the router's 405 problem.
     r = await api.client.get("/v1/unlocks")
     assert r.status_code == 405 and r.headers["content-type"] == PROBLEM
+
+
+def test_the_fast_lane_reads_headers_as_starlette_does() -> None:
+    raw = [(b"authorization", b"Bearer a"), (b"x-dup", b"first"), (b"x-dup", b"second"), (b"content-type", b"t/\xe9")]
+    fast, plain = _IndexedHeaders({"headers": raw}), Headers(scope={"headers": raw})
+    for name in ("authorization", "Authorization", "x-dup", "content-type", "idempotency-key"):
+        assert fast.get(name) == plain.get(name)
+        assert fast.get(name, "-") == plain.get(name, "-")
+        assert (name in fast) == (name in plain)
+        if name in plain:
+            assert fast[name] == plain[name]
+        else:
+            with pytest.raises(KeyError):
+                fast[name]
+    assert fast.getlist("x-dup") == ["first", "second"]

