@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,31 @@ async def test_cache_follows_changes_made_by_another_worker(
                 break
             await asyncio.sleep(0.01)
         assert (await services.catalog.item(site.id, "a")).price == 29
+
+
+async def test_the_unlock_paths_cached_lookup_answers_only_fresh_known_entries(
+    standalone_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = await new_site(standalone_store)
+    await catalog.put_item(standalone_store, site, "a", title="A", price=19, now_ms=0)
+    cache = catalog.Catalog(standalone_store, ttl_s=60)
+    assert cache.cached(site.id, "a") is None  # nothing read yet
+    with pytest.raises(UnknownItem):
+        await cache.item(site.id, "missing")
+    assert cache.cached(site.id, "missing") is None  # cached as unknown: the slow path says why
+
+    await cache.site(site.id)
+    await cache.item(site.id, "a")
+    hit = cache.cached(site.id, "a")
+    assert hit is not None and hit[0].id == site.id and hit[1].price == 19
+
+    cache.invalidate(site.id)
+    assert cache.cached(site.id, "a") is None
+    await cache.site(site.id)
+    await cache.item(site.id, "a")
+    later = time.monotonic() + 61
+    monkeypatch.setattr(catalog.time, "monotonic", lambda: later)
+    assert cache.cached(site.id, "a") is None  # expired
 
 
 async def test_unknown_and_malformed_items(standalone_store: Store) -> None:

@@ -161,8 +161,8 @@ async def unlock(
     Raises ``InsufficientFunds`` or ``WalletFrozen`` (402), ``PriceChanged``, ``CurrencyMismatch``,
     ``IdempotencyKeyReused`` (409) or ``UnknownWallet`` (401).
     """
-    site = await catalog.site(site_id)
-    item = await catalog.item(site_id, item_id)
+    hit = catalog.cached(site_id, item_id)
+    site, item = hit if hit is not None else (await catalog.site(site_id), await catalog.item(site_id, item_id))
     k = keys.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
     purchase_id = purchase_id or new_purchase_id()
