@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -35,8 +36,9 @@ IDEMPOTENCY_TTL_S = 24 * 60 * 60
 MAX_IDEMPOTENCY_KEY = 255
 
 
-@dataclass(frozen=True, slots=True)
-class Unlocked:
+class Unlocked(NamedTuple):
+    """What an unlock did. A named tuple: a frozen dataclass cost ~1.5 µs more per unlock to make."""
+
     site: Site
     item: Item
     purchase_id: str
@@ -149,7 +151,7 @@ async def unlock(
     shown_price: int | None,
     idempotency: Idempotency | None,
     now_ms: int,
-    client_ip: str,
+    client_ip_of: Callable[[], str],  # called only when the wallet opens a tab on the site
     tab_wallets_per_ip: int,
     purchase_id: str | None = None,
 ) -> Unlocked:
@@ -178,7 +180,7 @@ async def unlock(
         if status == "replay":
             return Unlocked(site, item, result[1], int(result[2]), int(result[3]), replayed=True)
         if status == "tab-quota" and args[TAB_GRANTED] == "0":
-            if await _take_tab_quota(store, site, wallet.wallet_id, client_ip, now_ms, tab_wallets_per_ip):
+            if await _take_tab_quota(store, site, wallet.wallet_id, client_ip_of(), now_ms, tab_wallets_per_ip):
                 args[TAB_GRANTED] = "1"
                 continue
             raise InsufficientFunds(int(result[1]), item.price, site.currency, 0, tab="quota-reached")

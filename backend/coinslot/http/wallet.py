@@ -89,7 +89,7 @@ async def unlock(request: Request) -> Response:
             shown_price=body.price,
             idempotency=idem,
             now_ms=now_ms,
-            client_ip=client_ip(request, svc.settings.trusted_proxy_hops),
+            client_ip_of=lambda: client_ip(request, svc.settings.trusted_proxy_hops),
             tab_wallets_per_ip=svc.settings.tab_wallets_per_ip,
             purchase_id=purchase_id,
         )
