@@ -114,8 +114,9 @@ async def test_the_unlock_paths_cached_lookup_answers_only_fresh_known_entries(
     await cache.site(site.id)
     await cache.item(site.id, "a")
     later = time.monotonic() + 61
-    monkeypatch.setattr(catalog.time, "monotonic", lambda: later)
-    assert cache.cached(site.id, "a") is None  # expired
+    with monkeypatch.context() as patched:  # undone at once: the event loop reads this clock too
+        patched.setattr(time, "monotonic", lambda: later)
+        assert cache.cached(site.id, "a") is None  # expired
 
 
 async def test_unknown_and_malformed_items(standalone_store: Store) -> None:
