@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 
-ID_BYTES = 10  # 80 bits: 16 base32 characters
+ID_BYTES = 10  # 80 bits: 16 characters
 ID_CHARS = 16
 IDS_PER_DRAW = 256
-# Each random byte picks one of the 32 characters by its low 5 bits (256 is a multiple of 32,
-# so every character is equally likely): 16 bytes give 80 bits, as 10 bytes in base32 do.
+# Each random byte picks one of the 32 base32 characters by its low 5 bits (256 is a multiple
+# of 32, so every character is equally likely): 16 characters carry 80 bits, as base32 of 10
+# bytes does, and look the same.
 _ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
 _CHARACTER_OF_BYTE = bytes(_ALPHABET[b % 32] for b in range(256))
 
@@ -20,8 +20,12 @@ _CHARACTER_OF_BYTE = bytes(_ALPHABET[b % 32] for b in range(256))
 _drawn: list[str] = []
 
 
+def _random_text(chars: int) -> str:
+    return secrets.token_bytes(chars).translate(_CHARACTER_OF_BYTE).decode("ascii")
+
+
 def _draw() -> None:
-    text = secrets.token_bytes(ID_CHARS * IDS_PER_DRAW).translate(_CHARACTER_OF_BYTE).decode("ascii")
+    text = _random_text(ID_CHARS * IDS_PER_DRAW)
     _drawn.extend(text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS))
 
 
@@ -30,9 +34,9 @@ os.register_at_fork(after_in_child=_drawn.clear)
 
 
 def new_id(prefix: str, nbytes: int = ID_BYTES) -> str:
-    """``prefix_`` + base32 of ``nbytes`` random bytes (10 bytes = 80 bits, 16 characters)."""
+    """``prefix_`` + as many lowercase base32 characters as carry ``nbytes`` random bytes (10 → 16)."""
     if nbytes != ID_BYTES:
-        return prefix + "_" + base64.b32encode(secrets.token_bytes(nbytes)).decode().rstrip("=").lower()
+        return prefix + "_" + _random_text(-(-nbytes * 8 // 5))
     while True:
         try:
             return prefix + "_" + _drawn.pop()
