@@ -12,7 +12,7 @@ import pytest
 from coinslot import catalog
 from coinslot.clock import FrozenClock
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, UnknownItem, UnknownSite
-from coinslot.store import Store
+from coinslot.store import Store, connect
 
 from conftest import unique
 
@@ -91,6 +91,34 @@ async def test_cache_follows_changes_made_by_another_worker(
                 break
             await asyncio.sleep(0.01)
         assert (await services.catalog.item(site.id, "a")).price == 29
+
+
+async def test_the_change_feed_outlives_idle_spells_longer_than_the_clients_timeout(
+    standalone_url: str, tmp_path: Path, keyring: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The feed waits for messages longer than any command may take, without dropping its subscription."""
+    from conftest import make_settings, running_app
+
+    store = Store(await connect(standalone_url + "?socket_timeout=0.2"))
+    try:
+        site = await new_site(store)
+        await catalog.put_item(store, site, "a", title="A", price=19, now_ms=0)
+        async with running_app(make_settings(tmp_path), store, FrozenClock(), keyring) as worker:  # type: ignore[arg-type]
+            services = worker.app.state.services  # type: ignore[attr-defined]
+            services.catalog.ttl_s = 3600.0
+            assert (await services.catalog.item(site.id, "a")).price == 19
+            await asyncio.sleep(0.7)  # quiet for several socket timeouts
+
+            await catalog.put_item(store, site, "a", title="A", price=29, now_ms=0)
+
+            for _ in range(50):
+                if (await services.catalog.item(site.id, "a")).price == 29:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await services.catalog.item(site.id, "a")).price == 29
+        assert not [r for r in caplog.records if "change feed interrupted" in r.getMessage()]
+    finally:
+        await store.close()
 
 
 async def test_the_unlock_paths_cached_lookup_answers_only_fresh_known_entries(

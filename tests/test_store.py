@@ -196,6 +196,43 @@ async def test_a_reply_owed_too_long_fails_its_call_and_the_next_call_connects_a
         await store.close()
 
 
+async def test_a_redis_that_stops_answering_is_a_503_after_the_default_timeout(
+    tmp_path: Path, clock: FrozenClock, keyring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no timeout in the URL, neither the script pipe nor redis-py waits for ever on a stalled Redis."""
+    from coinslot import store as store_module
+
+    monkeypatch.setitem(store_module._TIMEOUTS, "socket_timeout", 0.3)
+    with start_standalone(tmp_path) as server:
+        own = Store(await connect(server.url + "?socket_timeout=7"))
+        assert own.redis.connection_pool.connection_kwargs["socket_timeout"] == 7  # the URL's own value wins
+        await own.close()
+        store = Store(await connect(server.url))
+        admin = Redis.from_url(server.url)
+        try:
+            async with running_app(make_settings(tmp_path), store, clock, keyring) as client:
+                api = Api(client, store, clock)
+                site, wallet = await funded(api, 2, 10)
+                assert (await api.unlock(wallet, site, "i0")).status_code == 200
+                await client.app.state.services.catalog.item(site, "i1")  # type: ignore[attr-defined]
+                await admin.execute_command(  # type: ignore[no-untyped-call]
+                    "CLIENT", "PAUSE", 2000, "ALL"
+                )
+                unlock = await asyncio.wait_for(api.unlock(wallet, site, "i1"), timeout=1.5)  # the script pipe
+                read = await asyncio.wait_for(  # redis-py
+                    client.get("/v1/wallet", headers={"Authorization": f"Bearer {wallet}"}), timeout=1.5
+                )
+                await admin.execute_command(  # type: ignore[no-untyped-call]
+                    "CLIENT", "UNPAUSE"
+                )
+        finally:
+            await admin.aclose()
+            await store.close()
+    for response in (unlock, read):
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "https://coinslot.dev/problems/store-unavailable"
+
+
 async def test_calls_fail_fast_when_redis_refuses_connections_or_the_store_is_closed(tmp_path: Path) -> None:
     with start_standalone(tmp_path) as server:
         store = Store(await connect(server.url))

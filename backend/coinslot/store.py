@@ -23,6 +23,12 @@ from coinslot.pipe import ScriptPipe
 
 AnyRedis = Redis | RedisCluster
 
+# A Redis that stops answering (a stalled disk, a partition that drops packets without a reset)
+# fails each call after this long, as a 503, instead of holding its request for ever. A URL
+# that names socket_timeout or socket_connect_timeout keeps its own value.
+COMMAND_TIMEOUT_S = 5.0
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": COMMAND_TIMEOUT_S, "socket_connect_timeout": COMMAND_TIMEOUT_S}
+
 SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback")
 
 
@@ -190,21 +196,31 @@ async def connect(url: str) -> AnyRedis:
         )
         # Each new connection asks the sentinels for the master again, so a failover is followed.
         master: SentinelMaster = sentinel.master_for(
-            service, redis_class=SentinelMaster, db=db, password=password, decode_responses=True, protocol=2
+            service,
+            redis_class=SentinelMaster,
+            db=db,
+            password=password,
+            decode_responses=True,
+            protocol=2,
+            **_TIMEOUTS,
         )
         master.sentinel_client = sentinel
         await master.ping()
         return master
-    probe: Redis = Redis.from_url(url, decode_responses=True, protocol=2)
+    probe: Redis = Redis.from_url(url, decode_responses=True, protocol=2, **_TIMEOUTS)
     try:
         info = await asyncio.wait_for(probe.info("cluster"), timeout=10)
     finally:
         await probe.aclose()
     if info.get("cluster_enabled"):
         # The cluster client cannot wait for a free connection, so its ceiling is generous.
-        cluster: RedisCluster = RedisCluster.from_url(url, decode_responses=True, protocol=2, max_connections=2048)
+        cluster: RedisCluster = RedisCluster.from_url(
+            url, decode_responses=True, protocol=2, max_connections=2048, **_TIMEOUTS
+        )
         await cluster.initialize()
         return cluster
     # A burst beyond the pool waits for a connection instead of failing the request.
-    pool = BlockingConnectionPool.from_url(url, decode_responses=True, protocol=2, max_connections=256, timeout=10)
+    pool = BlockingConnectionPool.from_url(
+        url, decode_responses=True, protocol=2, max_connections=256, timeout=10, **_TIMEOUTS
+    )
     return Redis.from_pool(pool)
