@@ -145,9 +145,12 @@ def test_the_page_cannot_take_over_the_top_up_window(stack: Stack, reader: Reade
     # window the page can still steer (e.g. to a look-alike payment page).
     page = reader.page()
     page.goto(stack.demo + "/article.html")
+    c = card(page, "article-heatwave")
+    # The card first: on a loaded machine, a window opened while the card's frame was still
+    # loading has cost that frame its messages to the page (the loader then gave up after 15 s).
+    expect(c.locator("#buy")).to_be_visible()
     with page.expect_popup():
         page.evaluate("() => { window.__mine = window.open('about:blank', 'coinslot-topup', 'popup'); }")
-    c = card(page, "article-heatwave")
     press(c, c.locator("#buy"))
     with page.expect_popup() as checkout:
         c.get_by_role("button", name="Add €2.00").click()
