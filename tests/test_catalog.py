@@ -70,21 +70,19 @@ def test_content_is_sanitized_with_an_allow_list() -> None:
     assert "<h2>Title</h2>" in clean
 
 
-async def test_cache_follows_changes_made_by_another_worker(
-    standalone_store: Store, tmp_path: Path, keyring: object
-) -> None:
+async def test_cache_follows_changes_made_by_another_worker(store: Store, tmp_path: Path, keyring: object) -> None:
     """A price change through one worker reaches the cache of another at once, not after its TTL."""
     from conftest import make_settings, running_app
 
-    site = await new_site(standalone_store)
-    await catalog.put_item(standalone_store, site, "a", title="A", price=19, now_ms=0)
+    site = await new_site(store)
+    await catalog.put_item(store, site, "a", title="A", price=19, now_ms=0)
     clock = FrozenClock()
-    async with running_app(make_settings(tmp_path), standalone_store, clock, keyring) as worker:  # type: ignore[arg-type]
+    async with running_app(make_settings(tmp_path), store, clock, keyring) as worker:  # type: ignore[arg-type]
         services = worker.app.state.services  # type: ignore[attr-defined]
         services.catalog.ttl_s = 3600.0  # only the change feed can refresh it now
         assert (await services.catalog.item(site.id, "a")).price == 19
 
-        await catalog.put_item(standalone_store, site, "a", title="A", price=29, now_ms=0)  # "another worker"
+        await catalog.put_item(store, site, "a", title="A", price=29, now_ms=0)  # "another worker"
 
         for _ in range(100):
             if (await services.catalog.item(site.id, "a")).price == 29:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
@@ -68,28 +67,20 @@ class Coinslot(Starlette):
 
 async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog) -> None:
     """Drop cached catalog entries when any worker publishes a change to a site."""
-    # PUBLISH reaches every node of a cluster, so one node's subscription hears them all.
-    if isinstance(redis, Redis):
-        node, own = redis, False
-    else:
-        default = redis.get_default_node()
-        node, own = Redis(host=default.host, port=int(default.port), decode_responses=True, protocol=2), True
-    try:
-        while True:
-            try:
-                async with node.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.CATALOG_CHANNEL)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            catalog.invalidate(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a dropped subscription must not stop the worker; entries still expire
-                log.warning("catalog change feed interrupted (%s); resubscribing", exc)
-                await asyncio.sleep(1)
-    finally:
-        if own:
-            await node.aclose()
+    # The client's own pubsub connects with its settings (password, TLS, timeouts); on a
+    # Cluster it picks one node, and PUBLISH reaches every node, so that node hears them all.
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(keys.CATALOG_CHANNEL)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        catalog.invalidate(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dropped subscription must not stop the worker; entries still expire
+            log.warning("catalog change feed interrupted (%s); resubscribing", exc)
+            await asyncio.sleep(1)
 
 
 def _clocked_signer(clock: Clock) -> type[TimestampSigner]:
