@@ -24,8 +24,8 @@ from coinslot.pipe import ScriptPipe
 AnyRedis = Redis | RedisCluster
 
 # A Redis that stops answering (a stalled disk, a partition that drops packets without a reset)
-# fails each call after this long, as a 503, instead of holding its request for ever. A URL
-# that names socket_timeout or socket_connect_timeout keeps its own value.
+# fails each call after this long, as a 503, instead of holding its request for ever. A redis://
+# URL that names socket_timeout or socket_connect_timeout in its query keeps its own value.
 COMMAND_TIMEOUT_S = 5.0
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": COMMAND_TIMEOUT_S, "socket_connect_timeout": COMMAND_TIMEOUT_S}
 
