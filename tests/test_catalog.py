@@ -70,6 +70,14 @@ def test_content_is_sanitized_with_an_allow_list() -> None:
     assert "<h2>Title</h2>" in clean
 
 
+async def _until_price(cache: catalog.Catalog, site_id: str, item_id: str, price: int, *, tries: int) -> None:
+    """Polls the cache every 10 ms, at most ``tries`` times, until it shows ``price``."""
+    for _ in range(tries):
+        if (await cache.item(site_id, item_id)).price == price:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_cache_follows_changes_made_by_another_worker(store: Store, tmp_path: Path, keyring: object) -> None:
     """A price change through one worker reaches the cache of another at once, not after its TTL."""
     from conftest import make_settings, running_app
@@ -84,10 +92,7 @@ async def test_cache_follows_changes_made_by_another_worker(store: Store, tmp_pa
 
         await catalog.put_item(store, site, "a", title="A", price=29, now_ms=0)  # "another worker"
 
-        for _ in range(100):
-            if (await services.catalog.item(site.id, "a")).price == 29:
-                break
-            await asyncio.sleep(0.01)
+        await _until_price(services.catalog, site.id, "a", 29, tries=100)
         assert (await services.catalog.item(site.id, "a")).price == 29
 
 
@@ -109,10 +114,7 @@ async def test_the_change_feed_outlives_idle_spells_longer_than_the_clients_time
 
             await catalog.put_item(store, site, "a", title="A", price=29, now_ms=0)
 
-            for _ in range(50):
-                if (await services.catalog.item(site.id, "a")).price == 29:
-                    break
-                await asyncio.sleep(0.01)
+            await _until_price(services.catalog, site.id, "a", 29, tries=50)
             assert (await services.catalog.item(site.id, "a")).price == 29
         assert not [r for r in caplog.records if "change feed interrupted" in r.getMessage()]
     finally:

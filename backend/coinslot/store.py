@@ -192,7 +192,7 @@ async def connect(url: str) -> AnyRedis:
     if url.startswith("redis+sentinel://"):
         sentinels, service, db, password = parse_sentinel_url(url)
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            sentinels, socket_timeout=5, sentinel_kwargs={"password": password} if password else {}
+            sentinels, socket_timeout=COMMAND_TIMEOUT_S, sentinel_kwargs={"password": password} if password else {}
         )
         # Each new connection asks the sentinels for the master again, so a failover is followed.
         master: SentinelMaster = sentinel.master_for(
