@@ -12,7 +12,7 @@ import pytest
 from coinslot import catalog
 from coinslot.clock import FrozenClock
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, UnknownItem, UnknownSite
-from coinslot.store import Store, connect
+from coinslot.store import CATALOG_CHANNEL, Store, connect
 
 from conftest import unique
 
@@ -94,6 +94,38 @@ async def test_cache_follows_changes_made_by_another_worker(store: Store, tmp_pa
 
         await _until_price(services.catalog, site.id, "a", 29, tries=100)
         assert (await services.catalog.item(site.id, "a")).price == 29
+
+
+async def test_a_worker_serves_only_once_it_hears_catalog_changes(
+    standalone_store: Store, tmp_path: Path, keyring: object
+) -> None:
+    """A change published the moment start-up ends must not be missed (it would stand until the TTL)."""
+    from conftest import make_settings, running_app
+
+    async with running_app(make_settings(tmp_path), standalone_store, FrozenClock(), keyring):  # type: ignore[arg-type]
+        listeners = dict(await standalone_store.redis.pubsub_numsub(CATALOG_CHANNEL))
+        assert listeners[CATALOG_CHANNEL] == 1
+
+
+async def test_changes_missed_while_the_feed_was_down_are_not_served_after_it_returns(
+    standalone_store: Store, tmp_path: Path, keyring: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import make_settings, running_app
+
+    site = await new_site(standalone_store)
+    await catalog.put_item(standalone_store, site, "a", title="A", price=19, now_ms=0)
+    async with running_app(make_settings(tmp_path), standalone_store, FrozenClock(), keyring) as worker:  # type: ignore[arg-type]
+        services = worker.app.state.services  # type: ignore[attr-defined]
+        services.catalog.ttl_s = 3600.0
+        assert (await services.catalog.item(site.id, "a")).price == 19
+
+        assert await standalone_store.redis.client_kill_filter(_type="pubsub") == 1
+        # Published while nobody listens: the feed waits 1 s before it subscribes again.
+        await catalog.put_item(standalone_store, site, "a", title="A", price=29, now_ms=0)
+
+        await _until_price(services.catalog, site.id, "a", 29, tries=300)
+        assert (await services.catalog.item(site.id, "a")).price == 29
+    assert [r for r in caplog.records if "change feed interrupted" in r.getMessage()]
 
 
 async def test_the_change_feed_outlives_idle_spells_longer_than_the_clients_timeout(

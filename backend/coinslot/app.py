@@ -65,8 +65,12 @@ class Coinslot(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog) -> None:
-    """Drop cached catalog entries when any worker publishes a change to a site."""
+async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog, subscribed: asyncio.Event) -> None:
+    """Drop cached catalog entries when any worker publishes a change to a site.
+
+    Sets ``subscribed`` once Redis has confirmed the subscription: a change published before
+    that would never reach this worker, and its cache would serve the old price until the TTL.
+    """
     # The client's own pubsub connects with its settings (password, TLS, timeouts); on a
     # Cluster it picks one node, and PUBLISH reaches every node, so that node hears them all.
     while True:
@@ -76,6 +80,10 @@ async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog) -> None:
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         catalog.invalidate(message["data"])
+                    elif message["type"] == "subscribe":
+                        if subscribed.is_set():  # a resubscription: changes in the gap went unheard
+                            catalog.invalidate_all()
+                        subscribed.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a dropped subscription must not stop the worker; entries still expire
@@ -146,7 +154,11 @@ def create_app(
             payments=chosen_payments,
             topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link", signer=_clocked_signer(the_clock)),
         )
-        follower = asyncio.create_task(_follow_catalog_changes(client, catalog))
+        subscribed = asyncio.Event()
+        follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))
+        # Serve only once changes are heard; if Redis cannot confirm in time, cached entries still expire.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(subscribed.wait(), keys.COMMAND_TIMEOUT_S)
         # What start-up built lives as long as the app; keep it out of every later collection.
         gc.collect()
         gc.freeze()

@@ -313,6 +313,10 @@ class Catalog:
         self._sites.pop(site_id, None)
         self._entries -= len(self._items.pop(site_id, {}))
 
+    def invalidate_all(self) -> None:
+        for site_id in list(self._sites.keys() | self._items.keys()):
+            self.invalidate(site_id)
+
     def _make_room(self) -> None:
         if self._entries + len(self._sites) >= self.max_entries:
             self._sites.clear()
