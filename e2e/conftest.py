@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,27 +31,17 @@ from playwright.sync_api import (
     FrameLocator,
     Locator,
     Page,
-    Playwright,
     expect,
     sync_playwright,
 )
 
+from browser import launch
 from servers import Standalone, start_standalone
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 expect.set_options(timeout=15_000)  # a shared 2-core CI box can be slow; failures still fail
 START_TIMEOUT = 30.0  # seconds for the backend and demo site to answer
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:
@@ -165,22 +154,10 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-def chromium_executable(pw: Playwright) -> str | None:
-    """Playwright's own Chromium when installed, else Debian's (None = let Playwright decide)."""
-    bundled = pw.chromium.executable_path
-    if bundled and Path(bundled).exists():
-        return None
-    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium", shutil.which("chromium") or ""):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
-        exe = chromium_executable(pw)
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS if exe else [])
+        b = launch(pw)
         try:
             yield b
         finally:

@@ -191,7 +191,7 @@ async def connect(url: str) -> AnyRedis:
     """Connect to ``url``: standalone, a Sentinel-managed master, or a Cluster (detected)."""
     if url.startswith("redis+sentinel://"):
         sentinels, service, db, password = parse_sentinel_url(url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             sentinels, socket_timeout=COMMAND_TIMEOUT_S, sentinel_kwargs={"password": password} if password else {}
         )
         # Each new connection asks the sentinels for the master again, so a failover is followed.
