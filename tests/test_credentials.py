@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import httpx
 import pytest
 
 from coinslot.clock import FrozenClock
 from coinslot.http.credentials import COOKIE
 from coinslot.store import Store
+from coinslot.tokens import KeyRing
 
 from api import Api, auth
+from conftest import make_settings, running_app
+
+Headers = list[tuple[str, str]]
 
 PUBLIC = "http://127.0.0.1:8000"
 CARD = {"Sec-Fetch-Site": "same-origin", "Origin": PUBLIC}  # what the browser sends from the card's iframe
@@ -120,3 +127,35 @@ async def test_rotated_secret_key_works_for_24_hours(api: Api, clock: FrozenCloc
     clock.advance(24 * 3600 + 1)
     assert (await api.client.get("/v1/admin/site", headers=auth(site[1]))).status_code == 401
     assert (await api.client.get("/v1/admin/site", headers=auth(new_key))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # The proxy appends to the client's own line: one line, the client's claim first.
+        lambda n: [("X-Forwarded-For", f"10.9.0.{n}, 198.51.100.4")],
+        # The proxy adds a line of its own after the client's.
+        lambda n: [("X-Forwarded-For", f"10.9.0.{n}"), ("X-Forwarded-For", "198.51.100.4")],
+        lambda n: [("X-Forwarded-For", f"10.9.0.{n}, 10.9.1.{n}"), ("X-Forwarded-For", "198.51.100.4")],
+    ],
+    ids=["one-line", "a-line-each", "two-claims-then-the-proxys-line"],
+)
+async def test_behind_one_proxy_a_client_cannot_choose_its_own_address(
+    tmp_path: Path, standalone_store: Store, clock: FrozenClock, keyring: KeyRing, lines: Callable[[int], Headers]
+) -> None:
+    settings = make_settings(tmp_path, trusted_proxy_hops=1, wallets_per_ip_per_hour=2)
+    async with running_app(settings, standalone_store, clock, keyring) as client:
+        statuses = [(await client.post("/v1/wallets", json={}, headers=lines(n))).status_code for n in range(3)]
+    assert statuses == [201, 201, 429]  # all three from the address the proxy saw
+
+
+async def test_without_a_trusted_proxy_forwarded_for_is_ignored(
+    tmp_path: Path, standalone_store: Store, clock: FrozenClock, keyring: KeyRing
+) -> None:
+    settings = make_settings(tmp_path, wallets_per_ip_per_hour=2)
+    async with running_app(settings, standalone_store, clock, keyring) as client:
+        statuses = [
+            (await client.post("/v1/wallets", json={}, headers={"X-Forwarded-For": f"10.9.2.{n}"})).status_code
+            for n in range(3)
+        ]
+    assert statuses == [201, 201, 429]

@@ -94,7 +94,11 @@ async def require_site(request: Request) -> Site:
 def client_ip(request: Request, trusted_hops: int) -> str:
     """The client's address; X-Forwarded-For only as far as the configured proxies are trusted."""
     if trusted_hops > 0:
-        forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
+        # Every line, in order, as one list (RFC 9110 5.3): a proxy that adds a line of its own
+        # after the client's must not leave the client's line to be read as the proxy's word.
+        forwarded = [
+            p.strip() for line in request.headers.getlist("x-forwarded-for") for p in line.split(",") if p.strip()
+        ]
         if len(forwarded) >= trusted_hops:
             return forwarded[-trusted_hops]
     return request.client.host if request.client else "unknown"
