@@ -138,6 +138,10 @@ async def test_admin_put_item_validates_and_sanitizes(api: Api) -> None:
     headers = {"Authorization": f"Bearer {site[1]}"}
     bad_id = await api.client.put("/v1/admin/items/bad%20id", json={"title": "t", "price": 1}, headers=headers)
     assert bad_id.status_code == 400
+    for trailing in ("art%0A", "art%0D%0A"):  # "$" would let a final newline through into the key
+        r = await api.client.put(f"/v1/admin/items/{trailing}", json={"title": "t", "price": 1}, headers=headers)
+        assert r.status_code == 400, trailing
+        assert r.json()["type"].endswith("/bad-request")
     huge = await api.client.put("/v1/admin/items/a", json={"title": "t", "price": 10**9}, headers=headers)
     assert huge.status_code == 422
 

@@ -37,7 +37,7 @@ ASSETS["card.css"] = "text/css; charset=utf-8"
 LOADER_MAX_AGE = 5 * 60  # seconds, at the unversioned URL; the versioned one is immutable
 IMMUTABLE = "public, max-age=31536000, immutable"
 CARD_MAX_AGE = 60  # seconds: a price change reaches readers within a minute (and rule 7 guards the gap)
-ACCENT = re.compile(r"^#[0-9a-fA-F]{6}$")
+ACCENT = re.compile(r"^#[0-9a-fA-F]{6}\Z")
 THEMES = ("light", "dark", "auto")
 
 TEXTS: dict[str, dict[str, str]] = {
