@@ -131,6 +131,8 @@ async def test_garbage_never_gives_a_500(client: httpx.AsyncClient, method: str,
     ):
         r = await client.request(method, path, headers=headers)
         assert 400 <= r.status_code < 500, (path, headers, r.status_code, r.text)
+        if r.headers["content-type"] == "application/problem+json":
+            assert r.headers["x-content-type-options"] == "nosniff", (path, r.status_code)
 
 
 async def test_admin_put_item_validates_and_sanitizes(api: Api) -> None:

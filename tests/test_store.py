@@ -222,6 +222,7 @@ async def test_a_redis_that_stops_answering_is_a_503_after_the_default_timeout(
                 read = await asyncio.wait_for(  # redis-py
                     client.get("/v1/wallet", headers={"Authorization": f"Bearer {wallet}"}), timeout=1.5
                 )
+                health = await asyncio.wait_for(client.get("/healthz"), timeout=1.5)
                 await admin.execute_command(  # type: ignore[no-untyped-call]
                     "CLIENT", "UNPAUSE"
                 )
@@ -229,8 +230,12 @@ async def test_a_redis_that_stops_answering_is_a_503_after_the_default_timeout(
             await admin.aclose()
             await store.close()
     for response in (unlock, read):
-        assert response.status_code == 503, response.text
         assert response.json()["type"] == "https://coinslot.dev/problems/store-unavailable"
+    assert health.json()["type"] == "https://coinslot.dev/problems/service-unavailable"
+    for response in (unlock, read, health):
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"  # a load balancer or client knows when to ask again
+        assert response.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_calls_fail_fast_when_redis_refuses_connections_or_the_store_is_closed(tmp_path: Path) -> None:

@@ -235,6 +235,7 @@ class ServiceUnavailable(CoinslotError):
     status = 503
     type = "service-unavailable"
     title = "Service unavailable"
+    retry_after = 1
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -243,7 +244,6 @@ class StoreUnavailable(ServiceUnavailable):
 
     type = "store-unavailable"
     title = "Storage unavailable"
-    retry_after = 1
 
 
 class BadWebhook(BadRequest):

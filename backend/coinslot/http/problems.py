@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -44,6 +44,11 @@ class PrivateJSONResponse(Response):
 
 class ProblemResponse(JSONResponse):
     media_type = "application/problem+json"
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        super().init_headers(headers)
+        # An error echoes parts of the request (paths, ids): never let a browser sniff it into HTML.
+        self.raw_headers.append((b"x-content-type-options", b"nosniff"))
 
 
 def problem_response(exc: CoinslotError) -> Response:
