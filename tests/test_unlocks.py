@@ -138,9 +138,16 @@ async def test_tab_offered_to_few_new_wallets_per_ip_per_day(api: Api, clock: Fr
     await api.item(site, "a", 40)
     wallets = [await api.wallet() for _ in range(4)]
 
-    statuses = [(await api.unlock(w, site[0], "a")).status_code for w in wallets]
+    responses = [await api.unlock(w, site[0], "a") for w in wallets]
 
-    assert statuses == [200, 200, 200, 402]
+    assert [r.status_code for r in responses] == [200, 200, 200, 402]
+    refused = responses[3].json()
+    assert refused["tab"] == "quota-reached" and refused["type"].endswith("/insufficient-funds")
+    # The facts as they are: the site does run a tab of 100, just not for a fourth wallet from here.
+    assert refused["detail"] == (
+        "wallet balance 0 - price 40 < 0 and no tab for this wallet: the site's tab (limit 100) opens"
+        " for at most 3 new wallets per address and day (EUR minor units)"
+    )
     clock.advance(24 * 3600)
     assert (await api.unlock(wallets[3], site[0], "a")).status_code == 200
 

@@ -173,6 +173,24 @@ class InsufficientFunds(CoinslotError):
         self.currency = currency
 
 
+class TabQuotaReached(InsufficientFunds):
+    """The site runs a tab, but this wallet's address has opened as many today as the site allows."""
+
+    def __init__(self, balance: int, price: int, currency: str, tab_limit: int, per_ip: int) -> None:
+        CoinslotError.__init__(
+            self,
+            f"wallet balance {balance} - price {price} < 0 and no tab for this wallet: the site's tab (limit"
+            f" {tab_limit}) opens for at most {per_ip} new wallets per address and day ({currency} minor units)",
+            balance=balance,
+            price=price,
+            currency=currency,
+            tab="quota-reached",
+        )
+        self.balance = balance
+        self.price = price
+        self.currency = currency
+
+
 class WalletFrozen(InsufficientFunds):
     """A refund or dispute pushed the balance below zero: no unlock until a top-up brings it to >= 0.
 

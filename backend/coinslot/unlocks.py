@@ -25,6 +25,7 @@ from coinslot.errors import (
     IdempotencyKeyReused,
     InsufficientFunds,
     PriceChanged,
+    TabQuotaReached,
     UnknownWallet,
     WalletFrozen,
 )
@@ -183,7 +184,7 @@ async def unlock(
             if await _take_tab_quota(store, site, wallet.wallet_id, client_ip_of(), now_ms, tab_wallets_per_ip):
                 args[TAB_GRANTED] = "1"
                 continue
-            raise InsufficientFunds(int(result[1]), item.price, site.currency, 0, tab="quota-reached")
+            raise TabQuotaReached(int(result[1]), item.price, site.currency, site.tab_limit, tab_wallets_per_ip)
         break
     if status == "insufficient":
         raise InsufficientFunds(int(result[1]), item.price, site.currency, site.tab_limit)
