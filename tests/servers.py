@@ -148,6 +148,46 @@ def start_standalone(workdir: Path) -> Standalone:
     return Standalone(proc, port)
 
 
+def server_version() -> tuple[int, ...]:
+    """Version of the redis-server binary the tests start, e.g. (7, 0, 15)."""
+    out = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True, check=True).stdout
+    version = next(word for word in out.split() if word.startswith("v=")).removeprefix("v=")
+    return tuple(int(part) for part in version.split("."))
+
+
+def start_loading(workdir: Path, port: int, key_load_delay_us: int) -> Standalone:
+    """Start a server on ``workdir``'s dump.rdb that stays in its LOADING state for a while.
+
+    Returns as soon as it answers (with LOADING): each key takes ``key_load_delay_us`` to load,
+    and the server answers clients between every 1 KiB it reads (Redis 7 and later).
+    """
+    args = [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(workdir),
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--logfile", str(workdir / "redis.log"),
+        "--key-load-delay", str(key_load_delay_us),
+        "--loading-process-events-interval-bytes", "1024",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with _probe(port) as conn:
+                conn.ping()
+            raise RuntimeError(f"redis-server on port {port} loaded before it was seen loading")
+        except redis.BusyLoadingError:
+            return Standalone(proc, port)
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.01)
+    _stop([proc])
+    raise RuntimeError(f"redis-server on port {port} was never seen loading: {_tail(workdir / 'redis.log')}")
+
+
 def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
     """Start ``masters`` cluster-enabled servers, each owning an even share of the slots, and join them."""
     procs: list[subprocess.Popen[bytes]] = []

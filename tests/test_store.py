@@ -23,7 +23,7 @@ from coinslot.tokens import KeyRing
 
 from api import Api
 from conftest import make_settings, running_app
-from servers import Sentinel, start_sentinel, start_standalone
+from servers import Sentinel, server_version, start_loading, start_sentinel, start_standalone
 
 
 @pytest.fixture
@@ -270,3 +270,35 @@ async def test_redis_out_of_reach_is_a_503_problem_on_every_path(
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "1"
         assert response.json()["type"] == "https://coinslot.dev/problems/store-unavailable"
+
+
+async def test_requests_while_redis_loads_its_data_are_503s_to_retry(
+    tmp_path: Path, clock: FrozenClock, keyring: KeyRing
+) -> None:
+    """After a restart Redis answers LOADING until its data is in memory: that is "try again", not a 500."""
+    if server_version() < (7,):
+        pytest.skip("Redis 6 answers clients while loading only every 2 MB read")
+    workdir = tmp_path / "redis"
+    with start_standalone(workdir) as first:
+        port = first.port
+        store = Store(await connect(first.url))
+        try:
+            async with running_app(make_settings(tmp_path), store, clock, keyring) as client:
+                api = Api(client, store, clock)
+                site, wallet = await funded(api, 2, 10)
+                assert (await api.unlock(wallet, site, "i0")).status_code == 200
+                await client.app.state.services.catalog.item(site, "i1")  # type: ignore[attr-defined]
+                filler = "for i = 1, 2000 do redis.call('SET', 'filler:' .. i, string.rep('x', 64)) end"
+                await store.redis.eval(filler, 0)
+                await store.redis.save()
+                first.stop()
+                with start_loading(workdir, port, key_load_delay_us=2000):  # ~4 s of LOADING
+                    # The pipe finds its connection gone first, then reconnects to a loading server.
+                    unlocks = [await api.unlock(wallet, site, "i1") for _ in range(3)]  # the script pipe
+                    read = await client.get("/v1/wallet", headers={"Authorization": f"Bearer {wallet}"})  # redis-py
+                    health = await client.get("/healthz")
+        finally:
+            await store.close()
+    for response in (*unlocks, read, health):
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"

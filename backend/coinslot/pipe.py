@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
@@ -193,8 +193,15 @@ class ScriptPipe:
                             self._unsent.append(_Eval(call))
                             self._write()
                             continue
-                        leave = leave or message.startswith(_LEAVE_CONNECTION)
-                        reply = ResponseError(message)
+                        if message.startswith(_LEAVE_CONNECTION):
+                            # The script did not run here (no writable master, or its data still
+                            # loading): a failure to reach the store, which the caller may retry.
+                            leave = True
+                            reply = (BusyLoadingError if message.startswith("LOADING") else RedisConnectionError)(
+                                message
+                            )
+                        else:
+                            reply = ResponseError(message)
                     call.settle(reply)
                 if self._unsent and not self._writes_owed:
                     self._write()
