@@ -47,6 +47,8 @@ class StripeStub:
     idempotent: dict[str, tuple[dict[str, str], dict[str, Any]]] = field(default_factory=dict)
     failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # answers to give next, in order
     lost_creates: int = 0  # creates to carry out whose answer is then lost (a 500 instead)
+    # Fields to change in the answers to the next creates (None: leave the field out), in order.
+    garbled_creates: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # What "Stripe" knows, changed by tests ------------------------------------------
@@ -100,6 +102,10 @@ class StripeStub:
                 if self.lost_creates > 0 and answer[0] == 200:
                     self.lost_creates -= 1
                     return 500, {"error": {"type": "api_error", "message": "the answer was lost"}}
+                if self.garbled_creates and answer[0] == 200:
+                    changes = self.garbled_creates.pop(0)
+                    garbled = {k: v for k, v in {**answer[1], **changes}.items() if v is not None}
+                    return 200, garbled
                 return answer
             if method == "GET" and parts.path == "/v1/checkout/sessions":
                 return self._list(query)

@@ -191,6 +191,28 @@ async def test_stripe_errors_are_problems_and_open_no_topup(
     assert (view["balance"], view["ledger"]) == (0, [])
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{"expires_at": None}, {"url": None}, {"id": None}, {"expires_at": "tomorrow"}, {"url": 42}, {"url": "/c/pay"}],
+    ids=["no-expires_at", "no-url", "no-id", "expires_at-not-a-number", "url-not-a-string", "url-not-https"],
+)
+async def test_a_checkout_session_stripe_answers_without_what_we_need_is_a_502(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, changes: dict[str, Any]
+) -> None:
+    wallet = await api.wallet()
+    stripe_stub.garbled_creates.append(changes)
+
+    r = await stripe_client.post("/v1/topups", json={"amount": 500}, headers=auth(wallet))
+
+    assert r.status_code == 502, r.text
+    assert problem_type(r) == "payments-refused"
+    view = (await stripe_client.get("/v1/wallet", headers=auth(wallet))).json()
+    assert (view["balance"], view["ledger"]) == (0, [])
+    # Nothing half-made stands in the way of the reader's next try.
+    again = await stripe_client.post("/v1/topups", json={"amount": 500}, headers=auth(wallet))
+    assert again.status_code == 201, again.text
+
+
 async def test_stripe_down_on_a_topup_link_is_a_503_page(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub
 ) -> None:

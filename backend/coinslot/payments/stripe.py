@@ -94,6 +94,14 @@ class _Session(_Read):
     created: int | None = None
 
 
+class _Created(_Read):
+    """What a new session must carry for the reader to be sent to it."""
+
+    id: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https://\S+$")  # Rust regex: $ is the end of the text
+    expires_at: int
+
+
 class _Refund(_Read):
     id: str = Field(min_length=1)
     amount: Amount
@@ -312,9 +320,12 @@ class StripeCheckout:
             session = await self._client.v1.checkout.sessions.create_async(params, {"idempotency_key": topup_id})
         except stripe.StripeError as exc:
             raise _wrap(exc, "open a checkout") from exc
-        if not session.url:
-            raise PaymentsRefused(f"Stripe returned checkout session {session.id} without a URL")
-        return CheckoutSession(session_id=session.id, url=session.url, expires_ms=int(session.expires_at) * 1000)
+        try:
+            created = _Created.model_validate(session.to_dict())
+        except ValidationError as exc:
+            log.error("Stripe answered a new checkout session Coinslot cannot use: %s", exc)
+            raise PaymentsRefused("Stripe answered with a checkout session without a usable id, URL or expiry") from exc
+        return CheckoutSession(session_id=created.id, url=created.url, expires_ms=created.expires_at * 1000)
 
     async def retrieve_session(self, session_id: str) -> SessionReport:
         try:
