@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from starlette.datastructures import Headers
+from starlette.types import Message, Scope
 
 from coinslot.clock import FrozenClock
 from coinslot.http.problems import _IndexedHeaders
@@ -95,6 +97,51 @@ async def test_body_over_the_limit_without_content_length_is_413(api: Api) -> No
         "/v1/unlocks", content=chunks(), headers={**auth(wallet), "Content-Type": "application/json"}
     )
     assert r.status_code == 413
+
+
+@pytest.mark.parametrize("path", ["/v1/unlocks", "/v1/wallets", "/v1/topups", "/v1/vouchers/redeem"])
+async def test_a_client_gone_mid_body_is_a_line_of_info_not_an_error(
+    api: Api, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A phone losing its signal mid-upload is routine: no ERROR record, no traceback, no 500."""
+    wallet = await api.wallet()
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"site": "site_x", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"200"),
+            (b"authorization", f"Bearer {wallet}".encode()),
+        ],
+        "client": ("203.0.113.7", 5555),
+        "server": ("127.0.0.1", 8000),
+    }
+    with caplog.at_level(logging.INFO):
+        await api.client.app(scope, receive, send)  # type: ignore[attr-defined]
+
+    assert sent[0]["status"] == 400
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("closed the connection" in r.getMessage() for r in caplog.records)
 
 
 async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:

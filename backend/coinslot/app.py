@@ -12,6 +12,7 @@ from typing import Any
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from coinslot import secretfiles
@@ -24,6 +25,7 @@ from coinslot.http.openapi import build
 from coinslot.http.problems import (
     STORE_FAILURES,
     BareEndpoint,
+    client_gone,
     coinslot_error,
     http_error,
     store_failure,
@@ -185,6 +187,7 @@ def create_app(
             CoinslotError: coinslot_error,
             HTTPException: http_error,
             **dict.fromkeys(STORE_FAILURES, store_failure),
+            ClientDisconnect: client_gone,
             Exception: unexpected_error,
         },
     )

@@ -49,6 +49,13 @@ class BadRequest(CoinslotError):
     title = "Bad request"
 
 
+class RequestAborted(BadRequest):
+    """The client closed the connection before its request was complete: nobody is left to answer."""
+
+    type = "request-aborted"
+    title = "Request aborted"
+
+
 class InvalidBody(CoinslotError):
     """The body is not JSON, has an unknown field or a field of the wrong type."""
 

@@ -16,7 +16,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from coinslot.errors import PROBLEM_BASE, BodyTooLarge, CoinslotError, InvalidBody, StoreUnavailable
+from coinslot.errors import (
+    PROBLEM_BASE,
+    BodyTooLarge,
+    CoinslotError,
+    InvalidBody,
+    RequestAborted,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("coinslot.http")
 
@@ -89,6 +96,14 @@ async def store_failure(request: Request, exc: Exception) -> Response:
     return problem_response(StoreUnavailable(f"storage did not answer ({type(exc).__name__}); try again"))
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    # A reader on a train loses the signal mid-request every day: worth a line, not an alarm.
+    log.info(
+        "%s %s: the client closed the connection before its request was complete", request.method, request.url.path
+    )
+    return problem_response(RequestAborted("the connection closed before the request body was complete"))
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     body = {
@@ -108,6 +123,8 @@ async def error_response(request: Request, exc: Exception) -> Response:
         return await http_error(request, exc)
     if isinstance(exc, STORE_FAILURES):
         return await store_failure(request, exc)
+    if isinstance(exc, ClientDisconnect):
+        return await client_gone(request, exc)
     return await unexpected_error(request, exc)
 
 
