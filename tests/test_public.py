@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from starlette.datastructures import Secret
 
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
+from coinslot.tokens import KeyRing
 
 from api import Api, auth
+from conftest import make_settings, running_app
 
 SITE_ORIGIN = "http://localhost:8001"
 
@@ -143,12 +148,38 @@ async def test_jwks_and_health(api: Api) -> None:
     assert health.json() == {"status": "ok", "redis": "ok"}
 
 
-async def test_metrics_count_credits(api: Api) -> None:
-    site = await api.site()
-    wallet = await api.wallet()
-    await api.fund(site, wallet, 100)
+METRICS_TOKEN = "m" * 40
 
-    text = (await api.client.get("/metrics")).text
+
+async def test_metrics_count_credits(
+    tmp_path: Path, standalone_store: Store, clock: FrozenClock, keyring: KeyRing
+) -> None:
+    settings = make_settings(tmp_path, metrics_token=Secret(METRICS_TOKEN))
+    async with running_app(settings, standalone_store, clock, keyring) as client:
+        api = Api(client, standalone_store, clock)
+        site = await api.site()
+        wallet = await api.wallet()
+        await api.fund(site, wallet, 100)
+
+        text = (await api.client.get("/metrics", headers=auth(METRICS_TOKEN))).text
 
     assert 'coinslot_credits_total{kind="voucher",outcome="ok"}' in text
     assert 'coinslot_credited_minor_units_total{currency="EUR",kind="voucher"}' in text
+
+
+async def test_metrics_are_off_without_a_token_and_closed_without_the_right_one(
+    tmp_path: Path, standalone_store: Store, clock: FrozenClock, keyring: KeyRing
+) -> None:
+    async with running_app(make_settings(tmp_path), standalone_store, clock, keyring) as client:
+        off = await client.get("/metrics")
+    assert off.status_code == 404
+    assert "COINSLOT_METRICS_TOKEN" in off.json()["detail"]
+
+    settings = make_settings(tmp_path, metrics_token=Secret(METRICS_TOKEN))
+    async with running_app(settings, standalone_store, clock, keyring) as client:
+        wallet = (await client.post("/v1/wallets", json={})).json()["token"]
+        for headers in ({}, auth("m" * 39), auth(METRICS_TOKEN + "m"), auth(wallet), {"Authorization": "Basic bTpt"}):
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert "coinslot_" not in refused.text
+        assert (await client.get("/metrics", headers=auth(METRICS_TOKEN))).status_code == 200

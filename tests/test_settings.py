@@ -38,6 +38,7 @@ def test_defaults_are_embedded_redis_and_test_payments() -> None:
         ({"TOPUPS_PER_IP_PER_HOUR": "-1"}, "COINSLOT_TOPUPS_PER_IP_PER_HOUR"),
         ({"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": " , "}, "COINSLOT_STRIPE_WEBHOOK_SECRET"),
         ({"SECRET_KEYS": "short"}, "COINSLOT_SECRET_KEYS"),
+        ({"METRICS_TOKEN": "guessable"}, "COINSLOT_METRICS_TOKEN"),
         ({"TOPUP_AMOUNTS": "EUR:20"}, "COINSLOT_TOPUP_AMOUNTS"),
         ({"TOPUP_AMOUNTS": "EUR:five"}, "COINSLOT_TOPUP_AMOUNTS"),
     ],
@@ -57,8 +58,12 @@ def test_env_file_is_read(tmp_path: Path) -> None:
 
 
 def test_secrets_never_print() -> None:
-    s = load(STRIPE_SECRET_KEY="sk_test_abc", STRIPE_WEBHOOK_SECRET="whsec_abc", SECRET_KEYS="x" * 40)
-    assert "sk_test_abc" not in repr(s) and "whsec_abc" not in repr(s) and "x" * 40 not in repr(s)
+    s = load(
+        STRIPE_SECRET_KEY="sk_test_abc", STRIPE_WEBHOOK_SECRET="whsec_abc", SECRET_KEYS="x" * 40, METRICS_TOKEN="m" * 32
+    )
+    assert str(s.metrics_token) == "m" * 32
+    for secret in ("sk_test_abc", "whsec_abc", "x" * 40, "m" * 32):
+        assert secret not in repr(s)
 
 
 def test_test_checkout_refused_beyond_loopback_unless_explicit() -> None:

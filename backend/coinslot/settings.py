@@ -84,6 +84,9 @@ class Settings:
     # wallet and one address may open.
     topups_per_wallet_per_hour: int = 10
     topups_per_ip_per_hour: int = 30
+    # Bearer token Prometheus sends to read /metrics; without one /metrics is off (it tells
+    # anyone the money credited per currency and the alerts raised).
+    metrics_token: Secret | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -117,6 +120,9 @@ class Settings:
         secrets = tuple(Secret(s) for s in get("SECRET_KEYS", CommaSeparatedStrings, ""))
         if any(len(str(s)) < 32 for s in secrets):
             raise ConfigurationError(f"{PREFIX}SECRET_KEYS: every secret needs at least 32 characters")
+        metrics_token = get("METRICS_TOKEN", Secret)
+        if metrics_token is not None and len(str(metrics_token)) < 32:
+            raise ConfigurationError(f"{PREFIX}METRICS_TOKEN needs at least 32 characters")
         positive = {"UNLOCK_TOKEN_TTL": 600, "MAX_BODY_BYTES": 16 * 1024, "MAX_CONTENT_BYTES": 256 * 1024}
         numbers = {name: get(name, int, default) for name, default in positive.items()}
         for name, number in numbers.items():
@@ -143,6 +149,7 @@ class Settings:
             failed_redeems_per_ip_per_hour=get("FAILED_REDEEMS_PER_IP_PER_HOUR", int, 20),
             topups_per_wallet_per_hour=get("TOPUPS_PER_WALLET_PER_HOUR", int, 10),
             topups_per_ip_per_hour=get("TOPUPS_PER_IP_PER_HOUR", int, 30),
+            metrics_token=metrics_token,
         ).checked_limits()
 
     def checked_limits(self) -> Settings:

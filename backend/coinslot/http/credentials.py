@@ -7,12 +7,14 @@ page cannot forge), so no publisher page can spend a reader's wallet through it.
 
 from __future__ import annotations
 
+import hmac
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from coinslot import catalog
 from coinslot.catalog import Site
-from coinslot.errors import Unauthorized
+from coinslot.errors import NotFound, Unauthorized
 from coinslot.services import Services, services
 from coinslot.wallets import WalletRef
 
@@ -28,6 +30,16 @@ def bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'")
     return value.strip()
+
+
+def require_metrics_reader(request: Request) -> None:
+    """Only the operator's Prometheus, with the configured token, reads /metrics."""
+    expected = services(request).settings.metrics_token
+    if expected is None:
+        raise NotFound("/metrics is off until COINSLOT_METRICS_TOKEN is set (Prometheus sends it as a bearer token)")
+    given = bearer(request)
+    if given is None or not hmac.compare_digest(given.encode(), str(expected).encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <COINSLOT_METRICS_TOKEN>'")
 
 
 def is_same_origin(request: Request, public_url: str) -> bool:

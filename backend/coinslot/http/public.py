@@ -16,7 +16,7 @@ from coinslot import catalog
 from coinslot import store as keys
 from coinslot.catalog import Site
 from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
-from coinslot.http.credentials import carries_wallet_credential, optional_wallet
+from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
 from coinslot.services import services
 
 MAX_OFFER_ITEMS = 50
@@ -143,6 +143,7 @@ async def jwks(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    require_metrics_reader(request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
