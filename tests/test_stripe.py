@@ -165,6 +165,48 @@ async def test_topup_link_retried_after_a_lost_answer_gets_the_session_stripe_ma
     assert {r.headers["idempotency-key"] for r in stripe_stub.created()} == {option["topup_id"]}
 
 
+async def test_a_topup_retried_with_its_idempotency_key_opens_one_checkout(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub
+) -> None:
+    wallet = await api.wallet()
+    headers = {**auth(wallet), "Idempotency-Key": "topup-1"}
+
+    first, again = [await stripe_client.post("/v1/topups", json={"amount": 500}, headers=headers) for _ in range(2)]
+    racing = await asyncio.gather(
+        *(stripe_client.post("/v1/topups", json={"amount": 500}, headers=headers) for _ in range(10))
+    )
+
+    assert first.status_code == again.status_code == 201
+    assert {r.json()["topup_id"] for r in (first, again, *racing)} == {first.json()["topup_id"]}
+    assert {r.json()["checkout_url"] for r in (first, again, *racing)} == {first.json()["checkout_url"]}
+    assert len(stripe_stub.sessions) == 1
+    other = await stripe_client.post("/v1/topups", json={"amount": 1000}, headers=headers)
+    assert other.status_code == 409 and problem_type(other) == "idempotency-key-reused"
+    another_key = await stripe_client.post(
+        "/v1/topups", json={"amount": 500}, headers={**auth(wallet), "Idempotency-Key": "topup-2"}
+    )
+    assert another_key.json()["topup_id"] != first.json()["topup_id"] and len(stripe_stub.sessions) == 2
+
+
+async def test_a_topup_whose_checkout_failed_is_retried_under_the_same_key_as_one(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub
+) -> None:
+    wallet = await api.wallet()
+    headers = {**auth(wallet), "Idempotency-Key": "topup-after-outage"}
+    for _ in range(3):  # the first try and the library's two retries
+        stripe_stub.fail_next(500, "api_error")
+    failed = await stripe_client.post("/v1/topups", json={"amount": 500}, headers=headers)
+    assert failed.status_code == 503
+
+    retried = [await stripe_client.post("/v1/topups", json={"amount": 500}, headers=headers) for _ in range(2)]
+
+    assert [r.status_code for r in retried] == [201, 201]
+    assert retried[0].json()["topup_id"] == retried[1].json()["topup_id"]
+    assert len(stripe_stub.sessions) == 1
+    # Every create asked Stripe under the same key with the same parameters, as its idempotency requires.
+    assert len({(r.headers["idempotency-key"], tuple(sorted(r.form.items()))) for r in stripe_stub.created()}) == 1
+
+
 @pytest.mark.parametrize(
     ("status", "error", "answer", "kind"),
     [

@@ -15,7 +15,8 @@ from typing import Any
 
 from coinslot import ratelimit
 from coinslot import store as keys
-from coinslot.errors import NotFound, TopupAmountNotAllowed
+from coinslot.errors import IdempotencyKeyReused, NotFound, TopupAmountNotAllowed
+from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import ALERTS, CREDITED_MINOR_UNITS, CREDITS
 from coinslot.payments import Payments, SessionReport
@@ -108,6 +109,7 @@ async def create_topup(
     topup_id: str | None = None,
     issued_ms: int | None = None,
     limits: TopupLimits | None = None,
+    idempotency: Idempotency | None = None,
 ) -> Topup:
     """Open a checkout for ``amount`` and remember what was asked, to check it on payment.
 
@@ -116,10 +118,16 @@ async def create_topup(
     checkout. The checkout's lifetime counts from ``issued_ms``, so a retried request asks the
     provider for exactly the same session under the same idempotency key. ``limits`` raise
     ``RateLimited`` before a new checkout is opened beyond them.
+
+    With ``idempotency``, the first request under a key picks the top-up's id and time, and
+    every retry within a day reuses both: one top-up, one checkout. The same key with another
+    body raises ``IdempotencyKeyReused``.
     """
     k = keys.wallet_keys(wallet.wallet_id)
     currency = await check_wallet(store, wallet)
     check_amount(amount, currency, allowed(currency))
+    if idempotency is not None:
+        topup_id, issued_ms = await _claim_key(store, wallet, idempotency, new_id("tu"), now_ms)
     if topup_id is None:
         topup_id = new_id("tu")
     else:
@@ -169,6 +177,24 @@ async def create_topup(
             await store.redis.delete(index)
     h = await store.redis.hgetall(k.topup(topup_id))
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
+
+
+async def _claim_key(
+    store: Store, wallet: WalletRef, idempotency: Idempotency, topup_id: str, now_ms: int
+) -> tuple[str, int]:
+    """The top-up id and issue time this key stands for: ours if the key is new, else the first request's."""
+    key = keys.wallet_keys(wallet.wallet_id).idempotency("topups", idempotency.key)
+    claim = f"{idempotency.digest} {topup_id} {now_ms}"
+    if await store.redis.set(key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
+        return topup_id, now_ms
+    earlier = await store.redis.get(key)
+    if earlier is None:  # expired between the two calls: a day-old key counts as new
+        await store.redis.set(key, claim, ex=IDEMPOTENCY_TTL_S)
+        return topup_id, now_ms
+    digest, earlier_id, earlier_ms = earlier.split(" ")
+    if digest != idempotency.digest:
+        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency.key!r} was used with another body")
+    return earlier_id, int(earlier_ms)
 
 
 async def get_topup(store: Store, wallet: WalletRef, topup_id: str, *, now_ms: int) -> Topup:

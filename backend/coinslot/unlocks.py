@@ -7,12 +7,9 @@ and idempotency record — so N concurrent unlocks can never overdraw a wallet.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -20,7 +17,6 @@ import orjson
 from coinslot import store as keys
 from coinslot.catalog import Catalog, Item, Site
 from coinslot.errors import (
-    BadRequest,
     CurrencyMismatch,
     IdempotencyKeyReused,
     InsufficientFunds,
@@ -29,12 +25,10 @@ from coinslot.errors import (
     UnknownWallet,
     WalletFrozen,
 )
+from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.store import Script, Store
 from coinslot.wallets import WalletRef
-
-IDEMPOTENCY_TTL_S = 24 * 60 * 60
-MAX_IDEMPOTENCY_KEY = 255
 
 
 class Unlocked(NamedTuple):
@@ -46,19 +40,6 @@ class Unlocked(NamedTuple):
     charged: int  # minor units actually debited by this request (0 when already owned)
     balance: int
     replayed: bool = False  # the outcome recorded under the same Idempotency-Key
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    key: str
-    digest: str
-
-    @classmethod
-    def for_body(cls, key: str, body: Any) -> Idempotency:
-        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
-            raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return cls(key, hashlib.sha256(canonical.encode()).hexdigest()[:32])
 
 
 def new_purchase_id() -> str:

@@ -93,10 +93,10 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/topups",
         wallet.create_topup,
         Doc(
-            "Open a checkout for an allowed amount",
+            "Open a checkout for an allowed amount (Idempotency-Key optional: a retry under it opens no second one)",
             auth="wallet",
             body=TopupBody,
-            responses={201: "topup_id and checkout_url", 401: "", 422: "", 429: "", 502: "", 503: ""},
+            responses={201: "topup_id and checkout_url", 401: "", 409: "", 422: "", 429: "", 502: "", 503: ""},
             tags=("wallet",),
         ),
     ),

@@ -12,6 +12,7 @@ from coinslot.errors import InsufficientFunds
 from coinslot.http.credentials import client_ip, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
+from coinslot.idempotency import Idempotency
 from coinslot.ids import new_id
 from coinslot.services import Services, services
 from coinslot.wallets import WalletRef
@@ -69,7 +70,7 @@ async def unlock(request: Request) -> Response:
     ref = require_wallet(request)
     body, raw = await read_json(request, UnlockBody, svc.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    idem = unlocks.Idempotency.for_body(key, raw) if key is not None else None
+    idem = Idempotency.for_body(key, raw) if key is not None else None
     now_ms = svc.clock.now_ms()
     item_id = catalog.check_item_id(body.item)
     purchase_id = unlocks.new_purchase_id()
@@ -126,7 +127,8 @@ async def unlock(request: Request) -> Response:
 async def create_topup(request: Request) -> Response:
     svc = services(request)
     ref = require_wallet(request)
-    body, _ = await read_json(request, TopupBody, svc.settings.max_body_bytes)
+    body, raw = await read_json(request, TopupBody, svc.settings.max_body_bytes)
+    key = request.headers.get("idempotency-key")
     topup = await topups.create_topup(
         svc.store,
         svc.payments,
@@ -139,6 +141,7 @@ async def create_topup(request: Request) -> Response:
             per_ip=svc.settings.topups_per_ip_per_hour,
             ip=client_ip(request, svc.settings.trusted_proxy_hops),
         ),
+        idempotency=Idempotency.for_body(key, raw) if key is not None else None,
     )
     return private_json(topup.public(), status_code=201)
 
