@@ -32,6 +32,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINSLOT_")}
     env["COINSLOT_DATA_DIR"] = str(data)
+    env["COINSLOT_REQUEST_TIMEOUT"] = "1"  # seconds; the rest of the front door keeps its defaults
     proc = subprocess.Popen(
         [sys.executable, "-m", "coinslot.cli", "serve", "--port", str(port)],
         env=env,
@@ -101,6 +102,21 @@ def test_serve_runs_its_own_redis_and_commands_share_it(
     items = httpx.get(f"{url}/v1/admin/items", headers={"Authorization": f"Bearer {site['secret_key']}"}).json()
     assert [i["item"] for i in items["items"]] == ["article-1"]
     assert Path(record["socket"]).exists()
+
+
+def test_serve_guards_its_front_door(server: tuple[str, Path]) -> None:
+    """`coinslot serve` runs behind the limits of coinslot.serving (tested in test_serving), from its settings."""
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    big = httpx.get(url + "/healthz", headers={"X-Big": "a" * 20_000})
+    assert big.status_code == 431
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+        sock.settimeout(5)
+        started = time.monotonic()
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert 0.9 < time.monotonic() - started < 3  # COINSLOT_REQUEST_TIMEOUT=1
 
 
 def test_commands_work_without_a_server(

@@ -73,8 +73,7 @@ def _print(obj: Any) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from coinslot import serving
     from coinslot.app import create_app
 
     settings.check_for_serving(args.host)
@@ -85,14 +84,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     print(f"Coinslot on {settings.public_url} (payments: {settings.payments})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
+    serving.run(app, host=args.host, port=args.port, log_level="info", limits=serving.Limits.of(settings))
     return 0
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from coinslot import demo
+    from coinslot import demo, serving
     from coinslot.app import create_app
     from coinslot.http.embed import asset, loader_url
 
@@ -130,7 +127,13 @@ Coinslot demo (payments: {settings.payments})
 Ctrl-C stops it.""",
             flush=True,
         )
-        uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning", proxy_headers=False)
+        serving.run(
+            create_app(settings),
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            limits=serving.Limits.of(settings),
+        )
     return 0
 
 

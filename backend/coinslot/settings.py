@@ -87,6 +87,10 @@ class Settings:
     # Bearer token Prometheus sends to read /metrics; without one /metrics is off (it tells
     # anyone the money credited per currency and the alerts raised).
     metrics_token: Secret | None = None
+    # The front door (coinslot.serving): what one client may hold of a server process.
+    max_head_bytes: int = 16 * 1024  # request line + headers (browsers send 1-4 KB); more gets 431
+    request_timeout: float = 10.0  # seconds for a whole request to arrive (a phone on a bad link needs 1-2); then 408
+    max_connections: int = 1000  # open connections per process, a file descriptor each; more get 503
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -123,11 +127,20 @@ class Settings:
         metrics_token = get("METRICS_TOKEN", Secret)
         if metrics_token is not None and len(str(metrics_token)) < 32:
             raise ConfigurationError(f"{PREFIX}METRICS_TOKEN needs at least 32 characters")
-        positive = {"UNLOCK_TOKEN_TTL": 600, "MAX_BODY_BYTES": 16 * 1024, "MAX_CONTENT_BYTES": 256 * 1024}
+        positive = {
+            "UNLOCK_TOKEN_TTL": 600,
+            "MAX_BODY_BYTES": 16 * 1024,
+            "MAX_CONTENT_BYTES": 256 * 1024,
+            "MAX_HEAD_BYTES": 16 * 1024,
+            "MAX_CONNECTIONS": 1000,
+        }
         numbers = {name: get(name, int, default) for name, default in positive.items()}
         for name, number in numbers.items():
             if number <= 0:
                 raise ConfigurationError(f"{PREFIX}{name}={number} must be > 0")
+        request_timeout = get("REQUEST_TIMEOUT", float, 10.0)
+        if not request_timeout > 0:
+            raise ConfigurationError(f"{PREFIX}REQUEST_TIMEOUT={request_timeout} must be > 0 (seconds)")
         return cls(
             public_url=_origin("PUBLIC_URL", public_url) if public_url else None,
             redis_url=get("REDIS_URL"),
@@ -150,6 +163,9 @@ class Settings:
             topups_per_wallet_per_hour=get("TOPUPS_PER_WALLET_PER_HOUR", int, 10),
             topups_per_ip_per_hour=get("TOPUPS_PER_IP_PER_HOUR", int, 30),
             metrics_token=metrics_token,
+            max_head_bytes=numbers["MAX_HEAD_BYTES"],
+            request_timeout=request_timeout,
+            max_connections=numbers["MAX_CONNECTIONS"],
         ).checked_limits()
 
     def checked_limits(self) -> Settings:

@@ -1,0 +1,145 @@
+"""How a process serves HTTP: uvicorn's httptools protocol with the limits it lacks.
+
+uvicorn bounds neither the size of a request's head (httptools buffers a header of any length)
+nor the time a client may take to send a request, nor the connections one process holds. Each
+is an easy denial of service for one client, so the protocol here adds them at the edges of
+uvicorn's own, keeping its parser and request cycle:
+
+- a request line and headers over ``max_head_bytes`` get 431 and the connection closes, before
+  more than that is handed to the parser;
+- a request not complete within ``request_timeout_s`` of its connection (or, on a kept-alive
+  connection, of its first byte) gets 408, or is cut if its response has begun;
+- past ``max_connections`` open connections a new one gets 503 and closes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from coinslot.settings import Settings
+
+LINGER_S = 1.0  # seconds a refused connection is still read (and dropped) before it closes
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head_bytes: int
+    request_timeout_s: float
+    max_connections: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_head_bytes, settings.request_timeout, settings.max_connections)
+
+
+def protocol(limits: Limits) -> type[HttpToolsProtocol]:
+    """The HTTP protocol class to hand uvicorn (``http=``), holding ``limits``."""
+    return type("LimitedHttpToolsProtocol", (_LimitedHttpToolsProtocol,), {"limits": limits})
+
+
+class _LimitedHttpToolsProtocol(HttpToolsProtocol):
+    limits: Limits
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0  # of the request being received, while its head is incomplete
+        self._in_body = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, b"too many connections", retry_after=True)
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.transport.is_closing():  # nothing more is parsed
+            return
+        if self._in_body:
+            super().data_received(data)
+            return
+        room = self.limits.max_head_bytes - self._head_bytes
+        head, rest = data[:room], data[room:]
+        self._head_bytes += len(head)
+        super().data_received(head)
+        if not rest or self._refused or self.transport.is_closing():
+            return
+        if self._in_body:  # the head ended within what was fed: the rest is body (or the next request)
+            self.data_received(rest)
+        else:
+            self._refuse(431, b"request line and headers exceed %d bytes" % self.limits.max_head_bytes)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_body = False
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.limits.request_timeout_s, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # too late for a status: the app answered before the body was in
+        else:
+            self._refuse(408, b"request not complete within %g s" % self.limits.request_timeout_s)
+
+    def _refuse(self, status: int, reason: bytes, *, retry_after: bool = False) -> None:
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        if retry_after:
+            head.append(b"retry-after: 1\r\n")
+        head += [
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(reason),
+            b"connection: close\r\n\r\n",
+            reason,
+        ]
+        self.transport.write(b"".join(head))
+        self._refused = True
+        self._disarm()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # an app still reading the body hears http.disconnect now
+            self.cycle.message_event.set()
+        # Closing with the client's bytes still unread would send a reset, which can destroy our
+        # answer before the client reads it: end our side, read and drop for a moment, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
+
+
+def run(app: Any, *, host: str, port: int, log_level: str, limits: Limits) -> None:
+    """Serve ``app`` until interrupted. The client's address is the socket's: forwarded headers
+    are read by the app, as far as ``COINSLOT_TRUSTED_PROXY_HOPS`` allows."""
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, http=protocol(limits))
