@@ -39,17 +39,20 @@ class Limits:
 
 def protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """The HTTP protocol class to hand uvicorn (``http=``), holding ``limits``."""
-    return type("LimitedHttpToolsProtocol", (_LimitedHttpToolsProtocol,), {"limits": limits})
+    return type("LimitedHttpToolsProtocol", (_LimitedHttpToolsProtocol,), {"limits": limits, "sweeping": False})
 
 
 class _LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits: Limits
+    sweeping: bool  # whether this class's sweep for overdue requests is scheduled
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0  # of the request being received, while its head is incomplete
         self._in_body = False
-        self._deadline: asyncio.TimerHandle | None = None
+        # Loop time since which a request is awaited, or None while none is. A sweep looks at
+        # these now and then: a timer per request cost more than the rest of the limits together.
+        self._awaited_since: float | None = None
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -57,11 +60,11 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, b"too many connections", retry_after=True)
             return
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+        self._awaited_since = self.loop.time()
+        cls = type(self)
+        if not cls.sweeping:
+            cls.sweeping = True
+            self.loop.call_soon(_sweep, cls, self.loop, self.connections)
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.is_closing():  # nothing more is parsed
@@ -70,41 +73,39 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
             return
         room = self.limits.max_head_bytes - self._head_bytes
-        head, rest = data[:room], data[room:]
-        self._head_bytes += len(head)
-        super().data_received(head)
-        if not rest or self._refused or self.transport.is_closing():
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self._refused or self.transport.is_closing():
             return
         if self._in_body:  # the head ended within what was fed: the rest is body (or the next request)
-            self.data_received(rest)
+            self.data_received(data[room:])
         else:
             self._refuse(431, b"request line and headers exceed %d bytes" % self.limits.max_head_bytes)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()
+        if self._awaited_since is None:
+            self._awaited_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self._in_body = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._awaited_since = None
         self._in_body = False
         self._head_bytes = 0
         super().on_message_complete()
 
-    def _arm(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.limits.request_timeout_s, self._timed_out)
+    def overdue(self, now: float) -> bool:
+        return self._awaited_since is not None and now - self._awaited_since > self.limits.request_timeout_s
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _timed_out(self) -> None:
-        self._deadline = None
+    def time_out(self) -> None:
+        self._awaited_since = None
         if self._refused or self.transport.is_closing():
             return
         if self.cycle is not None and self.cycle.response_started:
@@ -126,7 +127,7 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head))
         self._refused = True
-        self._disarm()
+        self._awaited_since = None
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # an app still reading the body hears http.disconnect now
             self.cycle.message_event.set()
@@ -143,3 +144,11 @@ def run(app: Any, *, host: str, port: int, log_level: str, limits: Limits) -> No
     """Serve ``app`` until interrupted. The client's address is the socket's: forwarded headers
     are read by the app, as far as ``COINSLOT_TRUSTED_PROXY_HOPS`` allows."""
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, http=protocol(limits))
+
+
+def _sweep(cls: type[_LimitedHttpToolsProtocol], loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    """Time out the overdue requests of ``cls``'s connections, then come back in a quarter of the timeout."""
+    now = loop.time()
+    for connection in [c for c in connections if isinstance(c, cls) and c.overdue(now)]:
+        connection.time_out()
+    loop.call_later(min(1.0, cls.limits.request_timeout_s / 4), _sweep, cls, loop, connections)
