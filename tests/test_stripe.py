@@ -236,7 +236,7 @@ async def test_stripe_errors_are_problems_and_open_no_topup(
 @pytest.mark.parametrize(
     "changes",
     [{"expires_at": None}, {"url": None}, {"id": None}, {"expires_at": "tomorrow"}, {"url": 42}, {"url": "/c/pay"}],
-    ids=["no-expires_at", "no-url", "no-id", "expires_at-not-a-number", "url-not-a-string", "url-not-https"],
+    ids=["no-expires_at", "no-url", "no-id", "expires_at-not-a-number", "url-not-a-string", "url-relative"],
 )
 async def test_a_checkout_session_stripe_answers_without_what_we_need_is_a_502(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, changes: dict[str, Any]

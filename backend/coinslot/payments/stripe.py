@@ -98,7 +98,7 @@ class _Created(_Read):
     """What a new session must carry for the reader to be sent to it."""
 
     id: str = Field(min_length=1)
-    url: str = Field(pattern=r"^https://\S+$")  # Rust regex: $ is the end of the text
+    url: str = Field(pattern=r"^https?://\S+$")  # absolute; Rust regex: $ is the end of the text
     expires_at: int
 
 
