@@ -255,9 +255,19 @@ def test_an_origin_is_stored_as_browsers_send_it(given: str, stored: str) -> Non
     [
         ("art\n", catalog.ITEM_ID),
         ("site_x\n", catalog.SITE_ID),
-        ("EUR\n", catalog.CURRENCY),
     ],
 )
 def test_ids_with_a_trailing_newline_are_refused(value: str, pattern: Any) -> None:
     assert pattern.match(value.rstrip("\n"))
     assert not pattern.match(value)
+
+
+@pytest.mark.parametrize("code", ["XXX", "XTS", "XAU", "DEM", "ABC", "EU", "EURO", "EUR\n", "€"])
+async def test_a_site_sells_only_in_a_currency_in_use(standalone_store: Store, code: str) -> None:
+    with pytest.raises(BadRequest, match="not the ISO 4217 code of a currency in use"):
+        await new_site(standalone_store, currency=code)
+
+
+@pytest.mark.parametrize(("code", "stored"), [("EUR", "EUR"), ("gbp", "GBP"), ("JPY", "JPY"), ("XOF", "XOF")])
+async def test_currencies_in_use_are_stored_upper_case(standalone_store: Store, code: str, stored: str) -> None:
+    assert (await new_site(standalone_store, currency=code)).currency == stored

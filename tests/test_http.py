@@ -42,6 +42,13 @@ async def test_unknown_field_is_422_naming_it(api: Api) -> None:
     assert [e["field"] for e in r.json()["errors"]] == ["amount"]
 
 
+@pytest.mark.parametrize("currency", ["XXX", "XTS", "ZZZ", "DEM"])
+async def test_a_wallet_holds_only_a_currency_in_use(client: httpx.AsyncClient, currency: str) -> None:
+    r = await client.post("/v1/wallets", json={"currency": currency})
+    assert r.status_code == 400
+    assert r.json()["type"].endswith("/bad-request") and "currency in use" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -40,6 +40,7 @@ def test_defaults_are_embedded_redis_and_test_payments() -> None:
         ({"SECRET_KEYS": "short"}, "COINSLOT_SECRET_KEYS"),
         ({"METRICS_TOKEN": "guessable"}, "COINSLOT_METRICS_TOKEN"),
         ({"TOPUP_AMOUNTS": "EUR:20"}, "COINSLOT_TOPUP_AMOUNTS"),
+        ({"TOPUP_AMOUNTS": "XXX:200"}, "COINSLOT_TOPUP_AMOUNTS"),
         ({"TOPUP_AMOUNTS": "EUR:five"}, "COINSLOT_TOPUP_AMOUNTS"),
     ],
 )

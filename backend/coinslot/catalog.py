@@ -20,11 +20,11 @@ import nh3
 from coinslot import store as keys
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, Unauthorized, UnknownItem, UnknownSite
 from coinslot.ids import new_id
+from coinslot.money import check_currency
 from coinslot.store import Store
 
 SITE_ID = re.compile(r"^site_[A-Za-z0-9_]{1,48}\Z")
 ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
-CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")  # one label of a DNS name, in ASCII
 KEY_OVERLAP_MS = 24 * 60 * 60 * 1000  # a rotated secret key keeps working this long
 MAX_PRICE = 100_000  # minor units; micropayments, not purchases
@@ -175,9 +175,7 @@ async def create_site(
     site_id = site_id or new_id("site", 8)
     if not SITE_ID.match(site_id):
         raise BadRequest(f"site id {site_id!r} must match {SITE_ID.pattern}")
-    currency = currency.upper()
-    if not CURRENCY.match(currency):
-        raise BadRequest(f"currency {currency!r} is not an ISO 4217 code like EUR")
+    currency = check_currency(currency)
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings, Secret
 
-from coinslot.errors import ConfigurationError
+from coinslot.errors import BadRequest, ConfigurationError
+from coinslot.money import check_currency
 
 PREFIX = "COINSLOT_"
 DEFAULT_TOPUP_AMOUNTS = (200, 500, 1000)  # minor units
@@ -53,7 +54,10 @@ def _topup_amounts(value: str) -> dict[str, tuple[int, ...]]:
             raise ConfigurationError(f"{PREFIX}TOPUP_AMOUNTS: {part!r} is not CURRENCY:int,int,...") from exc
         if not parsed or min(parsed) < MIN_TOPUP:
             raise ConfigurationError(f"{PREFIX}TOPUP_AMOUNTS: {part!r} needs amounts >= {MIN_TOPUP}")
-        table[currency.strip().upper()] = parsed
+        try:
+            table[check_currency(currency.strip())] = parsed
+        except BadRequest as exc:
+            raise ConfigurationError(f"{PREFIX}TOPUP_AMOUNTS: {exc}") from exc
     return table
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from coinslot import store as keys
-from coinslot.catalog import CURRENCY
-from coinslot.errors import BadRequest, Unauthorized, UnknownWallet
+from coinslot.errors import Unauthorized, UnknownWallet
 from coinslot.ids import new_id
+from coinslot.money import check_currency
 from coinslot.store import Store
 
 RECENT_LEDGER_LINES = 20
@@ -62,9 +62,7 @@ class WalletTokens:
 
 
 async def create_wallet(store: Store, *, currency: str, now_ms: int) -> WalletRef:
-    currency = currency.upper()
-    if not CURRENCY.match(currency):
-        raise BadRequest(f"currency {currency!r} is not an ISO 4217 code like EUR")
+    currency = check_currency(currency)
     wallet_id = new_id("w")
     k = keys.wallet_keys(wallet_id)
     await store.redis.hset(
