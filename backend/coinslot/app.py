@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from coinslot import secretfiles
 from coinslot import store as keys
+from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
 from coinslot.embedded import EmbeddedRedis, running_url
@@ -155,6 +156,7 @@ def create_app(
             ),
             payments=chosen_payments,
             topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link", signer=_clocked_signer(the_clock)),
+            addresses=Addresses(store),
         )
         subscribed = asyncio.Event()
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from itsdangerous import URLSafeTimedSerializer
 from starlette.requests import Request
 
+from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
 from coinslot.payments import Payments
@@ -28,6 +29,7 @@ class Services:
     unlock_tokens: UnlockTokens
     payments: Payments
     topup_links: URLSafeTimedSerializer
+    addresses: Addresses  # client addresses as per-address limits may keep them
 
 
 def services(request: Request) -> Services:

@@ -87,8 +87,9 @@ def secret_index_key(digest: str) -> str:
     return "sk:" + digest
 
 
-def tab_quota_key(site_id: str, ip: str, day: str) -> str:
-    return "{s:" + site_id + "}:tabip:" + day + ":" + ip
+def tab_quota_key(site_id: str, address: str, day: str) -> str:
+    """Wallets that opened a tab on a site from one client address (its pseudonym) on one site day."""
+    return "{s:" + site_id + "}:tabip:" + day + ":" + address
 
 
 def voucher_keys(code: str) -> tuple[str, str]:
@@ -108,6 +109,11 @@ def payment_key(payment_id: str) -> str:
 def provider_check_key(session_id: str) -> str:
     """Set while the return page has just asked the provider about a session (a short cool-down)."""
     return "asked:" + session_id
+
+
+def address_salt_key(day: int) -> str:
+    """The random key of one UTC day (days since 1970) under which client addresses are hashed."""
+    return f"addrsalt:{day}"
 
 
 CATALOG_CHANNEL = "coinslot:catalog"

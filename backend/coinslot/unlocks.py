@@ -7,7 +7,7 @@ and idempotency record — so N concurrent unlocks can never overdraw a wallet.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -55,9 +55,12 @@ TAB_QUOTA = Script("tab_quota")
 TAB_QUOTA_TTL_S = 2 * 24 * 60 * 60  # outlives the site's day in any time zone
 
 
-async def _take_tab_quota(store: Store, site: Site, wallet_id: str, ip: str, now_ms: int, per_ip: int) -> bool:
-    """Whether this wallet may start a tab on the site: at most ``per_ip`` wallets per address and day."""
-    key = keys.tab_quota_key(site.id, ip, site_day(site, now_ms))
+async def _take_tab_quota(store: Store, site: Site, wallet_id: str, address: str, now_ms: int, per_ip: int) -> bool:
+    """Whether this wallet may start a tab on the site: at most ``per_ip`` wallets per address and day.
+
+    ``address`` is the client address's pseudonym (coinslot.addresses), never the address itself.
+    """
+    key = keys.tab_quota_key(site.id, address, site_day(site, now_ms))
     # Rare (a wallet's first tab on a site), so it runs on its own rather than in the unlock batch.
     return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
@@ -133,7 +136,7 @@ async def unlock(
     shown_price: int | None,
     idempotency: Idempotency | None,
     now_ms: int,
-    client_ip_of: Callable[[], str],  # called only when the wallet opens a tab on the site
+    client_address_of: Callable[[], Awaitable[str]],  # awaited only when the wallet opens a tab on the site
     tab_wallets_per_ip: int,
     purchase_id: str | None = None,
 ) -> Unlocked:
@@ -162,7 +165,9 @@ async def unlock(
         if status == "replay":
             return Unlocked(site, item, result[1], int(result[2]), int(result[3]), replayed=True)
         if status == "tab-quota" and args[TAB_GRANTED] == "0":
-            if await _take_tab_quota(store, site, wallet.wallet_id, client_ip_of(), now_ms, tab_wallets_per_ip):
+            if await _take_tab_quota(
+                store, site, wallet.wallet_id, await client_address_of(), now_ms, tab_wallets_per_ip
+            ):
                 args[TAB_GRANTED] = "1"
                 continue
             raise TabQuotaReached(int(result[1]), item.price, site.currency, site.tab_limit, tab_wallets_per_ip)

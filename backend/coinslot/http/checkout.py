@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from coinslot import topups
 from coinslot.errors import Forbidden, NotFound, PaymentsRefused, PaymentsUnavailable, RateLimited
-from coinslot.http.credentials import client_ip
+from coinslot.http.credentials import client_address
 from coinslot.money import format_amount
 from coinslot.services import services
 from coinslot.wallets import WalletRef
@@ -64,6 +64,7 @@ async def open_topup_link(request: Request) -> Response:
     except (BadData, ValueError, TypeError):
         return page("Invalid link", "<h1>This top-up link is not valid</h1>", 400)
     test_mode = not svc.payments.livemode
+    now_ms = svc.clock.now_ms()
     try:
         topup = await topups.create_topup(
             svc.store,
@@ -71,13 +72,13 @@ async def open_topup_link(request: Request) -> Response:
             WalletRef(wallet_id, generation),
             amount=amount,
             allowed=svc.settings.allowed_topups,
-            now_ms=svc.clock.now_ms(),
+            now_ms=now_ms,
             topup_id=topup_id,
             issued_ms=int(signed_at.timestamp() * 1000),
             limits=topups.TopupLimits(
                 per_wallet=svc.settings.topups_per_wallet_per_hour,
                 per_ip=svc.settings.topups_per_ip_per_hour,
-                ip=client_ip(request, svc.settings.trusted_proxy_hops),
+                ip=await client_address(request, now_ms),
             ),
         )
     except RateLimited as exc:

@@ -103,6 +103,12 @@ async def require_site(request: Request) -> Site:
     return await catalog.authenticate(svc.store, token, now_ms=svc.clock.now_ms())
 
 
+async def client_address(request: Request, now_ms: int) -> str:
+    """The client, as per-address limits count it: today's pseudonym of its address (coinslot.addresses)."""
+    svc = services(request)
+    return await svc.addresses.pseudonym(client_ip(request, svc.settings.trusted_proxy_hops), now_ms)
+
+
 def client_ip(request: Request, trusted_hops: int) -> str:
     """The client's address; X-Forwarded-For only as far as the configured proxies are trusted."""
     if trusted_hops > 0:

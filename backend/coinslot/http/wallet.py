@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
 from coinslot.errors import InsufficientFunds
-from coinslot.http.credentials import client_ip, require_wallet, set_wallet_cookie, uses_cookie
+from coinslot.http.credentials import client_address, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.idempotency import Idempotency
@@ -26,10 +26,10 @@ async def create_wallet(request: Request) -> Response:
     svc = services(request)
     body, _ = await read_json(request, WalletCreate, svc.settings.max_body_bytes)
     now_ms = svc.clock.now_ms()
-    ip = client_ip(request, svc.settings.trusted_proxy_hops)
+    address = await client_address(request, now_ms)
     await ratelimit.hit(
         svc.store,
-        f"wallets:{ip}",
+        f"wallets:{address}",
         limit=svc.settings.wallets_per_ip_per_hour,
         window_s=3600,
         now_ms=now_ms,
@@ -90,7 +90,7 @@ async def unlock(request: Request) -> Response:
             shown_price=body.price,
             idempotency=idem,
             now_ms=now_ms,
-            client_ip_of=lambda: client_ip(request, svc.settings.trusted_proxy_hops),
+            client_address_of=lambda: client_address(request, now_ms),
             tab_wallets_per_ip=svc.settings.tab_wallets_per_ip,
             purchase_id=purchase_id,
         )
@@ -129,17 +129,18 @@ async def create_topup(request: Request) -> Response:
     ref = require_wallet(request)
     body, raw = await read_json(request, TopupBody, svc.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
+    now_ms = svc.clock.now_ms()
     topup = await topups.create_topup(
         svc.store,
         svc.payments,
         ref,
         amount=body.amount,
         allowed=svc.settings.allowed_topups,
-        now_ms=svc.clock.now_ms(),
+        now_ms=now_ms,
         limits=topups.TopupLimits(
             per_wallet=svc.settings.topups_per_wallet_per_hour,
             per_ip=svc.settings.topups_per_ip_per_hour,
-            ip=client_ip(request, svc.settings.trusted_proxy_hops),
+            ip=await client_address(request, now_ms),
         ),
         idempotency=Idempotency.for_body(key, raw) if key is not None else None,
     )
@@ -160,7 +161,7 @@ async def redeem_voucher(request: Request) -> Response:
     now_ms = svc.clock.now_ms()
     # Guessing codes must be slow: every try is counted before it is checked, in one atomic
     # step, so parallel guesses cannot slip past the limit; only a credited code is uncounted.
-    bucket = f"redeem-tries:{client_ip(request, svc.settings.trusted_proxy_hops)}"
+    bucket = f"redeem-tries:{await client_address(request, now_ms)}"
     await ratelimit.hit(
         svc.store,
         bucket,
