@@ -2,10 +2,13 @@
 
     python bench/unlock.py [--duration 10] [--repeat 3] [--connections 50] [--threads 1]
                            [--aof] [--tcp] [--py-spy FILE]
+                           [--server serve|instrumented] [--workers N] [--access-log]
 
-Starts its own redis-server and two apps under uvicorn with the same flags
-(``--loop uvloop --http httptools``, one worker, no access log): Coinslot and a JSON
-hello-world. Seeds one site with many items and funded wallets, then drives
+Starts its own redis-server, Coinslot as an operator starts it (``coinslot serve``, its
+defaults: one worker, no access log, the front door's limits) and a JSON hello-world under
+uvicorn (``--loop uvloop --http httptools``, one worker, no access log). ``--server
+instrumented`` serves Coinslot from bench/asgi.py under uvicorn instead, which also counts the
+app's round trips to Redis. Seeds one site with many items and funded wallets, then drives
 ``POST /v1/unlocks`` (every request a real debit: a wallet never buys an item twice) and
 the hello-world with the same wrk settings, alternately, ``--repeat`` times each. Prints
 each pair's req/s and ratio, the median pair's latency and CPU per request, and what an
@@ -116,6 +119,14 @@ def uvicorn(
 ) -> contextlib.AbstractContextManager[Any]:
     args = [sys.executable, "-m", "uvicorn", target, "--factory", "--app-dir", str(BENCH)]
     args += ["--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS]
+    return running(args, log, env=env, cwd=cwd)
+
+
+def coinslot_serve(
+    port: int, env: dict[str, str], cwd: Path, log: Path, workers: int, access_log: bool
+) -> contextlib.AbstractContextManager[Any]:
+    args = [sys.executable, "-m", "coinslot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", str(workers), *(["--access-log"] if access_log else [])]
     return running(args, log, env=env, cwd=cwd)
 
 
@@ -269,12 +280,12 @@ class Snapshot:
     commands: dict[str, int]
     reads: int  # INFO stats total_reads_processed: read events on client sockets
     ledger: int
-    sends: int  # the app's writes to Redis (round trips), from /_bench/redis
+    sends: int  # the app's writes to Redis (round trips), from /_bench/redis; 0 when not instrumented
 
     @classmethod
-    def take(cls, r: redis.Redis, refs: Sequence[WalletRef], app_url: str) -> Snapshot:
+    def take(cls, r: redis.Redis, refs: Sequence[WalletRef], app_url: str | None) -> Snapshot:
         led = ledger_lengths(r, refs)
-        sends = get_json(app_url + "/_bench/redis")["sends"]
+        sends = get_json(app_url + "/_bench/redis")["sends"] if app_url else 0
         return cls(command_calls(r), int(r.info("stats")["total_reads_processed"]), led, sends)
 
 
@@ -356,6 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--aof", action="store_true", help="AOF with fsync always, as the embedded default")
     parser.add_argument("--tcp", action="store_true", help="Redis on a loopback port instead of a unix socket")
     parser.add_argument("--py-spy", metavar="FILE", help="record the app with py-spy (raw stacks) in the first run")
+    parser.add_argument(
+        "--server",
+        choices=["serve", "instrumented"],
+        default="serve",
+        help="`coinslot serve` as shipped, or bench/asgi.py under uvicorn, which counts round trips to Redis",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="`coinslot serve --workers` (CPU figures need 1)")
+    parser.add_argument("--access-log", action="store_true", help="`coinslot serve --access-log`")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found on PATH (Debian: apt-get install wrk)")
@@ -424,13 +443,16 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             "COINSLOT_SECRET_KEYS": secret,
             "COINSLOT_PAYMENTS": "test",
         }
+        instrumented = args.server == "instrumented"
         with (
-            uvicorn("asgi:app", app_port, env, tmp, tmp / "app.log") as app,
+            uvicorn("asgi:app", app_port, env, tmp, tmp / "app.log")
+            if instrumented
+            else coinslot_serve(app_port, env, tmp, tmp / "app.log", args.workers, args.access_log) as app,
             uvicorn("asgi:hello", hello_port, env, tmp, tmp / "hello.log") as hello,
         ):
             wait_http(app_url + "/healthz", app, tmp / "app.log")
             wait_http(hello_url, hello, tmp / "hello.log")
-            fig.parser = get_json(app_url + "/_bench/redis")["parser"]
+            fig.parser = get_json(app_url + "/_bench/redis")["parser"] if instrumented else ""
             unlock_pids = {"server": app.pid, "redis": redis_proc.pid}
             # The signing process works beside the server: its CPU is part of an unlock's cost.
             unlock_pids |= {"signer": pid for pid in child_pids(app.pid)}
@@ -446,7 +468,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
 
             drive("warm", WARMUP_S)
             drive_hello(WARMUP_S)
-            before = Snapshot.take(r, measured, app_url)
+            before = Snapshot.take(r, measured, app_url if instrumented else None)
             for i, group in enumerate(runs):
                 spy = None
                 if args.py_spy and i == 0:
@@ -457,7 +479,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 if spy is not None:
                     spy.wait(timeout=60)
                 fig.hello.append(drive_hello(args.duration))
-            after = Snapshot.take(r, measured, app_url)
+            after = Snapshot.take(r, measured, app_url if instrumented else None)
             fig.unlocks = after.ledger - before.ledger
             fig.commands = delta(after.commands, before.commands)
             fig.reads = after.reads - before.reads
@@ -502,7 +524,11 @@ def print_table(fig: Figures, args: argparse.Namespace, redis_desc: str) -> None
     u, h = fig.unlock[m], fig.hello[m]
     print()
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.repeat} runs of each, alternating;")
-    print(f"uvicorn {' '.join(UVICORN_FLAGS[:6])}; {redis_desc}")
+    if args.server == "serve":
+        shipped = f"coinslot serve --workers {args.workers}{' --access-log' if args.access_log else ''}"
+        print(f"Coinslot: {shipped}; hello-world: uvicorn {' '.join(UVICORN_FLAGS[:6])}; {redis_desc}")
+    else:
+        print(f"uvicorn {' '.join(UVICORN_FLAGS[:6])} (bench/asgi.py, instrumented); {redis_desc}")
     print()
     print("run  unlock req/s  hello req/s  ratio   other processes (cores, unlock/hello)")
     for i, (a, b) in enumerate(zip(fig.unlock, fig.hello, strict=True)):
@@ -549,9 +575,13 @@ def print_table(fig: Figures, args: argparse.Namespace, redis_desc: str) -> None
         + ", ".join(f"{k} {v / s:.2f}" for k, v in fig.sample_client.most_common())
         + ")"
     )
-    print(f"  round trips/unlock       {fig.sends / n:.3f} (writes to Redis; calls written together count once)")
+    if args.server == "instrumented":
+        print(f"  round trips/unlock       {fig.sends / n:.3f} (writes to Redis; calls written together count once)")
+    else:
+        print("  round trips/unlock       n/a: counted with --server instrumented")
     print(f"  redis reads/unlock       {fig.reads / n:.3f} (INFO stats total_reads_processed)")
-    print(f"  reply parsers            {fig.parser}")
+    if fig.parser:
+        print(f"  reply parsers            {fig.parser}")
     print(f"  lowest wallet balance    {fig.min_balance:,} minor units (> 0: no request could meet a 402)")
     print(f"  ledger reconcile         {fig.reconcile}")
 

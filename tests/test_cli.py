@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coinslot.cli import RedactTokens, main
+from coinslot.cli import main
+from coinslot.serving import RedactTokens
 
 
 def free_port() -> int:
@@ -25,8 +27,8 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextlib.contextmanager
+def serving(tmp_path: Path, *flags: str) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     """A real `coinslot serve` process with no COINSLOT_REDIS_URL: it must start its own Redis."""
     port = free_port()
     data = tmp_path / "data"
@@ -34,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     env["COINSLOT_DATA_DIR"] = str(data)
     env["COINSLOT_REQUEST_TIMEOUT"] = "1"  # seconds; the rest of the front door keeps its defaults
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coinslot.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "coinslot.cli", "serve", "--port", str(port), *flags],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -53,7 +55,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.kill()
             out = proc.communicate()[0].decode()
             raise AssertionError(f"coinslot serve did not become healthy:\n{out}")
-        yield url, data
+        yield url, data, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -64,6 +66,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with serving(tmp_path) as (url, data, _):
+        yield url, data
 
 
 def run_cli(
@@ -102,6 +110,29 @@ def test_serve_runs_its_own_redis_and_commands_share_it(
     items = httpx.get(f"{url}/v1/admin/items", headers={"Authorization": f"Bearer {site['secret_key']}"}).json()
     assert [i["item"] for i in items["items"]] == ["article-1"]
     assert Path(record["socket"]).exists()
+
+
+def test_serve_with_workers_shares_one_embedded_redis_and_stops_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with serving(tmp_path, "--workers", "2", "--access-log") as (url, data, proc):
+        code, out = run_cli(
+            ["site", "create", "--name", "P", "--origin", "http://localhost:8001", "--id", "site_w"],
+            data,
+            monkeypatch,
+            capsys,
+        )
+        assert code == 0
+        run_cli(["item", "put", "site_w", "a", "--title", "A", "--price", "19"], data, monkeypatch, capsys)
+        # Many connections, so that both workers answer: each sees what the command wrote.
+        prices = {httpx.get(f"{url}/v1/offers?site=site_w&items=a").json()["items"][0]["price"] for _ in range(20)}
+        assert prices == {19}
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        record = json.loads((data / "redis.json").read_text())
+        assert record["owner_pid"] == proc.pid  # the parent runs the embedded Redis the workers share
+    assert proc.returncode is not None
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
 def test_serve_guards_its_front_door(server: tuple[str, Path]) -> None:

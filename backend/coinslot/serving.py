@@ -15,13 +15,21 @@ uvicorn's own, keeping its parser and request cycle:
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 import uvicorn
+from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from coinslot import secretfiles
+from coinslot.app import create_app
+from coinslot.embedded import EmbeddedRedis, running_url
 from coinslot.settings import Settings
+from coinslot.tokens import KeyRing
 
 LINGER_S = 1.0  # seconds a refused connection is still read (and dropped) before it closes
 
@@ -140,10 +148,96 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def run(app: Any, *, host: str, port: int, log_level: str, limits: Limits) -> None:
-    """Serve ``app`` until interrupted. The client's address is the socket's: forwarded headers
-    are read by the app, as far as ``COINSLOT_TRUSTED_PROXY_HOPS`` allows."""
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, http=protocol(limits))
+def run(app: Any, *, host: str, port: int, limits: Limits, access_log: bool = False) -> None:
+    """Serve ``app`` in this process until interrupted.
+
+    The client's address is the socket's: forwarded headers are the app's to read, as far as
+    ``COINSLOT_TRUSTED_PROXY_HOPS`` allows.
+    """
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=protocol(limits),
+        proxy_headers=False,
+        access_log=access_log,
+        log_config=None,  # configure_logging's
+    )
+
+
+class WorkerProtocol(_LimitedHttpToolsProtocol):
+    """The protocol of ``run_workers``' processes, which uvicorn imports by name; ``worker_app`` sets its limits."""
+
+    sweeping = False
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process, from the environment its parent prepared (``run_workers``)."""
+    settings = Settings.from_env()
+    configure_logging(logging.INFO)
+    WorkerProtocol.limits = Limits.of(settings)
+    return create_app(settings)
+
+
+def run_workers(settings: Settings, workers: int, *, host: str, port: int, access_log: bool = False) -> None:
+    """Serve with ``workers`` processes on one port until interrupted.
+
+    Each worker builds its own app (and signing process) from the environment; this process
+    hands them the public URL it settled on and, with no ``COINSLOT_REDIS_URL``, runs the
+    embedded Redis they all use (found through the data directory, as the CLI finds it).
+    """
+    # Keys and secrets are made once, here, before the workers read them.
+    if not settings.secret_keys:
+        secretfiles.load_or_create(settings.data_dir)
+    KeyRing.load(settings.data_dir, settings.unlock_key_files)
+    os.environ["COINSLOT_PUBLIC_URL"] = settings.public_url or ""
+    embedded = None
+    if settings.redis_url is None and running_url(settings.data_dir) is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        embedded.start()
+    try:
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            http=f"{__name__}:WorkerProtocol",
+            proxy_headers=False,
+            access_log=access_log,
+            log_config=None,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def configure_logging(level: int) -> None:
+    """One format for the app's and uvicorn's records; unlock tokens kept out of the access log."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
+
+
+class RedactTokens(logging.Filter):
+    """Unlock tokens may travel in ``?token=``; they must never reach the access log.
+
+    The query is judged decoded (``tok%65n=`` is read as ``token=`` too); one that names
+    a token is logged as ``[redacted]`` whole.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+    @staticmethod
+    def _redact(text: str) -> str:
+        path, mark, query = text.partition("?")
+        if mark and "token" in unquote_plus(query).lower():
+            return path + "?[redacted]"
+        return text
 
 
 def _sweep(cls: type[_LimitedHttpToolsProtocol], loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
