@@ -17,11 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from starlette.datastructures import Secret
 
 from coinslot import ledger, topups
 from coinslot.clock import FrozenClock
+from coinslot.errors import BadWebhook
+from coinslot.payments import PaymentEvent
 from coinslot.payments import stripe as stripe_payments
 from coinslot.payments.stripe import StripeCheckout
 from coinslot.store import Store
@@ -885,3 +889,36 @@ def test_reconcile_stripe_without_stripe_configured_is_an_error(
 
     assert main(["reconcile", "--stripe"]) == 2
     assert "needs Stripe" in capsys.readouterr().err
+
+
+# Hypothesis: whatever arrives at the webhook, parse_event answers an event or BadWebhook -------------
+
+FUZZ_PROVIDER = StripeCheckout("sk_test_fuzz", WEBHOOK_SECRET, public_url=PUBLIC_URL)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        JSON.map(lambda v: json.dumps(v).encode()),
+        # A real event's shape with any object inside.
+        st.tuples(
+            st.sampled_from(["checkout.session.completed", "refund.created", "charge.dispute.created"]), JSON
+        ).map(lambda t: json.dumps({"id": "evt_1", "type": t[0], "data": {"object": t[1]}}).encode()),
+    ),
+    header=st.one_of(st.none(), st.text(max_size=120), st.just("signed")),
+)
+@settings(max_examples=400, deadline=None)
+def test_any_webhook_body_and_signature_gives_an_event_or_bad_webhook(payload: bytes, header: str | None) -> None:
+    if header == "signed":  # correctly signed, so the parse goes past the signature into the body
+        header = sign(payload.decode("utf-8", "replace"))
+        payload = payload.decode("utf-8", "replace").encode()
+    try:
+        parsed = FUZZ_PROVIDER.parse_event(payload, header)
+    except BadWebhook:
+        return
+    assert isinstance(parsed, PaymentEvent)

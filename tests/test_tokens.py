@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coinslot import tokens as tokens_module
 from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
@@ -390,3 +392,30 @@ def test_bad_file_in_the_keys_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         KeyRing.load(tmp_path)
     assert str(stray) in info.value.detail
+
+
+# Hypothesis: whatever arrives as an unlock token, verify says "invalid" and nothing else ---------
+
+
+ARBITRARY_TOKENS = st.one_of(
+    st.text(max_size=400),
+    # Three base64url segments, the shape a parser goes furthest with.
+    st.lists(st.binary(max_size=120).map(b64), min_size=3, max_size=3).map(".".join),
+    # A real header and claims with one segment or character changed.
+    st.tuples(st.integers(0, 2), st.binary(max_size=60)).map(lambda t: (t[0], b64(t[1]))),
+)
+
+
+FUZZ_TOKENS = make_tokens()
+
+
+@given(token=ARBITRARY_TOKENS)
+@settings(max_examples=300, deadline=None)
+def test_any_text_as_an_unlock_token_is_refused_as_invalid(token: Any) -> None:
+    tokens = FUZZ_TOKENS
+    if isinstance(token, tuple):  # splice a random segment into a genuine token
+        parts = issue(tokens).split(".")
+        parts[token[0]] = token[1]
+        token = ".".join(parts)
+    with pytest.raises(UnlockTokenInvalid):
+        tokens.verify(token, site="site_a", now_s=NOW + 1)

@@ -17,6 +17,9 @@ PROBLEM = {
 }
 
 
+PAGE = {"description": "HTML page saying what happened", "content": {"text/html": {}}}
+
+
 @dataclass(frozen=True)
 class Doc:
     summary: str
@@ -25,6 +28,7 @@ class Doc:
     responses: dict[int, str] = field(default_factory=dict)
     query: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    page: bool = False  # a page for people: every answer, errors included, is HTML
 
 
 def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
@@ -64,8 +68,11 @@ def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
             }
         for status, description in (doc.responses or {200: "OK"}).items():
-            op["responses"][str(status)] = PROBLEM if status >= 400 else {"description": description}
-        op["responses"].setdefault("default", PROBLEM)
+            if doc.page:
+                op["responses"][str(status)] = {"description": description or "page", "content": {"text/html": {}}}
+            else:
+                op["responses"][str(status)] = PROBLEM if status >= 400 else {"description": description}
+        op["responses"].setdefault("default", PAGE if doc.page else PROBLEM)
         paths.setdefault(_openapi_path(path), {})[method.lower()] = op
     return {
         "openapi": "3.1.0",

@@ -48,7 +48,12 @@ API: list[tuple[str, str, Any, Doc]] = [
             tags=("public",),
         ),
     ),
-    ("OPTIONS", "/v1/offers", public.preflight, Doc("CORS preflight", tags=("public",))),
+    (
+        "OPTIONS",
+        "/v1/offers",
+        public.preflight,
+        Doc("CORS preflight", responses={204: "CORS headers, no body"}, tags=("public",)),
+    ),
     (
         "GET",
         "/v1/content/{site}/{item}",
@@ -61,7 +66,12 @@ API: list[tuple[str, str, Any, Doc]] = [
             tags=("public",),
         ),
     ),
-    ("OPTIONS", "/v1/content/{site}/{item}", public.preflight, Doc("CORS preflight", tags=("public",))),
+    (
+        "OPTIONS",
+        "/v1/content/{site}/{item}",
+        public.preflight,
+        Doc("CORS preflight", responses={204: "CORS headers, no body"}, tags=("public",)),
+    ),
     ("GET", "/.well-known/jwks.json", public.jwks, Doc("Public keys that verify unlock tokens", tags=("public",))),
     ("GET", "/healthz", public.healthz, Doc("Liveness, including Redis", responses={200: "ok", 503: ""})),
     ("GET", "/metrics", public.metrics, Doc("Prometheus metrics", responses={200: "text exposition format"})),
@@ -174,19 +184,20 @@ API: list[tuple[str, str, Any, Doc]] = [
             "Open a prepared top-up (from a 402) and redirect to its checkout",
             responses={303: "to checkout"},
             tags=("checkout",),
+            page=True,
         ),
     ),
     (
         "GET",
         "/checkout/test/{session}",
         checkout.test_checkout,
-        Doc("The built-in TEST MODE checkout page", tags=("checkout",)),
+        Doc("The built-in TEST MODE checkout page", responses={200: "HTML page", 404: ""}, tags=("checkout",)),
     ),
     (
         "POST",
         "/checkout/test/{session}",
         checkout.test_checkout_pay,
-        Doc("Pay a test checkout session", tags=("checkout",)),
+        Doc("Pay a test checkout session", responses={200: "HTML page", 403: "", 404: ""}, tags=("checkout",)),
     ),
     (
         "GET",
@@ -197,6 +208,7 @@ API: list[tuple[str, str, Any, Doc]] = [
             query=("session_id", "cancelled"),
             responses={200: "HTML page", 404: "", 503: ""},
             tags=("checkout",),
+            page=True,
         ),
     ),
     (
@@ -235,6 +247,7 @@ API: list[tuple[str, str, Any, Doc]] = [
             query=("origin", "lang", "theme", "accent"),
             responses={200: "HTML card", 304: "", 403: "origin not allowed", 404: "unknown site or item"},
             tags=("widget",),
+            page=True,
         ),
     ),
     (
