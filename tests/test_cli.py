@@ -131,8 +131,17 @@ def test_serve_with_workers_shares_one_embedded_redis_and_stops_whole(
         record = json.loads((data / "redis.json").read_text())
         assert record["owner_pid"] == proc.pid  # the parent runs the embedded Redis the workers share
     assert proc.returncode is not None
-    for pid in workers:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    deadline = time.monotonic() + 5  # the workers, the Redis and multiprocessing's helper end with the parent
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.05)
+    assert not [pid for pid in workers if alive(pid)]
+
+
+def alive(pid: str) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
 
 
 def test_serve_guards_its_front_door(server: tuple[str, Path]) -> None:
