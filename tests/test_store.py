@@ -250,6 +250,29 @@ async def test_calls_fail_fast_when_redis_refuses_connections_or_the_store_is_cl
         await store.run("snapshot", ["{w:gone}", "{w:gone}:led"], [])
 
 
+async def test_a_reset_connection_fails_the_calls_it_owed_as_a_store_failure(tmp_path: Path) -> None:
+    """A socket reset (an OSError, as a killed Redis can leave) reaches callers as redis' ConnectionError: a 503."""
+    with start_standalone(tmp_path) as server:
+        store = Store(await connect(server.url))
+        admin = Redis.from_url(server.url)
+        try:
+            await store.run("snapshot", ["{w:reset}", "{w:reset}:led"], [])  # the pipe is connected
+            assert store.pipe is not None and store.pipe._connection is not None
+            reader = store.pipe._connection._reader
+            await admin.execute_command("CLIENT", "PAUSE", 2000, "ALL")  # type: ignore[no-untyped-call]
+            owed = asyncio.ensure_future(store.run("snapshot", ["{w:reset}", "{w:reset}:led"], []))
+            await asyncio.sleep(0.05)  # written, its reply held back by the pause
+            reader.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+            with pytest.raises(RedisConnectionError, match="Connection reset by peer"):
+                await asyncio.wait_for(owed, timeout=5)
+            await admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+            # The next call connects anew.
+            assert await store.run("snapshot", ["{w:reset}", "{w:reset}:led"], []) is not None
+        finally:
+            await admin.aclose()
+            await store.close()
+
+
 async def test_redis_out_of_reach_is_a_503_problem_on_every_path(
     tmp_path: Path, clock: FrozenClock, keyring: KeyRing
 ) -> None:

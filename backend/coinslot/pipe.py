@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -220,7 +220,14 @@ class ScriptPipe:
         connection._close()  # closes without waiting: this runs as the reader ends, maybe cancelled
         owed, self._owed = self._owed, deque()
         self._writes_owed = 0
-        failure = error if isinstance(error, Exception) else RedisConnectionError("Redis connection closed")
+        # Whatever ended the connection (a reset socket is an OSError, not redis-py's), the callers
+        # learn it as a failure to reach the store: a 503 to retry, never a 500.
+        failure: Exception
+        if isinstance(error, RedisError):
+            failure = error
+        else:
+            failure = RedisConnectionError(f"Redis connection lost: {error!r}")
+            failure.__cause__ = error
         for call in owed:
             call.settle(failure)
         if self._deadline_timer is not None:
