@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 import secrets
@@ -13,7 +12,6 @@ import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import nh3
 
@@ -21,11 +19,11 @@ from coinslot import store as keys
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, Unauthorized, UnknownItem, UnknownSite
 from coinslot.ids import new_id
 from coinslot.money import check_currency
+from coinslot.origins import parse_origin
 from coinslot.store import Store
 
 SITE_ID = re.compile(r"^site_[A-Za-z0-9_]{1,48}\Z")
 ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
-HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")  # one label of a DNS name, in ASCII
 KEY_OVERLAP_MS = 24 * 60 * 60 * 1000  # a rotated secret key keeps working this long
 MAX_PRICE = 100_000  # minor units; micropayments, not purchases
 CACHE_TTL_S = 10.0  # seconds; bounds staleness only if an invalidation message is lost
@@ -81,45 +79,6 @@ class Item:
 
 def secret_digest(secret_key: str) -> str:
     return hashlib.sha256(secret_key.encode()).hexdigest()
-
-
-def parse_origin(value: str) -> str:
-    """An origin as browsers send it (scheme, host, port unless the default), for Origin checks and CSP.
-
-    The host must be a DNS name or an IP address: anything else would pass into
-    ``frame-ancestors`` as CSP syntax (``*``, ``; script-src …``).
-    """
-    wrong = BadRequest(f"origin {value!r} is not of the form https://news.example.com")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise wrong
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise wrong from exc
-    if parts.username is not None or parts.password is not None or not parts.hostname:
-        raise wrong
-    host = _origin_host(parts.hostname)
-    if host is None:
-        raise wrong
-    default = {"http": 80, "https": 443}[parts.scheme]
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
-
-
-def _origin_host(hostname: str) -> str | None:
-    """The host as it appears in an Origin header (IDNA-encoded, IPv6 in brackets), or None if it is not one."""
-    try:
-        address = ipaddress.ip_address(hostname)
-    except ValueError:
-        pass
-    else:
-        return f"[{address.compressed}]" if address.version == 6 else address.compressed
-    try:
-        ascii_host = hostname.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
-    labels = ascii_host.split(".")
-    return ascii_host if all(HOST_LABEL.match(label) for label in labels) else None
 
 
 def sanitize_html(html: str) -> str:
