@@ -1,4 +1,11 @@
--- wrk script for the hello-world reference: the same done() report as unlock.lua.
+-- wrk script for plain GETs (the hello-world reference, the card page and the card's read):
+-- an optional bearer credential as the first argument, and the same done() report as unlock.lua.
+
+function init(args)
+  if args[1] and args[1] ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. args[1]
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

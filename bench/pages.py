@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import shutil
 import statistics
@@ -31,7 +30,7 @@ from coinslot.catalog import Catalog
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
 from coinslot.wallets import WalletTokens
-from unlock import BENCH, WrkResult, coinslot_serve, free_port, running, uvicorn, wait_http, wrk
+from unlock import BENCH, WrkResult, coinslot_env, coinslot_serve, free_port, running, uvicorn, wait_http, wrk
 
 ORIGIN = "http://localhost:8001"
 GOALS = {"card page": 0.7, "card read (not owned)": 0.5, "card read (owned)": 0.5}
@@ -87,14 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             owner, visitor = asyncio.run(seed(url, secret))
             app_port, hello_port = free_port(), free_port()
             app_url = f"http://127.0.0.1:{app_port}"
-            env = {
-                **os.environ,
-                "COINSLOT_REDIS_URL": url,
-                "COINSLOT_DATA_DIR": str(tmp / "data"),
-                "COINSLOT_PUBLIC_URL": app_url,
-                "COINSLOT_SECRET_KEYS": secret,
-                "COINSLOT_PAYMENTS": "test",
-            }
+            env = coinslot_env(url, tmp, app_url, secret)
             with (
                 coinslot_serve(app_port, env, tmp, tmp / "app.log", 1, False) as app,
                 uvicorn("asgi:hello", hello_port, env, tmp, tmp / "hello.log") as hello,
@@ -110,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 def drive(name: str, seconds: float) -> WrkResult:
                     target, token = targets[name]
-                    return wrk(target, BENCH / "get.lua", [token], seconds, connections=args.connections, threads=1,
+                    return wrk(target, BENCH / "hello.lua", [token], seconds, connections=args.connections, threads=1,
                                pids={})  # fmt: skip
 
                 for name in targets:

@@ -122,6 +122,18 @@ def uvicorn(
     return running(args, log, env=env, cwd=cwd)
 
 
+def coinslot_env(redis_url: str, tmp: Path, public_url: str, secret: str) -> dict[str, str]:
+    """The environment a bench's Coinslot runs in: its own Redis and data, test payments, a known secret."""
+    return {
+        **os.environ,
+        "COINSLOT_REDIS_URL": redis_url,
+        "COINSLOT_DATA_DIR": str(tmp / "data"),
+        "COINSLOT_PUBLIC_URL": public_url,
+        "COINSLOT_SECRET_KEYS": secret,
+        "COINSLOT_PAYMENTS": "test",
+    }
+
+
 def coinslot_serve(
     port: int, env: dict[str, str], cwd: Path, log: Path, workers: int, access_log: bool
 ) -> contextlib.AbstractContextManager[Any]:
@@ -435,14 +447,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         wrk_opts = {"connections": args.connections, "threads": args.threads}
         app_port, hello_port = free_port(), free_port()
         app_url, hello_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{hello_port}/"
-        env = {
-            **os.environ,
-            "COINSLOT_REDIS_URL": url,
-            "COINSLOT_DATA_DIR": str(tmp / "data"),
-            "COINSLOT_PUBLIC_URL": app_url,
-            "COINSLOT_SECRET_KEYS": secret,
-            "COINSLOT_PAYMENTS": "test",
-        }
+        env = coinslot_env(url, tmp, app_url, secret)
         instrumented = args.server == "instrumented"
         with (
             uvicorn("asgi:app", app_port, env, tmp, tmp / "app.log")
