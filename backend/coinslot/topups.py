@@ -69,7 +69,7 @@ class TopupLimits:
 
     per_wallet: int
     per_ip: int
-    ip: str
+    address: str  # the client address's pseudonym (coinslot.addresses)
 
 
 def _from_hash(topup_id: str, wallet_id: str, h: dict[str, str], now_ms: int) -> Topup:
@@ -138,7 +138,7 @@ async def create_topup(
         # Counted only when a new checkout would open: reopening a prepared link is free.
         for bucket, limit, what in (
             (f"topups-wallet:{wallet.wallet_id}", limits.per_wallet, "top-up checkouts for this wallet"),
-            (f"topups-ip:{limits.ip}", limits.per_ip, "top-up checkouts from this address"),
+            (f"topups-ip:{limits.address}", limits.per_ip, "top-up checkouts from this address"),
         ):
             await ratelimit.hit(store, bucket, limit=limit, window_s=3600, now_ms=now_ms, what=what)
     session = await payments.create_checkout(

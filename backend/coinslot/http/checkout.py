@@ -78,7 +78,7 @@ async def open_topup_link(request: Request) -> Response:
             limits=topups.TopupLimits(
                 per_wallet=svc.settings.topups_per_wallet_per_hour,
                 per_ip=svc.settings.topups_per_ip_per_hour,
-                ip=await client_address(request, now_ms),
+                address=await client_address(request, now_ms),
             ),
         )
     except RateLimited as exc:

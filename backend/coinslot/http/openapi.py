@@ -69,7 +69,7 @@ def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
             }
         for status, description in (doc.responses or {200: "OK"}).items():
             if doc.page:
-                op["responses"][str(status)] = {"description": description or "page", "content": {"text/html": {}}}
+                op["responses"][str(status)] = {**PAGE, "description": description or PAGE["description"]}
             else:
                 op["responses"][str(status)] = PROBLEM if status >= 400 else {"description": description}
         op["responses"].setdefault("default", PAGE if doc.page else PROBLEM)

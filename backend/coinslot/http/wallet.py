@@ -140,7 +140,7 @@ async def create_topup(request: Request) -> Response:
         limits=topups.TopupLimits(
             per_wallet=svc.settings.topups_per_wallet_per_hour,
             per_ip=svc.settings.topups_per_ip_per_hour,
-            ip=await client_address(request, now_ms),
+            address=await client_address(request, now_ms),
         ),
         idempotency=Idempotency.for_body(key, raw) if key is not None else None,
     )
