@@ -46,19 +46,15 @@ async def seed(url: str, secret: str) -> tuple[str, str]:
         owner = await wallets.create_wallet(store, currency="EUR", now_ms=now_ms)
         voucher = await vouchers.create_voucher(store, site, amount=100, uses=1, now_ms=now_ms)
         await vouchers.redeem(store, owner, voucher.code, now_ms=now_ms)
-        await unlocks.unlock(
+        await unlocks.purchase(
             store, Catalog(store), owner, site_id=site.id, item_id="article", shown_price=19, idempotency=None,
-            now_ms=now_ms, client_address_of=_no_tab, tab_wallets_per_ip=0,
+            now_ms=now_ms, purchase_id=unlocks.new_purchase_id(), tab_quota=None, links=None,
         )  # fmt: skip
         visitor = await wallets.create_wallet(store, currency="EUR", now_ms=now_ms)
         signer = WalletTokens([secret.encode()])
         return signer.sign(owner), signer.sign(visitor)
     finally:
         await store.close()
-
-
-async def _no_tab() -> str:
-    raise AssertionError("the owner pays from its balance")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,9 +82,9 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
 
         async def buy(ref: wallets.WalletRef, item: int) -> None:
             async with gate:
-                await unlocks.unlock(
+                await unlocks.purchase(
                     store, cache, ref, site_id=site.id, item_id=f"i{item}", shown_price=1, idempotency=None,
-                    now_ms=now_ms, client_address_of=_no_tab, tab_wallets_per_ip=0,
+                    now_ms=now_ms, purchase_id=unlocks.new_purchase_id(), tab_quota=None, links=None,
                 )  # fmt: skip
 
         await asyncio.gather(*(buy(ref, i) for ref in buyers for i in range(PER_WALLET_PURCHASES)))
@@ -104,10 +104,6 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
     finally:
         await store.close()
     return figures
-
-
-async def _no_tab() -> str:
-    raise AssertionError("items here cost what the wallet holds: no tab is ever asked for")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

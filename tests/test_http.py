@@ -228,7 +228,7 @@ async def test_the_unlock_fast_lane_renders_problems_like_every_route(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("coinslot.unlocks.unlock", broken)
+    monkeypatch.setattr("coinslot.unlocks.purchase", broken)
     r = await api.unlock(wallet, site[0], "a")
 
     assert r.status_code == 500

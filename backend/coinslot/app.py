@@ -39,6 +39,8 @@ from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
 from coinslot.store import AnyRedis, Store, connect
 from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.topuplinks import TopupLinks
+from coinslot.unlocks import Unlocks
 from coinslot.wallets import WalletTokens
 
 log = logging.getLogger("coinslot")
@@ -138,6 +140,20 @@ def create_app(
         await signer.start()
         # Pseudonyms must stay stable when secrets rotate, so they derive from the first secret.
         first = secrets[0]
+        unlock_tokens = UnlockTokens(
+            ring,
+            issuer=public_url,
+            pseudonym_secret=secretfiles.derive(first, "pseudonym"),
+            livemode=chosen_payments.livemode,
+            ttl_s=settings.unlock_token_ttl,
+            signer=signer,
+        )
+        links = TopupLinks(
+            URLSafeTimedSerializer(secrets, salt="coinslot.topup-link", signer=_clocked_signer(the_clock)),
+            public_url,
+            settings.allowed_topups,
+        )
+        addresses = Addresses(store)
         app.state.services = Services(
             settings=settings,
             public_url=public_url,
@@ -146,17 +162,13 @@ def create_app(
             clock=the_clock,
             wallet_tokens=WalletTokens(secrets),
             keyring=ring,
-            unlock_tokens=UnlockTokens(
-                ring,
-                issuer=public_url,
-                pseudonym_secret=secretfiles.derive(first, "pseudonym"),
-                livemode=chosen_payments.livemode,
-                ttl_s=settings.unlock_token_ttl,
-                signer=signer,
-            ),
+            unlock_tokens=unlock_tokens,
             payments=chosen_payments,
-            topup_links=URLSafeTimedSerializer(secrets, salt="coinslot.topup-link", signer=_clocked_signer(the_clock)),
-            addresses=Addresses(store),
+            topup_links=links,
+            addresses=addresses,
+            unlocks=Unlocks(
+                store, catalog, unlock_tokens, links, addresses, tab_wallets_per_ip=settings.tab_wallets_per_ip
+            ),
         )
         subscribed = asyncio.Event()
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))

@@ -161,19 +161,31 @@ class DuplicateCode(Conflict):
 
 
 class InsufficientFunds(CoinslotError):
-    """The wallet cannot pay: balance minus price would fall below the site's tab limit."""
+    """The wallet cannot pay: balance minus price would fall below the site's tab limit.
+
+    Carries ready top-up links (``topup_options``), so the card can open a checkout on the click.
+    """
 
     status = 402
     type = "insufficient-funds"
     title = "Insufficient funds"
 
-    def __init__(self, balance: int, price: int, currency: str, tab_limit: int, **extra: Any) -> None:
-        super().__init__(
+    def __init__(
+        self, balance: int, price: int, currency: str, tab_limit: int, *, topup_options: list[dict[str, Any]]
+    ) -> None:
+        self._init(
             f"wallet balance {balance} - price {price} < -tab limit {tab_limit} ({currency} minor units)",
-            balance=balance,
-            price=price,
-            currency=currency,
-            **extra,
+            balance,
+            price,
+            currency,
+            topup_options,
+        )
+
+    def _init(
+        self, detail: str, balance: int, price: int, currency: str, topup_options: list[dict[str, Any]], **extra: Any
+    ) -> None:
+        CoinslotError.__init__(
+            self, detail, balance=balance, price=price, currency=currency, **extra, topup_options=topup_options
         )
         self.balance = balance
         self.price = price
@@ -183,19 +195,25 @@ class InsufficientFunds(CoinslotError):
 class TabQuotaReached(InsufficientFunds):
     """The site runs a tab, but this wallet's address has opened as many today as the site allows."""
 
-    def __init__(self, balance: int, price: int, currency: str, tab_limit: int, per_ip: int) -> None:
-        CoinslotError.__init__(
-            self,
+    def __init__(
+        self,
+        balance: int,
+        price: int,
+        currency: str,
+        tab_limit: int,
+        per_ip: int,
+        *,
+        topup_options: list[dict[str, Any]],
+    ) -> None:
+        self._init(
             f"wallet balance {balance} - price {price} < 0 and no tab for this wallet: the site's tab (limit"
             f" {tab_limit}) opens for at most {per_ip} new wallets per address and day ({currency} minor units)",
-            balance=balance,
-            price=price,
-            currency=currency,
+            balance,
+            price,
+            currency,
+            topup_options,
             tab="quota-reached",
         )
-        self.balance = balance
-        self.price = price
-        self.currency = currency
 
 
 class WalletFrozen(InsufficientFunds):
@@ -207,18 +225,15 @@ class WalletFrozen(InsufficientFunds):
     type = "wallet-frozen"
     title = "Wallet frozen"
 
-    def __init__(self, balance: int, price: int, currency: str) -> None:
-        CoinslotError.__init__(
-            self,
+    def __init__(self, balance: int, price: int, currency: str, *, topup_options: list[dict[str, Any]]) -> None:
+        self._init(
             f"wallet frozen: balance {balance} < 0 after a refund or dispute; a top-up that brings it to >= 0 "
             f"unfreezes it ({currency} minor units)",
-            balance=balance,
-            price=price,
-            currency=currency,
+            balance,
+            price,
+            currency,
+            topup_options,
         )
-        self.balance = balance
-        self.price = price
-        self.currency = currency
 
 
 class PaymentRequired(CoinslotError):

@@ -1,11 +1,8 @@
-"""Everything a request needs, built once by ``create_app`` and shared by the handlers."""
+"""Everything a request needs, built once by ``create_app`` and shared by the handlers (see http/context.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from itsdangerous import URLSafeTimedSerializer
-from starlette.requests import Request
 
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
@@ -14,6 +11,8 @@ from coinslot.payments import Payments
 from coinslot.settings import Settings
 from coinslot.store import Store
 from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.topuplinks import TopupLinks
+from coinslot.unlocks import Unlocks
 from coinslot.wallets import WalletTokens
 
 
@@ -28,10 +27,6 @@ class Services:
     keyring: KeyRing
     unlock_tokens: UnlockTokens
     payments: Payments
-    topup_links: URLSafeTimedSerializer
+    topup_links: TopupLinks
     addresses: Addresses  # client addresses as per-address limits may keep them
-
-
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
+    unlocks: Unlocks

@@ -11,10 +11,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from coinslot import catalog, ledger, vouchers
 from coinslot.errors import InvalidQuery
+from coinslot.http.context import services
 from coinslot.http.credentials import require_site
 from coinslot.http.problems import read_json
 from coinslot.http.schemas import ItemPut, VoucherCreate
-from coinslot.services import Services, services
+from coinslot.services import Services
 
 NO_STORE = {"Cache-Control": "no-store"}
 

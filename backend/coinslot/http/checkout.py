@@ -16,12 +16,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from coinslot import topups
 from coinslot.errors import Forbidden, NotFound, PaymentsRefused, PaymentsUnavailable, RateLimited
+from coinslot.http.context import services
 from coinslot.http.credentials import client_address
 from coinslot.money import format_amount
-from coinslot.services import services
-from coinslot.wallets import WalletRef
 
-TOPUP_LINK_MAX_AGE = 15 * 60  # seconds
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -56,9 +54,7 @@ button:focus-visible{{outline:3px solid #000;outline-offset:2px}}
 async def open_topup_link(request: Request) -> Response:
     svc = services(request)
     try:
-        (wallet_id, generation, amount, topup_id), signed_at = svc.topup_links.loads(
-            request.path_params["link"], max_age=TOPUP_LINK_MAX_AGE, return_timestamp=True
-        )
+        link = svc.topup_links.read(request.path_params["link"])
     except SignatureExpired:
         return page("Link expired", "<h1>This top-up link has expired</h1><p>Go back and try again.</p>", 410)
     except (BadData, ValueError, TypeError):
@@ -69,12 +65,12 @@ async def open_topup_link(request: Request) -> Response:
         topup = await topups.create_topup(
             svc.store,
             svc.payments,
-            WalletRef(wallet_id, generation),
-            amount=amount,
+            link.wallet,
+            amount=link.amount,
             allowed=svc.settings.allowed_topups,
             now_ms=now_ms,
-            topup_id=topup_id,
-            issued_ms=int(signed_at.timestamp() * 1000),
+            topup_id=link.topup_id,
+            issued_ms=link.issued_ms,
             limits=topups.TopupLimits(
                 per_wallet=svc.settings.topups_per_wallet_per_hour,
                 per_ip=svc.settings.topups_per_ip_per_hour,

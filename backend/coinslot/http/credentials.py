@@ -15,7 +15,8 @@ from starlette.responses import Response
 from coinslot import catalog
 from coinslot.catalog import Site
 from coinslot.errors import NotFound, Unauthorized
-from coinslot.services import Services, services
+from coinslot.http.context import services
+from coinslot.services import Services
 from coinslot.wallets import WalletRef
 
 COOKIE = "coinslot_wallet"

@@ -23,14 +23,14 @@ import rjsmin
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from coinslot import catalog, wallets
+from coinslot import catalog
 from coinslot.catalog import Item, Site
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
+from coinslot.http.context import services
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, uses_cookie
 from coinslot.http.public import allow_site_origin, requested_items
 from coinslot.http.wallet import private_json
 from coinslot.money import format_amount
-from coinslot.services import services
 
 ASSETS = {"coinslot.js": "text/javascript; charset=utf-8", "card.js": "text/javascript; charset=utf-8"}
 ASSETS["card.css"] = "text/css; charset=utf-8"
@@ -402,37 +402,16 @@ async def placeholders(request: Request) -> Response:
 
 
 async def reader_state(request: Request) -> Response:
-    """The one credentialed read a card makes: wallet or not, balance, and — when the item is
-    owned — a fresh unlock token and the hosted content, so a returning reader needs no click."""
+    """The one credentialed read a card makes (coinslot.unlocks.Unlocks.reader_state)."""
     svc = services(request)
-    site = await svc.catalog.site(request.path_params["site"])
-    item = await svc.catalog.item(site.id, catalog.check_item_id(request.path_params["item"]))
-    ref = optional_wallet(request)
-    if ref is None:
-        return private_json({"wallet": False, "currency": site.currency, "owned": False})
+    site_id, item_id, now_ms = request.path_params["site"], request.path_params["item"], svc.clock.now_ms()
     try:
-        standing = await wallets.item_standing(svc.store, ref, site.id, item.id)
+        state = await svc.unlocks.reader_state(
+            optional_wallet(request), site_id=site_id, item_id=item_id, now_ms=now_ms
+        )
     except UnknownWallet:
         if not uses_cookie(request, svc):
             raise
         # A cookie naming a wallet that is gone (or was recovered elsewhere): the card starts afresh.
-        return private_json({"wallet": False, "currency": site.currency, "owned": False})
-    out: dict[str, Any] = {
-        "wallet": True,
-        "currency": standing.currency,
-        "balance": standing.balance,
-        "owned": standing.purchase_id is not None,
-    }
-    if standing.purchase_id is not None:
-        claims = svc.unlock_tokens.claims(
-            site=site.id,
-            item=item.id,
-            purchase_id=standing.purchase_id,
-            wallet_id=ref.wallet_id,
-            now_s=svc.clock.now_ms() // 1000,
-        )
-        token = await svc.unlock_tokens.sign(claims)
-        out.update(token=token, expires_at=claims["exp"], charged=0, purchase_id=standing.purchase_id)
-        if item.has_content:
-            out["content"] = await catalog.item_content(svc.store, site.id, item.id)
-    return private_json(out)
+        state = await svc.unlocks.reader_state(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
+    return private_json(state)

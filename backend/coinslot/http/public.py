@@ -16,8 +16,8 @@ from coinslot import catalog
 from coinslot import store as keys
 from coinslot.catalog import Site
 from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
+from coinslot.http.context import services
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
-from coinslot.services import services
 
 MAX_OFFER_ITEMS = 50
 

@@ -7,15 +7,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
-from coinslot.errors import InsufficientFunds
-from coinslot.http.credentials import client_address, require_wallet, set_wallet_cookie, uses_cookie
+from coinslot import ratelimit, topups, vouchers, wallets
+from coinslot.http.context import services
+from coinslot.http.credentials import client_address, client_ip, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.idempotency import Idempotency
-from coinslot.ids import new_id
-from coinslot.services import Services, services
-from coinslot.wallets import WalletRef
 
 
 def private_json(body: Any, status_code: int = 200) -> Response:
@@ -51,75 +48,22 @@ async def get_wallet(request: Request) -> Response:
     return private_json(await wallets.wallet_view(svc.store, require_wallet(request)))
 
 
-def topup_options(svc: Services, ref: WalletRef, shortfall: int, currency: str) -> list[dict[str, Any]]:
-    """Ready top-up links bound to this wallet (valid 15 min), smallest sufficient first."""
-    allowed = svc.settings.allowed_topups(currency)
-    enough = [a for a in allowed if a >= shortfall] or [max(allowed)]
-    options = []
-    for amount in enough:
-        topup_id = new_id("tu")
-        signed = svc.topup_links.dumps([ref.wallet_id, ref.generation, amount, topup_id])
-        options.append(
-            {"amount": amount, "currency": currency, "topup_id": topup_id, "url": f"{svc.public_url}/topup/{signed}"}
-        )
-    return options
-
-
 async def unlock(request: Request) -> Response:
     svc = services(request)
     ref = require_wallet(request)
     body, raw = await read_json(request, UnlockBody, svc.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    idem = Idempotency.for_body(key, raw) if key is not None else None
-    now_ms = svc.clock.now_ms()
-    item_id = catalog.check_item_id(body.item)
-    purchase_id = unlocks.new_purchase_id()
-    # The token of the purchase this request will most likely make is signed while Redis
-    # decides; it is thrown away unless that very purchase is what the script reports.
-    claims = svc.unlock_tokens.claims(
-        site=body.site, item=item_id, purchase_id=purchase_id, wallet_id=ref.wallet_id, now_s=now_ms // 1000
+    granted = await svc.unlocks.unlock(
+        ref,
+        site_id=body.site,
+        item_id=body.item,
+        shown_price=body.price,
+        idempotency=Idempotency.for_body(key, raw) if key is not None else None,
+        now_ms=svc.clock.now_ms(),
+        client_ip=client_ip(request, svc.settings.trusted_proxy_hops),
     )
-    pending = svc.unlock_tokens.sign_soon(claims)
-    try:
-        done = await unlocks.unlock(
-            svc.store,
-            svc.catalog,
-            ref,
-            site_id=body.site,
-            item_id=item_id,
-            shown_price=body.price,
-            idempotency=idem,
-            now_ms=now_ms,
-            client_address_of=lambda: client_address(request, now_ms),
-            tab_wallets_per_ip=svc.settings.tab_wallets_per_ip,
-            purchase_id=purchase_id,
-        )
-    except InsufficientFunds as exc:
-        shortfall = exc.price - exc.balance
-        exc.extra["topup_options"] = topup_options(svc, ref, shortfall, exc.currency)
-        raise
-    if done.purchase_id != purchase_id or done.site.id != body.site or done.item.id != item_id:
-        # Owned before, or a replay of an earlier request: the token names that purchase.
-        claims = svc.unlock_tokens.claims(
-            site=done.site.id,
-            item=done.item.id,
-            purchase_id=done.purchase_id,
-            wallet_id=ref.wallet_id,
-            now_s=now_ms // 1000,
-        )
-        pending = svc.unlock_tokens.sign_soon(claims)
-    out: dict[str, Any] = {
-        "token": await pending.token(),
-        "expires_at": claims["exp"],
-        "balance": done.balance,
-        "charged": done.charged,
-        "purchase_id": done.purchase_id,
-        "currency": done.site.currency,
-    }
-    if done.item.has_content:
-        out["content"] = await catalog.item_content(svc.store, done.site.id, done.item.id)
-    response = private_json(out)
-    if done.replayed:
+    response = private_json(granted.public())
+    if granted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
 

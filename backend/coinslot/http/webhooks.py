@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from coinslot import chargebacks, topups
+from coinslot.http.context import services
 from coinslot.http.problems import read_body
 from coinslot.payments import ChargeRefunds, DisputeReport, RefundReport, SessionReport
-from coinslot.services import services
 
 MAX_EVENT_BYTES = 1024 * 1024  # Stripe's events are a few KB; a session with many fields stays far below
 
