@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from coinslot.errors import RateLimited
 from coinslot.store import Store
+
+
+class PerAddress(NamedTuple):
+    """A client address's hourly allowance of something: its pseudonym (coinslot.addresses) and the limit."""
+
+    address: str
+    per_hour: int
 
 
 async def hit(store: Store, bucket: str, *, limit: int, window_s: int, now_ms: int, what: str) -> None:

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from coinslot import ratelimit
 from coinslot import store as keys
 from coinslot.catalog import MAX_PRICE, Site
 from coinslot.errors import (
@@ -94,8 +95,25 @@ async def create_voucher(
     return Voucher(shown, site.id, amount, site.currency, uses)
 
 
-async def redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> tuple[int, int, str]:
-    """Credit the voucher's value to the wallet; returns (amount, new balance, currency)."""
+async def redeem(
+    store: Store, wallet: WalletRef, code: str, *, now_ms: int, tries: ratelimit.PerAddress | None = None
+) -> tuple[int, int, str]:
+    """Credit the voucher's value to the wallet; returns (amount, new balance, currency).
+
+    ``tries`` bounds the codes one client address may try in an hour. Guessing codes must be
+    slow: every try is counted before it is checked, in one atomic step, so parallel guesses
+    cannot slip past the limit; only a credited code is uncounted.
+    """
+    if tries is None:
+        return await _redeem(store, wallet, code, now_ms=now_ms)
+    bucket = f"redeem-tries:{tries.address}"
+    await ratelimit.hit(store, bucket, limit=tries.per_hour, window_s=3600, now_ms=now_ms, what="voucher code tries")
+    credited = await _redeem(store, wallet, code, now_ms=now_ms)
+    await ratelimit.give_back(store, bucket, window_s=3600, now_ms=now_ms)
+    return credited
+
+
+async def _redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) -> tuple[int, int, str]:
     normal = normalize_code(code)
     if not CODE.match(normal):
         raise VoucherUnavailable("voucher code not recognised")

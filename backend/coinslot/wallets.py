@@ -9,6 +9,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from coinslot import ratelimit
 from coinslot import store as keys
 from coinslot.errors import Unauthorized, UnknownWallet
 from coinslot.ids import new_id
@@ -61,7 +62,19 @@ class WalletTokens:
         return WalletRef(wallet_id, generation)
 
 
-async def create_wallet(store: Store, *, currency: str, now_ms: int) -> WalletRef:
+async def create_wallet(
+    store: Store, *, currency: str, now_ms: int, limit: ratelimit.PerAddress | None = None
+) -> WalletRef:
+    """A new, empty wallet; ``limit`` bounds how many one client address makes in an hour."""
+    if limit is not None:
+        await ratelimit.hit(
+            store,
+            f"wallets:{limit.address}",
+            limit=limit.per_hour,
+            window_s=3600,
+            now_ms=now_ms,
+            what="new wallets from this address",
+        )
     currency = check_currency(currency)
     wallet_id = new_id("w")
     k = keys.wallet_keys(wallet_id)
@@ -122,6 +135,13 @@ class ItemStanding:
     currency: str
     balance: int  # minor units
     purchase_id: str | None
+
+
+async def owned_items(store: Store, ref: WalletRef, site_id: str, item_ids: Sequence[str]) -> dict[str, bool]:
+    """Which of the site's items the wallet owns, in one round trip."""
+    fields = [site_id + "\t" + i for i in item_ids]
+    values = await store.redis.hmget(keys.wallet_keys(ref.wallet_id).owned, fields)
+    return {i: v is not None for i, v in zip(item_ids, values, strict=True)}
 
 
 async def item_standing(store: Store, ref: WalletRef, site_id: str, item_id: str) -> ItemStanding:

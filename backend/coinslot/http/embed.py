@@ -27,9 +27,10 @@ from coinslot import catalog
 from coinslot.catalog import Item, Site
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
 from coinslot.http.context import services
+from coinslot.http.cors import allow_site_origin
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, uses_cookie
-from coinslot.http.public import allow_site_origin, requested_items
-from coinslot.http.wallet import private_json
+from coinslot.http.problems import PrivateJSONResponse
+from coinslot.http.schemas import requested_items
 from coinslot.money import format_amount
 
 ASSETS = {"coinslot.js": "text/javascript; charset=utf-8", "card.js": "text/javascript; charset=utf-8"}
@@ -414,4 +415,4 @@ async def reader_state(request: Request) -> Response:
             raise
         # A cookie naming a wallet that is gone (or was recovered elsewhere): the card starts afresh.
         state = await svc.unlocks.reader_state(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
-    return private_json(state)
+    return PrivateJSONResponse(state)

@@ -12,24 +12,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from coinslot import catalog
-from coinslot import store as keys
+from coinslot import catalog, wallets
 from coinslot.catalog import Site
 from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
 from coinslot.http.context import services
+from coinslot.http.cors import allow_site_origin
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
-
-MAX_OFFER_ITEMS = 50
-
-
-def allow_site_origin(request: Request, site: Site | None, response: Response) -> Response:
-    """CORS for the site's own origins only; never Allow-Credentials."""
-    response.headers.append("Vary", "Origin")
-    origin = request.headers.get("origin")
-    if site is not None and origin is not None and origin.lower() in site.origins:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "ETag"
-    return response
+from coinslot.http.schemas import requested_items
 
 
 async def preflight(request: Request) -> Response:
@@ -49,16 +38,6 @@ async def preflight(request: Request) -> Response:
     return response
 
 
-def requested_items(request: Request) -> list[str]:
-    """The ``items`` query parameter: 1 to 50 item ids, comma-separated, each once."""
-    names = [n for n in dict.fromkeys(request.query_params.get("items", "").split(",")) if n]
-    if not names:
-        raise InvalidQuery("query parameter 'items' must name at least one item", field="items")
-    if len(names) > MAX_OFFER_ITEMS:
-        raise InvalidQuery(f"{len(names)} items asked, at most {MAX_OFFER_ITEMS}", field="items")
-    return names
-
-
 async def offers(request: Request) -> Response:
     svc = services(request)
     site_id = request.query_params.get("site")
@@ -68,11 +47,7 @@ async def offers(request: Request) -> Response:
     site = await svc.catalog.site(site_id)
     found = await svc.catalog.items(site.id, names)
     ref = optional_wallet(request)
-    owned: dict[str, bool] = {}
-    if ref is not None:
-        fields = [site.id + "\t" + n for n in names]
-        values = await svc.store.redis.hmget(keys.wallet_keys(ref.wallet_id).owned, fields)
-        owned = {n: v is not None for n, v in zip(names, values, strict=True)}
+    owned = await wallets.owned_items(svc.store, ref, site.id, names) if ref is not None else {}
     out: list[dict[str, Any]] = []
     for name in names:
         item = found.get(name)

@@ -1,13 +1,16 @@
-"""Request bodies. Unknown fields and loose types are refused (422 naming the field)."""
+"""Request bodies and queries. Unknown fields and loose types are refused (422 naming the field)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 
 from coinslot.catalog import MAX_PRICE
+from coinslot.errors import InvalidQuery
 from coinslot.vouchers import MAX_VOUCHER
 
 Strict = ConfigDict(extra="forbid", strict=True)
+MAX_OFFER_ITEMS = 50
 
 
 class WalletCreate(BaseModel):
@@ -49,3 +52,13 @@ class VoucherCreate(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{4,62}[A-Za-z0-9]$",
         description="letters and digits (dashes and spaces ignored); random with 80 bits when omitted",
     )
+
+
+def requested_items(request: Request) -> list[str]:
+    """The ``items`` query parameter: 1 to 50 item ids, comma-separated, each once."""
+    names = [n for n in dict.fromkeys(request.query_params.get("items", "").split(",")) if n]
+    if not names:
+        raise InvalidQuery("query parameter 'items' must name at least one item", field="items")
+    if len(names) > MAX_OFFER_ITEMS:
+        raise InvalidQuery(f"{len(names)} items asked, at most {MAX_OFFER_ITEMS}", field="items")
+    return names

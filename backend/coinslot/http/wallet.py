@@ -7,12 +7,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coinslot import ratelimit, topups, vouchers, wallets
+from coinslot import topups, vouchers, wallets
 from coinslot.http.context import services
 from coinslot.http.credentials import client_address, client_ip, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.idempotency import Idempotency
+from coinslot.ratelimit import PerAddress
 
 
 def private_json(body: Any, status_code: int = 200) -> Response:
@@ -23,16 +24,8 @@ async def create_wallet(request: Request) -> Response:
     svc = services(request)
     body, _ = await read_json(request, WalletCreate, svc.settings.max_body_bytes)
     now_ms = svc.clock.now_ms()
-    address = await client_address(request, now_ms)
-    await ratelimit.hit(
-        svc.store,
-        f"wallets:{address}",
-        limit=svc.settings.wallets_per_ip_per_hour,
-        window_s=3600,
-        now_ms=now_ms,
-        what="new wallets from this address",
-    )
-    ref = await wallets.create_wallet(svc.store, currency=body.currency or "EUR", now_ms=now_ms)
+    limit = PerAddress(await client_address(request, now_ms), svc.settings.wallets_per_ip_per_hour)
+    ref = await wallets.create_wallet(svc.store, currency=body.currency or "EUR", now_ms=now_ms, limit=limit)
     token = svc.wallet_tokens.sign(ref)
     response = private_json(
         {"wallet_id": ref.wallet_id, "token": token, "balance": 0, "currency": (body.currency or "EUR").upper()},
@@ -103,17 +96,6 @@ async def redeem_voucher(request: Request) -> Response:
     ref = require_wallet(request)
     body, _ = await read_json(request, RedeemBody, svc.settings.max_body_bytes)
     now_ms = svc.clock.now_ms()
-    # Guessing codes must be slow: every try is counted before it is checked, in one atomic
-    # step, so parallel guesses cannot slip past the limit; only a credited code is uncounted.
-    bucket = f"redeem-tries:{await client_address(request, now_ms)}"
-    await ratelimit.hit(
-        svc.store,
-        bucket,
-        limit=svc.settings.failed_redeems_per_ip_per_hour,
-        window_s=3600,
-        now_ms=now_ms,
-        what="voucher code tries",
-    )
-    amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms)
-    await ratelimit.give_back(svc.store, bucket, window_s=3600, now_ms=now_ms)
+    tries = PerAddress(await client_address(request, now_ms), svc.settings.failed_redeems_per_ip_per_hour)
+    amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms, tries=tries)
     return private_json({"credited": amount, "balance": balance, "currency": currency})
