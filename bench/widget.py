@@ -43,8 +43,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from coinslot import catalog, demo
 from coinslot.clock import SystemClock
 from coinslot.embedded import find_redis_server
-from coinslot.http.embed import asset
 from coinslot.store import Store, connect
+from coinslot.widget import asset
 from unlock import free_port, running, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]

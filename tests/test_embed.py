@@ -10,8 +10,8 @@ import re
 import httpx
 import pytest
 
+from coinslot import widget
 from coinslot.clock import FrozenClock
-from coinslot.http import embed
 from coinslot.money import format_amount
 from coinslot.store import Store
 
@@ -52,11 +52,11 @@ async def test_loader_is_cacheable_and_pinned_by_a_versioned_url(api: Api) -> No
     assert plain.headers["access-control-allow-origin"] == "*"  # SRI on a cross-origin script needs CORS
     assert "access-control-allow-credentials" not in plain.headers
 
-    versioned = await api.client.get(f"/v/{embed.version()}/coinslot.js")
+    versioned = await api.client.get(f"/v/{widget.version()}/coinslot.js")
     assert versioned.content == plain.content
     assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
     sri = "sha384-" + base64.b64encode(hashlib.sha384(versioned.content).digest()).decode()
-    assert embed.asset("coinslot.js").integrity == sri
+    assert widget.asset("coinslot.js").integrity == sri
 
     again = await api.client.get("/coinslot.js", headers={"If-None-Match": plain.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
@@ -64,15 +64,15 @@ async def test_loader_is_cacheable_and_pinned_by_a_versioned_url(api: Api) -> No
     stale = await api.client.get("/v/0000000000000000/coinslot.js")
     assert stale.status_code == 404
     assert stale.json()["type"].endswith("/not-found")
-    other = await api.client.get(f"/v/{embed.version()}/secrets.txt")
+    other = await api.client.get(f"/v/{widget.version()}/secrets.txt")
     assert other.status_code == 404
 
 
 async def test_widget_files_are_within_their_size_budgets() -> None:
     import gzip
 
-    loader = len(gzip.compress(embed.asset("coinslot.js").body, 9))
-    card = sum(len(gzip.compress(embed.asset(n).body, 9)) for n in ("card.js", "card.css"))
+    loader = len(gzip.compress(widget.asset("coinslot.js").body, 9))
+    card = sum(len(gzip.compress(widget.asset(n).body, 9)) for n in ("card.js", "card.css"))
     assert loader <= 2048, f"coinslot.js is {loader} bytes gzipped, budget 2048"
     assert card <= 12 * 1024 - 2048, f"card.js + card.css are {card} bytes gzipped; the page itself needs room"
 
@@ -227,8 +227,8 @@ def test_snippet_command_prints_the_pinned_loader(capsys: pytest.CaptureFixture[
 
     assert main(["snippet", "site_abc", "--item", "story-1"]) == 0
     out = capsys.readouterr().out
-    assert f"/v/{embed.version()}/coinslot.js" in out
-    assert f'integrity="{embed.asset("coinslot.js").integrity}" crossorigin="anonymous"' in out
+    assert f"/v/{widget.version()}/coinslot.js" in out
+    assert f'integrity="{widget.asset("coinslot.js").integrity}" crossorigin="anonymous"' in out
     assert 'data-site="site_abc"' in out and 'data-coinslot-item="story-1"' in out
 
 
@@ -246,11 +246,14 @@ async def test_changing_a_sites_origins_moves_where_its_cards_may_be_framed(api:
     assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 403
 
 
-def test_every_card_text_exists_in_english_and_german_with_the_same_placeholders() -> None:
+def test_every_card_text_exists_in_every_language_with_the_same_placeholders() -> None:
     # A missing German string would show as "undefined" in a German reader's card.
-    assert embed.TEXTS["en"].keys() == embed.TEXTS["de"].keys()
-    for key, english in embed.TEXTS["en"].items():
-        assert set(re.findall(r"\{(\w+)\}", english)) == set(re.findall(r"\{(\w+)\}", embed.TEXTS["de"][key])), key
+    assert {"en", "de"} <= set(widget.languages())
+    english = widget.texts("en")
+    for lang in widget.languages():
+        assert widget.texts(lang).keys() == english.keys(), lang
+        for key, text in english.items():
+            assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", widget.texts(lang)[key])), key
 
 
 async def test_widget_files_are_served_minified_and_pinned_by_what_is_served(api: Api) -> None:
@@ -261,15 +264,17 @@ async def test_widget_files_are_served_minified_and_pinned_by_what_is_served(api
 
     for name, minify in (("coinslot.js", rjsmin.jsmin), ("card.js", rjsmin.jsmin), ("card.css", rcssmin.cssmin)):
         source = resources.files("coinslot").joinpath("static", name).read_text(encoding="utf-8")
-        served = await api.client.get(f"/v/{embed.version()}/{name}")
+        served = await api.client.get(f"/v/{widget.version()}/{name}")
         assert served.status_code == 200
-        assert served.content == minify(source).encode() == embed.asset(name).body
+        # The stylesheet's colours are rendered in front of it from widget.PALETTES, their one home.
+        colours = widget.palette_css() if name == "card.css" else ""
+        assert served.content == (colours + minify(source)).encode() == widget.asset(name).body
         assert len(served.content) < len(source.encode())  # the readable source stays in the repo
         assert served.headers["etag"] == '"' + hashlib.sha256(served.content).hexdigest()[:20] + '"'
         sri = "sha384-" + base64.b64encode(hashlib.sha384(served.content).digest()).decode()
-        assert embed.asset(name).integrity == sri
-    digest = hashlib.sha256(b"".join(embed.asset(n).body for n in ("card.css", "card.js", "coinslot.js")))
-    assert embed.version() == digest.hexdigest()[:16]  # the versioned URL follows the served bytes
+        assert widget.asset(name).integrity == sri
+    digest = hashlib.sha256(b"".join(widget.asset(n).body for n in ("card.css", "card.js", "coinslot.js")))
+    assert widget.version() == digest.hexdigest()[:16]  # the versioned URL follows the served bytes
 
 
 async def test_placeholders_carry_titles_and_the_cards_own_words_publicly(api: Api) -> None:
@@ -321,7 +326,6 @@ async def test_placeholders_never_cached_for_a_request_with_a_wallet_credential(
 
 
 async def test_placeholders_look_like_the_card_in_its_theme_and_accent(api: Api) -> None:
-    from importlib import resources
 
     site = await api.site()
     await api.item(site, "a", 19)
@@ -332,10 +336,10 @@ async def test_placeholders_look_like_the_card_in_its_theme_and_accent(api: Api)
         text: str = r.json()["css"]
         return text
 
-    card_css = resources.files("coinslot").joinpath("static", "card.css").read_text(encoding="utf-8")
-    for palette in embed.PALETTES.values():
+    card_css = widget.asset("card.css").body.decode()
+    for palette in widget.PALETTES.values():
         for name, colour in palette.items():
-            assert f"--{name}: {colour};" in card_css  # the same colours as the card, kept in step
+            assert f"--{name}:{colour}" in card_css  # the card's colours, from the same palettes
 
     auto, light, dark = await css(), await css(theme="light"), await css(theme="dark", lang="de")
     assert "@media (prefers-color-scheme:dark){:host{--bg:#1c1c1e" in auto
@@ -350,7 +354,7 @@ async def test_placeholders_look_like_the_card_in_its_theme_and_accent(api: Api)
     assert odd == auto  # unknown theme: auto; an accent that is not #rrggbb never reaches the stylesheet
 
 
-PLACEHOLDER_TAIL = embed.PLACEHOLDER_CSS
+PLACEHOLDER_TAIL = widget.PLACEHOLDER_CSS
 
 
 @pytest.mark.parametrize(
@@ -365,7 +369,7 @@ PLACEHOLDER_TAIL = embed.PLACEHOLDER_CSS
     ],
 )
 def test_text_on_an_accent_is_black_or_white_whichever_contrasts_more(accent: str, text: str) -> None:
-    assert embed.on_accent(accent) == text
+    assert widget.on_accent(accent) == text
 
 
 async def test_placeholders_refuse_bad_queries_as_problems(api: Api) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import jwt
 import pytest
+from prometheus_client import REGISTRY
 
 from coinslot import ledger, unlocks
 from coinslot.catalog import Catalog
@@ -84,6 +85,23 @@ async def test_a_replayed_unlock_gets_a_token_for_the_purchase_it_replays(api: A
 def token_purchase(token: str) -> str:
     jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
     return jti
+
+
+async def test_unlocks_are_counted_by_outcome_for_the_operator(api: Api) -> None:
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("coinslot_unlocks_total", {"outcome": outcome}) or 0.0
+
+    site = await api.site()
+    await api.item(site, "a", 60)
+    await api.item(site, "b", 60)
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+    before = counted("ok"), counted("insufficient")
+
+    assert (await api.unlock(wallet, site[0], "a")).status_code == 200
+    assert (await api.unlock(wallet, site[0], "b")).status_code == 402
+
+    assert (counted("ok"), counted("insufficient")) == (before[0] + 1, before[1] + 1)
 
 
 async def test_cannot_pay_is_402_with_topup_options(api: Api) -> None:

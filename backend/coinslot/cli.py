@@ -72,7 +72,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from coinslot import demo, serving
     from coinslot.app import create_app
-    from coinslot.http.embed import asset, loader_url
+    from coinslot.widget import asset, loader_url
 
     pages = Path(args.pages) if args.pages else demo.find_pages(Path.cwd())
     if pages is None or not (pages / "index.html").is_file():
@@ -113,7 +113,7 @@ Ctrl-C stops it.""",
 
 def cmd_snippet(settings: Settings, args: argparse.Namespace) -> int:
     from coinslot.app import DEFAULT_PUBLIC_URL
-    from coinslot.http.embed import asset, loader_url
+    from coinslot.widget import asset, loader_url
 
     base = settings.public_url or DEFAULT_PUBLIC_URL
     attrs = f' data-lang="{args.lang}"' if args.lang else ""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-UNLOCKS = Counter("coinslot_unlocks", "Unlock requests by outcome", ["outcome"])
+# By the unlock script's outcome: ok, replay, insufficient, tab-quota, frozen, price-changed, currency,
+# idem-conflict, stale, no-wallet (a tab-quota followed by a granted retry counts both).
+UNLOCKS = Counter("coinslot_unlocks", "Unlock attempts by outcome", ["outcome"])
 CREDITS = Counter("coinslot_credits", "Credits to wallets by kind and outcome", ["kind", "outcome"])
 CREDITED_MINOR_UNITS = Counter("coinslot_credited_minor_units", "Money credited to wallets", ["kind", "currency"])
 ALERTS = Counter(

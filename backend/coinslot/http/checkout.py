@@ -8,16 +8,15 @@ to ``/checkout/return``, which credits through the same exactly-once path as the
 
 from __future__ import annotations
 
-from html import escape
-
 from itsdangerous import BadData, SignatureExpired
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from coinslot import topups
 from coinslot.errors import Forbidden, NotFound, PaymentsRefused, PaymentsUnavailable, RateLimited
 from coinslot.http.context import services
 from coinslot.http.credentials import client_address
+from coinslot.http.templates import templates
 from coinslot.money import format_amount
 
 PAGE_HEADERS = {
@@ -31,24 +30,18 @@ PAGE_HEADERS = {
 }
 
 
-TEST_BANNER = '<div class="test" role="note">TEST MODE: no real money moves</div>'
-
-
-def page(title: str, body: str, status: int = 200, *, test_mode: bool = True) -> HTMLResponse:
-    html = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{escape(title)}</title>
-<style>
-body{{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1b1b1b}}
-main{{max-width:26rem;margin:3rem auto;padding:1.5rem;background:#fff;border-radius:12px;
-box-shadow:0 1px 4px #0002}}
-.test{{background:#ffd43b;color:#000;font-weight:700;text-align:center;padding:.4rem;letter-spacing:.08em}}
-button{{font:inherit;font-weight:600;width:100%;padding:.8rem;border:0;border-radius:8px;background:#1d4ed8;
-color:#fff;cursor:pointer}}
-button:focus-visible{{outline:3px solid #000;outline-offset:2px}}
-</style></head><body>{TEST_BANNER if test_mode else ""}
-<main>{body}</main></body></html>"""
-    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+def page(
+    request: Request,
+    title: str,
+    heading: str,
+    *paragraphs: str,
+    status: int = 200,
+    test_mode: bool = True,
+    pay: str | None = None,
+) -> Response:
+    """A page of the top-up window (templates/topup.html): a heading, a few lines, maybe a pay button."""
+    context = {"title": title, "heading": heading, "paragraphs": paragraphs, "test_mode": test_mode, "pay": pay}
+    return templates().TemplateResponse(request, "topup.html", context, status_code=status, headers=PAGE_HEADERS)
 
 
 async def open_topup_link(request: Request) -> Response:
@@ -56,9 +49,9 @@ async def open_topup_link(request: Request) -> Response:
     try:
         link = svc.topup_links.read(request.path_params["link"])
     except SignatureExpired:
-        return page("Link expired", "<h1>This top-up link has expired</h1><p>Go back and try again.</p>", 410)
+        return page(request, "Link expired", "This top-up link has expired", "Go back and try again.", status=410)
     except (BadData, ValueError, TypeError):
-        return page("Invalid link", "<h1>This top-up link is not valid</h1>", 400)
+        return page(request, "Invalid link", "This top-up link is not valid", status=400)
     test_mode = not svc.payments.livemode
     now_ms = svc.clock.now_ms()
     try:
@@ -79,16 +72,24 @@ async def open_topup_link(request: Request) -> Response:
         )
     except RateLimited as exc:
         response = page(
+            request,
             "Too many top-ups",
-            f"<h1>Too many top-ups</h1><p>Please try again in {exc.retry_after // 60 + 1} minutes.</p>",
-            429,
+            "Too many top-ups",
+            f"Please try again in {exc.retry_after // 60 + 1} minutes.",
+            status=429,
             test_mode=test_mode,
         )
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except (PaymentsUnavailable, PaymentsRefused):
-        body = "<h1>Payments are unavailable</h1><p>No money was taken. Please try again in a few minutes.</p>"
-        return page("Payments unavailable", body, 503, test_mode=test_mode)
+        return page(
+            request,
+            "Payments unavailable",
+            "Payments are unavailable",
+            "No money was taken. Please try again in a few minutes.",
+            status=503,
+            test_mode=test_mode,
+        )
     return RedirectResponse(topup.checkout_url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
@@ -104,15 +105,18 @@ async def _test_session(request: Request) -> topups.Topup:
 
 async def test_checkout(request: Request) -> Response:
     topup = await _test_session(request)
-    price = escape(format_amount(topup.amount, topup.currency))
+    price = format_amount(topup.amount, topup.currency)
     if topup.status == "paid":
-        return page("Paid", "<h1>Payment received</h1><p>You can close this window.</p>")
+        return page(request, "Paid", "Payment received", "You can close this window.")
     if topup.status != "pending":
-        return page("Checkout closed", f"<h1>This checkout has {escape(topup.status)}</h1>", 410)
-    body = f"""<h1>Top up your wallet</h1>
-<p>Add {price} to your Coinslot wallet. This is the built-in test checkout: no card is charged.</p>
-<form method="post"><button type="submit">Pay {price}</button></form>"""
-    return page(f"Pay {price} (test mode)", body)
+        return page(request, "Checkout closed", f"This checkout has {topup.status}", status=410)
+    return page(
+        request,
+        f"Pay {price} (test mode)",
+        "Top up your wallet",
+        f"Add {price} to your Coinslot wallet. This is the built-in test checkout: no card is charged.",
+        pay=f"Pay {price}",
+    )
 
 
 async def test_checkout_pay(request: Request) -> Response:
@@ -126,33 +130,35 @@ async def test_checkout_pay(request: Request) -> Response:
             svc.store, topup.session_id, amount=topup.amount, currency=topup.currency, now_ms=svc.clock.now_ms()
         )
         if outcome not in (topups.Fulfilment.CREDITED, topups.Fulfilment.ALREADY):
-            return page("Not credited", f"<h1>This payment could not be credited</h1><p>{outcome.value}</p>", 409)
+            return page(request, "Not credited", "This payment could not be credited", outcome.value, status=409)
     elif topup.status != "paid":
-        return page("Checkout closed", f"<h1>This checkout has {escape(topup.status)}</h1>", 410)
-    price = escape(format_amount(topup.amount, topup.currency))
-    return page("Paid", f"<h1>Payment received</h1><p>{price} added to your wallet. You can close this window.</p>")
+        return page(request, "Checkout closed", f"This checkout has {topup.status}", status=410)
+    price = format_amount(topup.amount, topup.currency)
+    return page(request, "Paid", "Payment received", f"{price} added to your wallet. You can close this window.")
 
 
-def _return_page(topup: topups.Topup, status: str, outcome: str, *, test_mode: bool) -> HTMLResponse:
-    price = escape(format_amount(topup.amount, topup.currency))
+def _return_page(request: Request, topup: topups.Topup, status: str, outcome: str, *, test_mode: bool) -> Response:
+    price = format_amount(topup.amount, topup.currency)
     if outcome == topups.Fulfilment.MISMATCH.value:
         # Stripe took money, but not what was asked: the operator is alerted and settles it by hand.
-        body = (
-            "<h1>Payment received, under review</h1><p>Your payment differs from the top-up that was asked "
-            "for, so it is being checked before your wallet is credited. You can close this window.</p>"
+        heading = "Payment received, under review"
+        line = (
+            "Your payment differs from the top-up that was asked for, so it is being checked before your "
+            "wallet is credited. You can close this window."
         )
     elif status == "paid":
-        body = f"<h1>Payment received</h1><p>{price} added to your wallet. You can close this window.</p>"
+        heading, line = "Payment received", f"{price} added to your wallet. You can close this window."
     elif topup.awaiting_payment and status == "pending":
-        body = (
-            f"<h1>Your payment is on its way</h1><p>Your bank is transferring {price}; this can take a few "
-            "business days. Your wallet is credited as soon as it arrives. You can close this window.</p>"
+        heading = "Your payment is on its way"
+        line = (
+            f"Your bank is transferring {price}; this can take a few business days. Your wallet is credited "
+            "as soon as it arrives. You can close this window."
         )
     elif status in ("failed", "expired"):
-        body = f"<h1>No payment was taken</h1><p>This top-up has {escape(status)}. You can close this window.</p>"
+        heading, line = "No payment was taken", f"This top-up has {status}. You can close this window."
     else:
-        body = "<h1>Top-up not finished</h1><p>No payment was taken. You can close this window.</p>"
-    return page("Top-up", body, test_mode=test_mode)
+        heading, line = "Top-up not finished", "No payment was taken. You can close this window."
+    return page(request, "Top-up", heading, line, test_mode=test_mode)
 
 
 async def checkout_return(request: Request) -> Response:
@@ -162,25 +168,25 @@ async def checkout_return(request: Request) -> Response:
     now_ms = svc.clock.now_ms()
     if request.query_params.get("cancelled") is not None:
         # The reader left the checkout; the session stays open at Stripe until it expires.
-        body = "<h1>Top-up cancelled</h1><p>No payment was taken. You can close this window.</p>"
-        return page("Top-up cancelled", body, test_mode=test_mode)
+        lines = ("Top-up cancelled", "No payment was taken. You can close this window.")
+        return page(request, "Top-up cancelled", *lines, test_mode=test_mode)
     session_id = request.query_params.get("session_id", "")
     # Only sessions this deployment opened are looked up at Stripe, and only until they are paid.
     topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) if session_id else None
     if topup is None:
-        return page("Unknown top-up", "<h1>This top-up is not known here</h1>", 404, test_mode=test_mode)
+        return page(request, "Unknown top-up", "This top-up is not known here", status=404, test_mode=test_mode)
     outcome = ""
     if topup.status == "pending":
         checking = (
-            "<h1>Checking your payment…</h1><p>Your wallet is credited as soon as Stripe confirms it. "
-            "You can close this window.</p>"
+            "Checking your payment…",
+            "Your wallet is credited as soon as Stripe confirms it. You can close this window.",
         )
         if not await topups.may_ask_provider(svc.store, session_id, now_ms=now_ms):
-            return page("Top-up", checking, test_mode=test_mode)
+            return page(request, "Top-up", *checking, test_mode=test_mode)
         try:
             report = await svc.payments.retrieve_session(session_id)
         except (PaymentsUnavailable, PaymentsRefused):
-            return page("Top-up", checking, 503, test_mode=test_mode)
+            return page(request, "Top-up", *checking, status=503, test_mode=test_mode)
         outcome = await topups.settle(svc.store, report, now_ms=now_ms)
         topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) or topup
-    return _return_page(topup, topup.status, outcome, test_mode=test_mode)
+    return _return_page(request, topup, topup.status, outcome, test_mode=test_mode)

@@ -16,9 +16,10 @@
   const receipt = $('receipt');
   const inParent = window.parent !== window && cfg.origin;
   const state = {wallet: null, balance: 0, busy: false, polling: 0, popup: null, price: cfg.price};
-  const money = new Intl.NumberFormat(cfg.lang === 'de' ? 'de-DE' : 'en-US', {style: 'currency', currency: cfg.currency || 'EUR'});
-  const digits = money.resolvedOptions().maximumFractionDigits;
-  const fmt = (minor) => money.format(minor / 10 ** digits);
+  const money = new Intl.NumberFormat(cfg.lang, {style: 'currency', currency: cfg.currency || 'EUR',
+    minimumFractionDigits: cfg.shown, maximumFractionDigits: cfg.shown});
+  // Minor units per the server (ISO 4217), written as the language writes them: as the server does.
+  const fmt = (minor) => money.format(minor / 10 ** cfg.digits);
   // Cards of one page (and other tabs on the same site) share the wallet: keep their balances in step.
   const channel = window.BroadcastChannel ? new BroadcastChannel('coinslot-wallet') : null;
   const fill = (text, vars) => text.replace(/\{(\w+)\}/g, (_, k) => vars[k]);
@@ -149,7 +150,6 @@
       buy.textContent = fill(t.unlockFor, {price: fmt(state.price)});
       return say(fill(t.priceChanged, {price: fmt(state.price)}), 'error');
     }
-    if (r.status === 429) return say(t.tooMany, 'error');
     if (r.status === 404) return say(t.unavailable, 'error');
     warn('unlock failed: HTTP ' + r.status + ' ' + kind);
     say(t.serviceError, 'error');
@@ -226,7 +226,8 @@
         options.replaceChildren();
         return say(t.topupExpired, 'error');
       }
-      // Still pending with the window gone: say so, but keep listening (a debit may settle late).
+      // Still pending with the window gone (closed by the reader, or cut off by a page or checkout that
+      // sends Cross-Origin-Opener-Policy while the reader still pays): say so, but keep listening.
       if (state.popup && state.popup.closed && status.textContent === t.waiting) say(t.windowClosed);
       setTimeout(tick, age < 60000 ? 1000 : age < 600000 ? 4000 : 15000);
     };
@@ -260,12 +261,9 @@
   };
 
   if (cfg.accent) {
-    // An accent from the publisher, with black or white text, whichever reads better (WCAG luminance).
-    const lum = [1, 3, 5].map((i) => parseInt(cfg.accent.slice(i, i + 2), 16) / 255)
-      .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
-    const l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+    // The publisher's accent, with the text colour the server chose for it (coinslot/widget.py).
     root.style.setProperty('--accent', cfg.accent);
-    root.style.setProperty('--on-accent', (l + 0.05) / 0.05 > 1.05 / (l + 0.05) ? '#000' : '#fff');
+    root.style.setProperty('--on-accent', cfg.onAccent);
   }
 
   const size = () => post({type: 'size', height: document.body.getBoundingClientRect().height});
