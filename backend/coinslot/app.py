@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from coinslot import secretfiles
+from coinslot import keyfiles
 from coinslot import store as keys
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
@@ -38,7 +38,7 @@ from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
 from coinslot.store import AnyRedis, Store, connect
-from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.tokens import KeyRing, UnlockTokens, derive
 from coinslot.wallets import WalletTokens
 
 log = logging.getLogger("coinslot")
@@ -115,7 +115,7 @@ def create_app(
     """Build the app. Redis is connected (or the embedded server started) in the lifespan."""
     public_url = settings.public_url or DEFAULT_PUBLIC_URL
     data_dir = settings.data_dir
-    secrets = [str(s).encode() for s in settings.secret_keys] or secretfiles.load_or_create(data_dir)
+    secrets = [str(s).encode() for s in settings.secret_keys] or keyfiles.load_or_create_secrets(data_dir)
     ring = keyring or KeyRing.load(data_dir, settings.unlock_key_files)
     chosen_payments: Payments = payments or from_settings(settings, public_url)
     the_clock = clock or SystemClock()
@@ -149,7 +149,7 @@ def create_app(
             unlock_tokens=UnlockTokens(
                 ring,
                 issuer=public_url,
-                pseudonym_secret=secretfiles.derive(first, "pseudonym"),
+                pseudonym_secret=derive(first, "pseudonym"),
                 livemode=chosen_payments.livemode,
                 ttl_s=settings.unlock_token_ttl,
                 signer=signer,

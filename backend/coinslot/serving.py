@@ -25,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from coinslot import secretfiles
+from coinslot import keyfiles
 from coinslot.app import create_app
 from coinslot.embedded import EmbeddedRedis, running_url
 from coinslot.settings import Settings
@@ -188,7 +188,7 @@ def run_workers(settings: Settings, workers: int, *, host: str, port: int, acces
     """
     # Keys and secrets are made once, here, before the workers read them.
     if not settings.secret_keys:
-        secretfiles.load_or_create(settings.data_dir)
+        keyfiles.load_or_create_secrets(settings.data_dir)
     KeyRing.load(settings.data_dir, settings.unlock_key_files)
     os.environ["COINSLOT_PUBLIC_URL"] = settings.public_url or ""
     embedded = None

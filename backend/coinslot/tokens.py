@@ -2,30 +2,28 @@
 
 A token proves that one wallet may read one item of one site until ``exp``. It names the
 wallet only by a per-site pseudonym, so two publishers cannot join their readers.
-Keys are parsed once into key objects; nothing here reads a PEM per request.
+Keys are parsed once into key objects; nothing here reads a PEM per request. Where the keys
+are kept and how they are named is keyfiles.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
 import hashlib
 import hmac
 import json
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 import orjson
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from coinslot import keyfiles
 from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
 from coinslot.signer import SigningProcess
 
@@ -37,9 +35,6 @@ MIN_PSEUDONYM_SECRET_BYTES = 32
 PSEUDONYM_CHARS = 22  # 132 bits of the HMAC
 # Pseudonyms remembered, so the readers active now skip the HMAC (~3 µs) on every unlock.
 PSEUDONYMS_KEPT = 50_000
-
-# UTC with microseconds: sorts as it ages, so the newest file is the signer without metadata.
-KID_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 
 def _b64url(data: bytes) -> str:
@@ -55,60 +50,9 @@ def _public_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _thumbprint(key: Ed25519PrivateKey) -> str:
-    """RFC 7638 thumbprint: the same key gives the same kid on every host."""
-    canonical = json.dumps(
-        {"crv": "Ed25519", "kty": "OKP", "x": _b64url(_public_bytes(key))}, separators=(",", ":"), sort_keys=True
-    )
-    return _b64url(hashlib.sha256(canonical.encode()).digest())
-
-
-def _kid_time(kid: str) -> datetime:
-    return datetime.strptime(kid, KID_FORMAT).replace(tzinfo=UTC)
-
-
-def _new_kid(after: str | None) -> str:
-    now = datetime.now(UTC)
-    if after is not None:
-        # Two keys in one microsecond, or a clock set back, must still sort after the signer.
-        now = max(now, _kid_time(after) + timedelta(microseconds=1))
-    return now.strftime(KID_FORMAT)
-
-
-def _read_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise ConfigurationError(f"unlock key file {path}: cannot read it ({exc.strerror})") from exc
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigurationError(f"unlock key file {path} is not an unencrypted PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(f"unlock key file {path} holds a {type(key).__name__}, not an Ed25519 private key")
-    return key
-
-
-def _write_key(keys_dir: Path, kid: str, key: Ed25519PrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = keys_dir / f".unlock-{kid}.pem.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
-        file.flush()
-        os.fsync(file.fileno())
-    # Renamed into place complete, so a crash never leaves a half-written key to fail start-up.
-    os.replace(tmp, keys_dir / f"unlock-{kid}.pem")
-
-
-def _read_dir(keys_dir: Path) -> list[tuple[str, Ed25519PrivateKey]]:
-    keys = []
-    for path in keys_dir.glob("unlock-*.pem"):
-        kid = path.name.removeprefix("unlock-").removesuffix(".pem")
-        try:
-            _kid_time(kid)
-        except ValueError as exc:
-            raise ConfigurationError(f"unlock key file {path}: name is not unlock-<{KID_FORMAT}>.pem") from exc
-        keys.append((kid, _read_key(path)))
-    return sorted(keys, key=lambda pair: pair[0])
+def derive(secret: bytes, purpose: str) -> bytes:
+    """A separate key per purpose, so one use can never be replayed as another."""
+    return hmac.new(secret, b"coinslot:" + purpose.encode(), hashlib.sha256).digest()
 
 
 def _unverified_kid(token: str) -> object:
@@ -122,24 +66,6 @@ def _unverified_kid(token: str) -> object:
     except ValueError as exc:  # binascii, Unicode and JSON errors all derive from it
         raise UnlockTokenInvalid("token header is not base64url JSON") from exc
     return header.get("kid") if isinstance(header, dict) else None
-
-
-@contextmanager
-def _locked(data_dir: Path) -> Iterator[Path]:
-    """The keys directory, created 0700, held exclusively so two processes never both make a first key."""
-    keys_dir = data_dir / "keys"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        keys_dir.mkdir(mode=0o700)
-        os.chmod(keys_dir, 0o700)  # mkdir's mode is filtered by the umask
-    except FileExistsError:
-        pass
-    fd = os.open(keys_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield keys_dir
-    finally:
-        os.close(fd)
 
 
 class PendingToken:
@@ -197,18 +123,12 @@ class KeyRing:
     def load(cls, data_dir: Path, key_files: Sequence[Path] = ()) -> KeyRing:
         """Configured PEM files (oldest first), else ``data_dir/keys``, creating one key on first run."""
         if key_files:
-            keys = [(_thumbprint(key), key) for key in map(_read_key, key_files)]
-            return cls(keys, from_files=True)
-        with _locked(data_dir) as keys_dir:
-            keys = _read_dir(keys_dir)
-            if not keys:
-                keys = [(_new_kid(None), Ed25519PrivateKey.generate())]
-                _write_key(keys_dir, *keys[0])
-        return cls(keys)
+            return cls(keyfiles.read_key_files(key_files), from_files=True)
+        return cls(keyfiles.load_or_create_keys(data_dir))
 
     @classmethod
     def generate(cls) -> KeyRing:
-        return cls([(_new_kid(None), Ed25519PrivateKey.generate())])
+        return cls([(keyfiles.new_kid(None), Ed25519PrivateKey.generate())])
 
     @property
     def kid(self) -> str:
@@ -252,9 +172,7 @@ class KeyRing:
         """
         if self._from_files:
             raise ConfigurationError("unlock keys come from configured files; rotate by appending a new file")
-        with _locked(data_dir) as keys_dir:
-            kid, key = _new_kid(self.kid), Ed25519PrivateKey.generate()
-            _write_key(keys_dir, kid, key)
+        kid, key = keyfiles.add_key(data_dir, after=self.kid)
         self._set([*self._keys, (kid, key)])
         return kid
 
@@ -271,11 +189,11 @@ class KeyRing:
         now = datetime.now(UTC) if now_s is None else datetime.fromtimestamp(now_s, UTC)
         cutoff = now - timedelta(seconds=older_than_s)
         retired = [
-            kid for (kid, _), (successor, _) in zip(self._keys, self._keys[1:]) if _kid_time(successor) <= cutoff
+            kid
+            for (kid, _), (successor, _) in zip(self._keys, self._keys[1:])
+            if keyfiles.kid_time(successor) <= cutoff
         ]
-        with _locked(data_dir) as keys_dir:
-            for kid in retired:
-                (keys_dir / f"unlock-{kid}.pem").unlink(missing_ok=True)
+        keyfiles.remove_keys(data_dir, retired)
         self._set([(kid, key) for kid, key in self._keys if kid not in retired])
         return retired
 
