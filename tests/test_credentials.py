@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from coinslot.clock import FrozenClock
 from coinslot.errors import Unauthorized
 from coinslot.http.credentials import COOKIE
+from coinslot.keyring import KeyRing
 from coinslot.store import Store
-from coinslot.tokens import KeyRing
 from coinslot.wallets import WalletRef, WalletTokens
 
 from api import Api, auth

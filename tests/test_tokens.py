@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from coinslot import tokens as tokens_module
 from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
-from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.keyring import KeyRing
+from coinslot.tokens import UnlockTokens
 
 ISSUER = "https://pay.example.com"
 SECRET = b"s" * 32

@@ -33,12 +33,13 @@ from coinslot.http.problems import (
     unexpected_error,
 )
 from coinslot.http.routes import API, routes
+from coinslot.keyring import KeyRing
 from coinslot.payments import Payments, from_settings
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
 from coinslot.store import AnyRedis, Store, connect
-from coinslot.tokens import KeyRing, UnlockTokens, derive
+from coinslot.tokens import UnlockTokens, derive
 from coinslot.wallets import WalletTokens
 
 log = logging.getLogger("coinslot")

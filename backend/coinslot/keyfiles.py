@@ -2,7 +2,7 @@
 
 Every file is created 0600 (the keys directory 0700) and put in place whole, by a rename or a
 link, so no process ever reads half of one. What the secrets are for lives elsewhere: the key
-ring that signs and publishes, and the tokens, in tokens.py.
+ring that signs and publishes in keyring.py, the tokens in tokens.py.
 
 A key's kid is its name: in the keys directory the time it was made (so the newest signs), for a
 configured file its RFC 7638 thumbprint (so every host names it alike).

@@ -10,10 +10,11 @@ from starlette.requests import Request
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
+from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.settings import Settings
 from coinslot.store import Store
-from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.tokens import UnlockTokens
 from coinslot.wallets import WalletTokens
 
 

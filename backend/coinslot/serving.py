@@ -28,8 +28,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from coinslot import keyfiles
 from coinslot.app import create_app
 from coinslot.embedded import EmbeddedRedis, running_url
+from coinslot.keyring import KeyRing
 from coinslot.settings import Settings
-from coinslot.tokens import KeyRing
 
 LINGER_S = 1.0  # seconds a refused connection is still read (and dropped) before it closes
 
