@@ -39,8 +39,7 @@ from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
 from coinslot.store import AnyRedis, Store, connect
-from coinslot.tokens import UnlockTokens, derive
-from coinslot.wallets import WalletTokens
+from coinslot.tokens import UnlockTokens, WalletTokens, derive
 
 log = logging.getLogger("coinslot")
 

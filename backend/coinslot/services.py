@@ -14,8 +14,7 @@ from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.settings import Settings
 from coinslot.store import Store
-from coinslot.tokens import UnlockTokens
-from coinslot.wallets import WalletTokens
+from coinslot.tokens import UnlockTokens, WalletTokens
 
 
 @dataclass

@@ -1,8 +1,22 @@
-"""Unlock tokens: EdDSA-signed JWTs a publisher verifies offline with the JWKS.
+"""Tokens, both kinds: the unlock token a publisher verifies, the wallet token a reader holds.
 
-A token proves that one wallet may read one item of one site until ``exp``. It names the
-wallet only by a per-site pseudonym, so two publishers cannot join their readers.
-keyring.py holds the keys and builds the JWS; here are the claims and their verification.
+Where is a token verified? Here. ``UnlockTokens.verify`` checks an unlock token's signature,
+claims and times; ``WalletTokens.verify`` checks a wallet token's signature and format
+(http/credentials.py only finds the credential in the request and hands it here). What no
+signature can tell is whether a wallet token is still current: recovery revokes a wallet's
+older tokens by replacing the generation kept in Redis, so whatever uses the wallet compares the
+token's generation with that one. The unlock script does so in the same atomic step that debits,
+the reads in wallets.py in the same round trip that reads the wallet; a voucher or a top-up asks
+``wallets.check_wallet`` before it acts. (A top-up link names a wallet and generation too; it is
+a signed link, not a credential, and is checked where it is opened, in http/checkout.py.)
+
+Unlock tokens are EdDSA-signed JWTs a publisher verifies offline with the JWKS (keyring.py holds
+the keys and builds the JWS). A token proves that one wallet may read one item of one site until
+``exp``. It names the wallet only by a per-site pseudonym, so two publishers cannot join their
+readers.
+
+Wallet tokens are ``[wallet_id, generation]`` signed with itsdangerous. Both kinds draw on the
+server secrets: wallet tokens under their own salt, pseudonyms under a key ``derive``d from one.
 """
 
 from __future__ import annotations
@@ -11,11 +25,14 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from itsdangerous import BadSignature, URLSafeSerializer
 
-from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
+from coinslot.errors import ConfigurationError, Unauthorized, UnlockTokenExpired, UnlockTokenInvalid
 from coinslot.keyring import ALGORITHM, KeyRing, PendingToken, b64url
 from coinslot.signer import SigningProcess
 
@@ -26,6 +43,7 @@ MIN_PSEUDONYM_SECRET_BYTES = 32
 PSEUDONYM_CHARS = 22  # 132 bits of the HMAC
 # Pseudonyms remembered, so the readers active now skip the HMAC (~3 µs) on every unlock.
 PSEUDONYMS_KEPT = 50_000
+VERIFIED_CACHE_SIZE = 100_000  # wallet tokens remembered as verified, per worker (~25 MB at most)
 
 
 def derive(secret: bytes, purpose: str) -> bytes:
@@ -170,3 +188,45 @@ class UnlockTokens:
         if claims["livemode"] is not self.livemode:
             raise UnlockTokenInvalid(f"token livemode is {claims['livemode']!r}, this server's is {self.livemode}")
         return claims
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRef:
+    """Who a verified wallet token names: the wallet and the generation it was issued for."""
+
+    wallet_id: str
+    generation: int
+
+
+class WalletTokens:
+    """Signs wallet tokens with itsdangerous; the last secret signs, all of them verify."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        if not secrets:
+            raise ValueError("WalletTokens needs at least one secret")
+        self._serializer = URLSafeSerializer(list(secrets), salt="coinslot.wallet-token")
+        self._verified: dict[str, WalletRef] = {}
+
+    def sign(self, ref: WalletRef) -> str:
+        return self._serializer.dumps([ref.wallet_id, ref.generation])
+
+    def verify(self, token: str) -> WalletRef:
+        # A signature check costs more than the rest of an unlock's Python; a token that
+        # verified once stays valid (generations are checked in Redis), so remember it.
+        ref = self._verified.get(token)
+        if ref is not None:
+            return ref
+        ref = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = ref
+        return ref
+
+    def _verify(self, token: str) -> WalletRef:
+        try:
+            wallet_id, generation = self._serializer.loads(token)
+        except (BadSignature, ValueError, TypeError) as exc:
+            raise Unauthorized("wallet token is not valid (bad signature or format)") from exc
+        if not isinstance(wallet_id, str) or not isinstance(generation, int):
+            raise Unauthorized("wallet token is not valid (bad payload)")
+        return WalletRef(wallet_id, generation)

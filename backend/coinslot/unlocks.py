@@ -28,7 +28,7 @@ from coinslot.errors import (
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.store import Script, Store
-from coinslot.wallets import WalletRef
+from coinslot.tokens import WalletRef
 
 
 class Unlocked(NamedTuple):

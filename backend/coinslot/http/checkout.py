@@ -19,7 +19,7 @@ from coinslot.errors import Forbidden, NotFound, PaymentsRefused, PaymentsUnavai
 from coinslot.http.credentials import client_address
 from coinslot.money import format_amount
 from coinslot.services import services
-from coinslot.wallets import WalletRef
+from coinslot.tokens import WalletRef
 
 TOPUP_LINK_MAX_AGE = 15 * 60  # seconds
 PAGE_HEADERS = {

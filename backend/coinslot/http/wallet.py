@@ -15,7 +15,7 @@ from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreat
 from coinslot.idempotency import Idempotency
 from coinslot.ids import new_id
 from coinslot.services import Services, services
-from coinslot.wallets import WalletRef
+from coinslot.tokens import WalletRef
 
 
 def private_json(body: Any, status_code: int = 200) -> Response:
