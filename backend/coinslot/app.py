@@ -20,7 +20,8 @@ from coinslot import store as keys
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
-from coinslot.embedded import EmbeddedRedis, running_url
+from coinslot.discovery import running_url
+from coinslot.embedded import EmbeddedRedis
 from coinslot.errors import CoinslotError
 from coinslot.http.openapi import build
 from coinslot.http.problems import (

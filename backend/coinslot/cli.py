@@ -19,7 +19,8 @@ from typing import Any
 
 from coinslot import catalog, ledger, topups, vouchers
 from coinslot.clock import SystemClock
-from coinslot.embedded import EmbeddedRedisError, redis_for_command
+from coinslot.discovery import redis_for_command
+from coinslot.embedded import EmbeddedRedisError
 from coinslot.errors import CoinslotError, ConfigurationError
 from coinslot.keyring import KeyRing
 from coinslot.settings import Settings, is_loopback_host

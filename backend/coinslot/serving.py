@@ -27,7 +27,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from coinslot import keyfiles
 from coinslot.app import create_app
-from coinslot.embedded import EmbeddedRedis, running_url
+from coinslot.discovery import running_url
+from coinslot.embedded import EmbeddedRedis
 from coinslot.keyring import KeyRing
 from coinslot.settings import Settings
 
