@@ -29,7 +29,7 @@ from coinslot import catalog, unlocks, vouchers, wallets
 from coinslot.catalog import Catalog
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
-from coinslot.wallets import WalletTokens
+from coinslot.tokens import WalletTokens
 from unlock import BENCH, WrkResult, coinslot_env, coinslot_serve, free_port, running, uvicorn, wait_http, wrk
 
 ORIGIN = "http://localhost:8001"

@@ -29,6 +29,7 @@ from coinslot import store as keys
 from coinslot.catalog import Catalog
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
+from coinslot.tokens import WalletRef
 from unlock import running
 
 WALLET_GOAL, PURCHASE_GOAL = 300, 200  # bytes
@@ -57,7 +58,7 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
         for i in range(PER_WALLET_PURCHASES):
             await catalog.put_item(store, site, f"i{i}", title=f"Item {i}", price=1, now_ms=now_ms)
 
-        async def new_wallet() -> wallets.WalletRef:
+        async def new_wallet() -> WalletRef:
             async with gate:
                 return await wallets.create_wallet(store, currency="EUR", now_ms=now_ms)
 
@@ -72,7 +73,7 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
             store, site, amount=PER_WALLET_PURCHASES, uses=len(buyers), now_ms=now_ms
         )
 
-        async def redeem(ref: wallets.WalletRef) -> None:
+        async def redeem(ref: WalletRef) -> None:
             async with gate:
                 await vouchers.redeem(store, ref, voucher.code, now_ms=now_ms)
 
@@ -80,7 +81,7 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
         funded = used_memory(r)
         cache = Catalog(store)
 
-        async def buy(ref: wallets.WalletRef, item: int) -> None:
+        async def buy(ref: WalletRef, item: int) -> None:
             async with gate:
                 await unlocks.purchase(
                     store, cache, ref, site_id=site.id, item_id=f"i{item}", shown_price=1, idempotency=None,
@@ -92,7 +93,7 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
         figures["purchases"] = made
         figures["purchase_used"] = (used_memory(r) - funded) / made
 
-        def purchase_keys(ref: wallets.WalletRef) -> list[str]:
+        def purchase_keys(ref: WalletRef) -> list[str]:
             k = keys.wallet_keys(ref.wallet_id)
             return [k.owned, k.purchases, k.ledger]
 

@@ -49,7 +49,7 @@ import redis
 from coinslot import catalog, ledger, vouchers, wallets
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
-from coinslot.wallets import WalletRef, WalletTokens
+from coinslot.tokens import WalletRef, WalletTokens
 
 BENCH = Path(__file__).resolve().parent
 SITE = "site_bench"

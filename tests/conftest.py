@@ -20,9 +20,9 @@ from starlette.datastructures import Secret
 
 from coinslot.app import create_app
 from coinslot.clock import FrozenClock
+from coinslot.keyring import KeyRing
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
-from coinslot.tokens import KeyRing
 
 from servers import Cluster, Standalone, start_cluster, start_standalone
 from stripe_stub import SECRET_KEY as STRIPE_SECRET_KEY

@@ -235,7 +235,7 @@ def test_access_log_never_shows_tokens() -> None:
 def test_keys_rotate_keeps_the_old_key_published(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coinslot.tokens import KeyRing
+    from coinslot.keyring import KeyRing
 
     data = tmp_path / "data"
     first = KeyRing.load(data).kid

@@ -17,13 +17,12 @@ import redis
 
 import coinslot
 from coinslot import embedded
+from coinslot.discovery import redis_for_command, running_url
 from coinslot.embedded import (
     DataDirLocked,
     EmbeddedRedis,
     EmbeddedRedisError,
     find_redis_server,
-    redis_for_command,
-    running_url,
 )
 
 # Runs in a child process: owns the embedded Redis until its stdin closes.
@@ -145,7 +144,7 @@ def test_supervisor_restarts_killed_server(tmp_path: Path, caplog: pytest.LogCap
         first_pid = server.pid
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)
-        wait_until(lambda: server.pid not in (None, first_pid) and embedded._ping(server.socket_path))
+        wait_until(lambda: server.pid not in (None, first_pid) and embedded.ping(server.socket_path))
         with client(server.url) as conn:
             assert conn.get("k") == b"kept"
         assert json.loads((tmp_path / "redis.json").read_text())["pid"] == server.pid

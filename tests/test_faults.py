@@ -26,8 +26,8 @@ from coinslot import catalog, ledger
 from coinslot import store as keys
 from coinslot.clock import FrozenClock
 from coinslot.embedded import EmbeddedRedis
+from coinslot.keyring import KeyRing
 from coinslot.store import Store, connect
-from coinslot.tokens import KeyRing
 
 from api import Api, auth
 from conftest import make_settings, running_app, unique

@@ -16,8 +16,8 @@ import pytest
 from coinslot import cli, ledger
 from coinslot import store as keys
 from coinslot.clock import FrozenClock
+from coinslot.keyring import KeyRing
 from coinslot.store import Store
-from coinslot.tokens import KeyRing
 
 from api import Api, auth
 from conftest import make_settings, running_app

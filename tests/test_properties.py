@@ -46,10 +46,10 @@ from hypothesis.stateful import (
 from coinslot import catalog, chargebacks, ledger, topups, unlocks
 from coinslot.clock import FrozenClock
 from coinslot.errors import PaymentNotYetKnown
+from coinslot.keyring import KeyRing
 from coinslot.payments import REFUND_RETURNED, REFUND_TAKEN, DisputeReport, RefundReport
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
-from coinslot.tokens import KeyRing
 from coinslot.wallets import RECENT_LEDGER_LINES
 
 from api import Api, auth

@@ -9,8 +9,8 @@ import pytest
 from starlette.datastructures import Secret
 
 from coinslot.clock import FrozenClock
+from coinslot.keyring import KeyRing
 from coinslot.store import Store
-from coinslot.tokens import KeyRing
 
 from api import Api, auth
 from conftest import make_settings, running_app

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from coinslot.clock import FrozenClock
+from coinslot.keyring import KeyRing
 from coinslot.store import Store
-from coinslot.tokens import KeyRing
 
 from api import Api, auth
 from conftest import make_settings, running_app

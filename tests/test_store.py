@@ -17,9 +17,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from coinslot import ledger
 from coinslot.clock import FrozenClock
 from coinslot.errors import ConfigurationError
+from coinslot.keyring import KeyRing
 from coinslot.pipe import EAGER_WRITE_CALLS, pack
 from coinslot.store import Store, connect, parse_sentinel_url
-from coinslot.tokens import KeyRing
 
 from api import Api
 from conftest import make_settings, running_app

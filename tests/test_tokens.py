@@ -14,12 +14,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from coinslot import tokens as tokens_module
-from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
-from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.errors import ConfigurationError, Unauthorized, UnlockTokenExpired, UnlockTokenInvalid
+from coinslot.keyring import KeyRing
+from coinslot.tokens import UnlockTokens, WalletRef, WalletTokens
 
 ISSUER = "https://pay.example.com"
 SECRET = b"s" * 32
@@ -419,3 +420,32 @@ def test_any_text_as_an_unlock_token_is_refused_as_invalid(token: Any) -> None:
         token = ".".join(parts)
     with pytest.raises(UnlockTokenInvalid):
         tokens.verify(token, site="site_a", now_s=NOW + 1)
+
+
+# Hypothesis: whatever arrives as a wallet token, verify refuses it or reads the same wallet -------
+
+
+@given(token=st.one_of(st.text(max_size=300), st.binary(max_size=200).map(lambda b: b.hex())))
+@settings(max_examples=300, deadline=None)
+def test_any_text_as_a_wallet_token_is_refused_as_unauthorized(token: str) -> None:
+    with pytest.raises(Unauthorized):
+        FUZZ_WALLET_TOKENS.verify(token)
+
+
+@given(position=st.integers(0, 200), replacement=st.characters(codec="ascii"))
+@settings(max_examples=300, deadline=None)
+def test_a_wallet_token_changed_anywhere_is_refused_or_reads_the_same(position: int, replacement: str) -> None:
+    genuine = FUZZ_WALLET_TOKENS.sign(WalletRef("w_fuzz", 1))
+    at = position % len(genuine)
+    changed = genuine[:at] + replacement + genuine[at + 1 :]
+    assume(changed != genuine)
+    try:
+        ref = FUZZ_WALLET_TOKENS.verify(changed)
+    except Unauthorized:
+        return
+    # Only another spelling of the same token passes (base64 decoding takes "+" for "-", "/" for "_",
+    # and ignores the unused bits of a last character): never another wallet or generation.
+    assert ref == WalletRef("w_fuzz", 1)
+
+
+FUZZ_WALLET_TOKENS = WalletTokens([b"s" * 32])

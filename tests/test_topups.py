@@ -16,8 +16,8 @@ import pytest
 
 from coinslot import ledger, topups
 from coinslot.clock import FrozenClock
+from coinslot.keyring import KeyRing
 from coinslot.store import Store, connect
-from coinslot.tokens import KeyRing
 
 from api import Api, auth
 from conftest import PUBLIC_URL, make_settings, running_app

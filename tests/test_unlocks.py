@@ -13,7 +13,7 @@ from coinslot import ledger, unlocks
 from coinslot.catalog import Catalog
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
-from coinslot.wallets import WalletRef
+from coinslot.tokens import WalletRef
 
 from api import Api, auth
 

@@ -15,12 +15,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from coinslot import secretfiles
+from coinslot import keyfiles
 from coinslot import store as keys
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
-from coinslot.embedded import EmbeddedRedis, running_url
+from coinslot.discovery import running_url
+from coinslot.embedded import EmbeddedRedis
 from coinslot.errors import CoinslotError
 from coinslot.http.openapi import build
 from coinslot.http.problems import (
@@ -33,15 +34,15 @@ from coinslot.http.problems import (
     unexpected_error,
 )
 from coinslot.http.routes import API, routes
+from coinslot.keyring import KeyRing
 from coinslot.payments import Payments, from_settings
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
 from coinslot.store import AnyRedis, Store, connect
-from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.tokens import UnlockTokens, WalletTokens, derive
 from coinslot.topuplinks import TopupLinks
 from coinslot.unlocks import Unlocks
-from coinslot.wallets import WalletTokens
 
 log = logging.getLogger("coinslot")
 
@@ -117,7 +118,7 @@ def create_app(
     """Build the app. Redis is connected (or the embedded server started) in the lifespan."""
     public_url = settings.public_url or DEFAULT_PUBLIC_URL
     data_dir = settings.data_dir
-    secrets = [str(s).encode() for s in settings.secret_keys] or secretfiles.load_or_create(data_dir)
+    secrets = [str(s).encode() for s in settings.secret_keys] or keyfiles.load_or_create_secrets(data_dir)
     ring = keyring or KeyRing.load(data_dir, settings.unlock_key_files)
     chosen_payments: Payments = payments or from_settings(settings, public_url)
     the_clock = clock or SystemClock()
@@ -143,7 +144,7 @@ def create_app(
         unlock_tokens = UnlockTokens(
             ring,
             issuer=public_url,
-            pseudonym_secret=secretfiles.derive(first, "pseudonym"),
+            pseudonym_secret=derive(first, "pseudonym"),
             livemode=chosen_payments.livemode,
             ttl_s=settings.unlock_token_ttl,
             signer=signer,

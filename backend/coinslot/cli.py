@@ -19,11 +19,12 @@ from typing import Any
 
 from coinslot import catalog, ledger, topups, vouchers
 from coinslot.clock import SystemClock
-from coinslot.embedded import EmbeddedRedisError, redis_for_command
+from coinslot.discovery import redis_for_command
+from coinslot.embedded import EmbeddedRedisError
 from coinslot.errors import CoinslotError, ConfigurationError
+from coinslot.keyring import KeyRing
 from coinslot.settings import Settings, is_loopback_host
 from coinslot.store import Store, connect
-from coinslot.tokens import KeyRing
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 One process at a time owns a data directory: it holds an ``flock`` on ``redis.lock`` for as long as
 its server runs and records the socket in ``redis.json``; every other process finds it there
-(``running_url``). The lock, not the record, is the truth: the kernel drops it when the owner dies,
+(discovery.py). The lock, not the record, is the truth: the kernel drops it when the owner dies,
 so a record left behind by a crash is recognisably stale.
 """
 
@@ -19,7 +19,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -211,43 +210,6 @@ class EmbeddedRedis:
             log.warning("embedded redis-server restarted (pid %d)", proc.pid)
 
 
-def running_url(data_dir: Path) -> str | None:
-    """URL of the embedded Redis another process runs for ``data_dir``, or None if there is none."""
-    data_dir = data_dir.absolute()
-    if not _lock_held(data_dir / LOCK_FILE):
-        return None
-    try:
-        record = json.loads((data_dir / RECORD_FILE).read_text())
-        socket_path = str(record["socket"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return f"unix://{socket_path}" if _ping(socket_path) else None
-
-
-@contextlib.contextmanager
-def redis_for_command(data_dir: Path) -> Iterator[str]:
-    """Yield a Redis URL for ``data_dir``: the running server's, or a temporary one's for the duration."""
-    url = running_url(data_dir)
-    if url is not None:
-        yield url
-        return
-    server = EmbeddedRedis(data_dir, supervise=False)
-    try:
-        server.start()
-    except DataDirLocked:
-        # Another process took the directory between our look and our start; its server may still be booting.
-        raced = True
-    else:
-        raced = False
-    if raced:
-        yield _wait_for_running(data_dir)
-        return
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 def _acquire_lock(data_dir: Path) -> int:
     # O_TRUNC would wipe the holder's pid before we know whether we may take the lock.
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -265,32 +227,6 @@ def _acquire_lock(data_dir: Path) -> int:
     return fd
 
 
-def _lock_held(lock_path: Path) -> bool:
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _wait_for_running(data_dir: Path) -> str:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        url = running_url(data_dir)
-        if url is not None:
-            return url
-        time.sleep(0.05)
-    raise EmbeddedRedisError(f"{data_dir} is locked by another process, but its redis-server does not answer")
-
-
 def _client(socket_path: Path | str, timeout: float) -> redis.Redis:
     # redis-py retries a refused connection with backoff by default, which turns each probe of a server
     # that is not up yet into seconds; these probes must answer at once.
@@ -302,7 +238,8 @@ def _client(socket_path: Path | str, timeout: float) -> redis.Redis:
     )
 
 
-def _ping(socket_path: Path | str) -> bool:
+def ping(socket_path: Path | str) -> bool:
+    """Whether a redis-server answers on ``socket_path`` now."""
     try:
         with _client(socket_path, 1.0) as client:
             return bool(client.ping())
@@ -317,7 +254,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], socket_path: Path, log_path: Path
         code = proc.poll()
         if code is not None:
             raise EmbeddedRedisError(f"redis-server exited with {code} on start-up: {_tail(log_path)}")
-        if _ping(socket_path):
+        if ping(socket_path):
             return
         if time.monotonic() > deadline:
             raise EmbeddedRedisError(
@@ -351,7 +288,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def _stop_orphan(socket_path: Path) -> None:
     # A server still answering on our socket while we hold the lock outlived its owner (killed with
     # SIGKILL, say). Starting a second server would put two writers on one AOF, so shut it down first.
-    if not _ping(socket_path):
+    if not ping(socket_path):
         return
     try:
         with _client(socket_path, STOP_TIMEOUT) as client:

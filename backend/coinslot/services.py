@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
+from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.settings import Settings
 from coinslot.store import Store
-from coinslot.tokens import KeyRing, UnlockTokens
+from coinslot.tokens import UnlockTokens, WalletTokens
 from coinslot.topuplinks import TopupLinks
 from coinslot.unlocks import Unlocks
-from coinslot.wallets import WalletTokens
 
 
 @dataclass

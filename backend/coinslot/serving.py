@@ -25,11 +25,12 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from coinslot import secretfiles
+from coinslot import keyfiles
 from coinslot.app import create_app
-from coinslot.embedded import EmbeddedRedis, running_url
+from coinslot.discovery import running_url
+from coinslot.embedded import EmbeddedRedis
+from coinslot.keyring import KeyRing
 from coinslot.settings import Settings
-from coinslot.tokens import KeyRing
 
 LINGER_S = 1.0  # seconds a refused connection is still read (and dropped) before it closes
 
@@ -188,7 +189,7 @@ def run_workers(settings: Settings, workers: int, *, host: str, port: int, acces
     """
     # Keys and secrets are made once, here, before the workers read them.
     if not settings.secret_keys:
-        secretfiles.load_or_create(settings.data_dir)
+        keyfiles.load_or_create_secrets(settings.data_dir)
     KeyRing.load(settings.data_dir, settings.unlock_key_files)
     os.environ["COINSLOT_PUBLIC_URL"] = settings.public_url or ""
     embedded = None

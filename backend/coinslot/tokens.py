@@ -1,35 +1,41 @@
-"""Unlock tokens: EdDSA-signed JWTs a publisher verifies offline with the JWKS.
+"""Tokens, both kinds: the unlock token a publisher verifies, the wallet token a reader holds.
 
-A token proves that one wallet may read one item of one site until ``exp``. It names the
-wallet only by a per-site pseudonym, so two publishers cannot join their readers.
-Keys are parsed once into key objects; nothing here reads a PEM per request.
+Where is a token verified? Here. ``UnlockTokens.verify`` checks an unlock token's signature,
+claims and times; ``WalletTokens.verify`` checks a wallet token's signature and format
+(http/credentials.py only finds the credential in the request and hands it here). What no
+signature can tell is whether a wallet token is still current: recovery revokes a wallet's
+older tokens by replacing the generation kept in Redis, so whatever uses the wallet compares the
+token's generation with that one. The unlock script does so in the same atomic step that debits,
+the reads in wallets.py in the same round trip that reads the wallet; a voucher or a top-up asks
+``wallets.check_wallet`` before it acts. (A top-up link names a wallet and generation too; it is
+a signed link, not a credential, and is checked where it is opened, in http/checkout.py.)
+
+Unlock tokens are EdDSA-signed JWTs a publisher verifies offline with the JWKS (keyring.py holds
+the keys and builds the JWS). A token proves that one wallet may read one item of one site until
+``exp``. It names the wallet only by a per-site pseudonym, so two publishers cannot join their
+readers.
+
+Wallet tokens are ``[wallet_id, generation]`` signed with itsdangerous. Both kinds draw on the
+server secrets: wallet tokens under their own salt, pseudonyms under a key ``derive``d from one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import fcntl
 import hashlib
 import hmac
 import json
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
-import orjson
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from itsdangerous import BadSignature, URLSafeSerializer
 
-from coinslot.errors import ConfigurationError, UnlockTokenExpired, UnlockTokenInvalid
+from coinslot.errors import ConfigurationError, Unauthorized, UnlockTokenExpired, UnlockTokenInvalid
+from coinslot.keyring import ALGORITHM, KeyRing, PendingToken, b64url
 from coinslot.signer import SigningProcess
 
-ALGORITHM = "EdDSA"
 CLAIMS = ("iss", "aud", "sub", "jti", "iat", "exp", "livemode", "wlt")
 # Tokens are checked on other hosts than the one that issued them; their clocks may differ.
 CLOCK_SKEW_S = 30
@@ -37,78 +43,12 @@ MIN_PSEUDONYM_SECRET_BYTES = 32
 PSEUDONYM_CHARS = 22  # 132 bits of the HMAC
 # Pseudonyms remembered, so the readers active now skip the HMAC (~3 µs) on every unlock.
 PSEUDONYMS_KEPT = 50_000
-
-# UTC with microseconds: sorts as it ages, so the newest file is the signer without metadata.
-KID_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+VERIFIED_CACHE_SIZE = 100_000  # wallet tokens remembered as verified, per worker (~25 MB at most)
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _compact_json(obj: dict[str, Any]) -> bytes:
-    # JSON without spaces, as PyJWT writes it; orjson is ~15x faster than json on the unlock path.
-    return orjson.dumps(obj)
-
-
-def _public_bytes(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _thumbprint(key: Ed25519PrivateKey) -> str:
-    """RFC 7638 thumbprint: the same key gives the same kid on every host."""
-    canonical = json.dumps(
-        {"crv": "Ed25519", "kty": "OKP", "x": _b64url(_public_bytes(key))}, separators=(",", ":"), sort_keys=True
-    )
-    return _b64url(hashlib.sha256(canonical.encode()).digest())
-
-
-def _kid_time(kid: str) -> datetime:
-    return datetime.strptime(kid, KID_FORMAT).replace(tzinfo=UTC)
-
-
-def _new_kid(after: str | None) -> str:
-    now = datetime.now(UTC)
-    if after is not None:
-        # Two keys in one microsecond, or a clock set back, must still sort after the signer.
-        now = max(now, _kid_time(after) + timedelta(microseconds=1))
-    return now.strftime(KID_FORMAT)
-
-
-def _read_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise ConfigurationError(f"unlock key file {path}: cannot read it ({exc.strerror})") from exc
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigurationError(f"unlock key file {path} is not an unencrypted PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(f"unlock key file {path} holds a {type(key).__name__}, not an Ed25519 private key")
-    return key
-
-
-def _write_key(keys_dir: Path, kid: str, key: Ed25519PrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = keys_dir / f".unlock-{kid}.pem.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
-        file.flush()
-        os.fsync(file.fileno())
-    # Renamed into place complete, so a crash never leaves a half-written key to fail start-up.
-    os.replace(tmp, keys_dir / f"unlock-{kid}.pem")
-
-
-def _read_dir(keys_dir: Path) -> list[tuple[str, Ed25519PrivateKey]]:
-    keys = []
-    for path in keys_dir.glob("unlock-*.pem"):
-        kid = path.name.removeprefix("unlock-").removesuffix(".pem")
-        try:
-            _kid_time(kid)
-        except ValueError as exc:
-            raise ConfigurationError(f"unlock key file {path}: name is not unlock-<{KID_FORMAT}>.pem") from exc
-        keys.append((kid, _read_key(path)))
-    return sorted(keys, key=lambda pair: pair[0])
+def derive(secret: bytes, purpose: str) -> bytes:
+    """A separate key per purpose, so one use can never be replayed as another."""
+    return hmac.new(secret, b"coinslot:" + purpose.encode(), hashlib.sha256).digest()
 
 
 def _unverified_kid(token: str) -> object:
@@ -122,162 +62,6 @@ def _unverified_kid(token: str) -> object:
     except ValueError as exc:  # binascii, Unicode and JSON errors all derive from it
         raise UnlockTokenInvalid("token header is not base64url JSON") from exc
     return header.get("kid") if isinstance(header, dict) else None
-
-
-@contextmanager
-def _locked(data_dir: Path) -> Iterator[Path]:
-    """The keys directory, created 0700, held exclusively so two processes never both make a first key."""
-    keys_dir = data_dir / "keys"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        keys_dir.mkdir(mode=0o700)
-        os.chmod(keys_dir, 0o700)  # mkdir's mode is filtered by the umask
-    except FileExistsError:
-        pass
-    fd = os.open(keys_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield keys_dir
-    finally:
-        os.close(fd)
-
-
-class PendingToken:
-    """A token whose signature is on its way; ``await pending.token()`` gives the compact JWS.
-
-    Dropping one unawaited is fine: the signature is then made and thrown away.
-    """
-
-    __slots__ = ("_signing_input", "_signature")
-
-    def __init__(self, signing_input: str, signature: asyncio.Future[bytes]) -> None:
-        self._signing_input = signing_input
-        self._signature = signature
-
-    async def token(self) -> str:
-        return self._signing_input + "." + _b64url(await self._signature)
-
-
-class KeyRing:
-    """Ed25519 signing keys, oldest first: the newest signs, all are published."""
-
-    def __init__(self, keys: Sequence[tuple[str, Ed25519PrivateKey]], *, from_files: bool = False) -> None:
-        if not keys:
-            raise ConfigurationError("an unlock key ring needs at least one key")
-        kids = [kid for kid, _ in keys]
-        if len(set(kids)) != len(kids):
-            raise ConfigurationError(f"unlock keys repeat a kid: {kids}")
-        self._from_files = from_files
-        self._set(list(keys))
-
-    def _set(self, keys: list[tuple[str, Ed25519PrivateKey]]) -> None:
-        public = {kid: key.public_key() for kid, key in keys}
-        jwks = [
-            {
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "x": _b64url(_public_bytes(key)),
-                "kid": kid,
-                "alg": ALGORITHM,
-                "use": "sig",
-            }
-            for kid, key in keys
-        ]
-        kid, key = keys[-1]
-        # kid, key and the JWS header naming the kid travel as one tuple, so an issue() racing a
-        # rotate() never pairs a kid with another key.
-        header = _b64url(_compact_json({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}))
-        raw = key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        self._signing = (kid, key, header, raw)
-        self._keys, self._public, self._jwks = keys, public, jwks
-
-    @classmethod
-    def load(cls, data_dir: Path, key_files: Sequence[Path] = ()) -> KeyRing:
-        """Configured PEM files (oldest first), else ``data_dir/keys``, creating one key on first run."""
-        if key_files:
-            keys = [(_thumbprint(key), key) for key in map(_read_key, key_files)]
-            return cls(keys, from_files=True)
-        with _locked(data_dir) as keys_dir:
-            keys = _read_dir(keys_dir)
-            if not keys:
-                keys = [(_new_kid(None), Ed25519PrivateKey.generate())]
-                _write_key(keys_dir, *keys[0])
-        return cls(keys)
-
-    @classmethod
-    def generate(cls) -> KeyRing:
-        return cls([(_new_kid(None), Ed25519PrivateKey.generate())])
-
-    @property
-    def kid(self) -> str:
-        return self._signing[0]
-
-    @property
-    def signer(self) -> tuple[str, Ed25519PrivateKey]:
-        return self._signing[:2]
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        """A compact JWS (RFC 7515) of ``claims`` under the current key, its kid in the header.
-
-        Built here rather than by jwt.encode, which spends ~20 µs per token (measured on the
-        bench machine, beside a ~45 µs signature) re-encoding the same header; PyJWT verifies it.
-        """
-        _kid, key, header, _raw = self._signing
-        signing_input = header + "." + _b64url(_compact_json(claims))
-        return signing_input + "." + _b64url(key.sign(signing_input.encode("ascii")))
-
-    def sign_beside(self, claims: dict[str, Any], signer: SigningProcess | None) -> PendingToken:
-        """As ``sign``, started now and awaited later; by ``signer``'s child process when there is one."""
-        _kid, key, header, raw = self._signing
-        signing_input = header + "." + _b64url(_compact_json(claims))
-        data = signing_input.encode("ascii")
-        if signer is not None:
-            return PendingToken(signing_input, signer.sign(raw, key, data))
-        signature: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        signature.set_result(key.sign(data))
-        return PendingToken(signing_input, signature)
-
-    def public_key(self, kid: str) -> Ed25519PublicKey | None:
-        return self._public.get(kid)
-
-    def jwks(self) -> dict[str, Any]:
-        return {"keys": [dict(jwk) for jwk in self._jwks]}
-
-    def rotate(self, data_dir: Path) -> str:
-        """Write a new key to ``data_dir/keys`` that signs from now on; older keys stay published.
-
-        Other processes serving from the same directory pick it up when they restart.
-        """
-        if self._from_files:
-            raise ConfigurationError("unlock keys come from configured files; rotate by appending a new file")
-        with _locked(data_dir) as keys_dir:
-            kid, key = _new_kid(self.kid), Ed25519PrivateKey.generate()
-            _write_key(keys_dir, kid, key)
-        self._set([*self._keys, (kid, key)])
-        return kid
-
-    def prune(self, data_dir: Path, older_than_s: int, *, now_s: float | None = None) -> list[str]:
-        """Delete keys retired more than ``older_than_s`` ago; pass at least the token TTL.
-
-        A key retires when its successor is created, and tokens it signed live at most a TTL
-        beyond that, so once ``older_than_s`` >= TTL has passed none of them can still verify.
-        """
-        if self._from_files:
-            raise ConfigurationError("unlock keys come from configured files; prune by removing a file")
-        if older_than_s <= 0:
-            raise ValueError(f"older_than_s={older_than_s} must be > 0")
-        now = datetime.now(UTC) if now_s is None else datetime.fromtimestamp(now_s, UTC)
-        cutoff = now - timedelta(seconds=older_than_s)
-        retired = [
-            kid for (kid, _), (successor, _) in zip(self._keys, self._keys[1:]) if _kid_time(successor) <= cutoff
-        ]
-        with _locked(data_dir) as keys_dir:
-            for kid in retired:
-                (keys_dir / f"unlock-{kid}.pem").unlink(missing_ok=True)
-        self._set([(kid, key) for kid, key in self._keys if kid not in retired])
-        return retired
 
 
 class UnlockTokens:
@@ -317,7 +101,7 @@ class UnlockTokens:
         digest = hmac.digest(self._pseudonym_secret, f"{site}\x00{wallet_id}".encode(), "sha256")
         if len(self._pseudonyms) >= PSEUDONYMS_KEPT:
             self._pseudonyms.clear()  # a reader's next token costs one HMAC again: cheaper than an LRU
-        pseudonym = self._pseudonyms[site, wallet_id] = _b64url(digest)[:PSEUDONYM_CHARS]
+        pseudonym = self._pseudonyms[site, wallet_id] = b64url(digest)[:PSEUDONYM_CHARS]
         return pseudonym
 
     def claims(
@@ -404,3 +188,45 @@ class UnlockTokens:
         if claims["livemode"] is not self.livemode:
             raise UnlockTokenInvalid(f"token livemode is {claims['livemode']!r}, this server's is {self.livemode}")
         return claims
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRef:
+    """Who a verified wallet token names: the wallet and the generation it was issued for."""
+
+    wallet_id: str
+    generation: int
+
+
+class WalletTokens:
+    """Signs wallet tokens with itsdangerous; the last secret signs, all of them verify."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        if not secrets:
+            raise ValueError("WalletTokens needs at least one secret")
+        self._serializer = URLSafeSerializer(list(secrets), salt="coinslot.wallet-token")
+        self._verified: dict[str, WalletRef] = {}
+
+    def sign(self, ref: WalletRef) -> str:
+        return self._serializer.dumps([ref.wallet_id, ref.generation])
+
+    def verify(self, token: str) -> WalletRef:
+        # A signature check costs more than the rest of an unlock's Python; a token that
+        # verified once stays valid (generations are checked in Redis), so remember it.
+        ref = self._verified.get(token)
+        if ref is not None:
+            return ref
+        ref = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = ref
+        return ref
+
+    def _verify(self, token: str) -> WalletRef:
+        try:
+            wallet_id, generation = self._serializer.loads(token)
+        except (BadSignature, ValueError, TypeError) as exc:
+            raise Unauthorized("wallet token is not valid (bad signature or format)") from exc
+        if not isinstance(wallet_id, str) or not isinstance(generation, int):
+            raise Unauthorized("wallet token is not valid (bad payload)")
+        return WalletRef(wallet_id, generation)

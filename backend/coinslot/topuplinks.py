@@ -14,7 +14,7 @@ from typing import Any
 from itsdangerous import URLSafeTimedSerializer
 
 from coinslot.ids import new_id
-from coinslot.wallets import WalletRef
+from coinslot.tokens import WalletRef
 
 LINK_MAX_AGE_S = 15 * 60
 

@@ -21,7 +21,8 @@ from coinslot.ids import new_id
 from coinslot.metrics import ALERTS, CREDITED_MINOR_UNITS, CREDITS
 from coinslot.payments import Payments, SessionReport
 from coinslot.store import Store
-from coinslot.wallets import WalletRef, check_wallet
+from coinslot.tokens import WalletRef
+from coinslot.wallets import check_wallet
 
 log = logging.getLogger("coinslot.topups")
 

@@ -33,9 +33,9 @@ from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import UNLOCKS
 from coinslot.store import Script, Store
-from coinslot.tokens import UnlockTokens
+from coinslot.tokens import UnlockTokens, WalletRef
 from coinslot.topuplinks import TopupLinks
-from coinslot.wallets import WalletRef, item_standing
+from coinslot.wallets import item_standing
 
 
 class Unlocked(NamedTuple):

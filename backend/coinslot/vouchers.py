@@ -25,7 +25,8 @@ from coinslot.errors import (
 )
 from coinslot.metrics import CREDITED_MINOR_UNITS, CREDITS
 from coinslot.store import Store
-from coinslot.wallets import WalletRef, check_wallet
+from coinslot.tokens import WalletRef
+from coinslot.wallets import check_wallet
 
 CODE = re.compile(r"^[A-Z0-9]{6,40}\Z")
 MAX_VOUCHER = 100 * MAX_PRICE  # minor units

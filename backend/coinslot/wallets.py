@@ -1,4 +1,4 @@
-"""Guest wallets: anonymous balances in one currency, and the tokens that carry them."""
+"""Guest wallets: anonymous balances in one currency. The tokens that carry them are tokens.py's."""
 
 from __future__ import annotations
 
@@ -7,59 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
-
 from coinslot import ratelimit
 from coinslot import store as keys
-from coinslot.errors import Unauthorized, UnknownWallet
+from coinslot.errors import UnknownWallet
 from coinslot.ids import new_id
 from coinslot.money import check_currency
 from coinslot.store import Store
+from coinslot.tokens import WalletRef
 
 RECENT_LEDGER_LINES = 20
-VERIFIED_CACHE_SIZE = 100_000  # wallet tokens remembered as verified, per worker (~25 MB at most)
-
-
-@dataclass(frozen=True, slots=True)
-class WalletRef:
-    """Who a verified wallet token names: the wallet and the generation it was issued for."""
-
-    wallet_id: str
-    generation: int
-
-
-class WalletTokens:
-    """Signs wallet tokens with itsdangerous; the last secret signs, all of them verify."""
-
-    def __init__(self, secrets: Sequence[bytes]) -> None:
-        if not secrets:
-            raise ValueError("WalletTokens needs at least one secret")
-        self._serializer = URLSafeSerializer(list(secrets), salt="coinslot.wallet-token")
-        self._verified: dict[str, WalletRef] = {}
-
-    def sign(self, ref: WalletRef) -> str:
-        return self._serializer.dumps([ref.wallet_id, ref.generation])
-
-    def verify(self, token: str) -> WalletRef:
-        # A signature check costs more than the rest of an unlock's Python; a token that
-        # verified once stays valid (generations are checked in Redis), so remember it.
-        ref = self._verified.get(token)
-        if ref is not None:
-            return ref
-        ref = self._verify(token)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = ref
-        return ref
-
-    def _verify(self, token: str) -> WalletRef:
-        try:
-            wallet_id, generation = self._serializer.loads(token)
-        except (BadSignature, ValueError, TypeError) as exc:
-            raise Unauthorized("wallet token is not valid (bad signature or format)") from exc
-        if not isinstance(wallet_id, str) or not isinstance(generation, int):
-            raise Unauthorized("wallet token is not valid (bad payload)")
-        return WalletRef(wallet_id, generation)
 
 
 async def create_wallet(

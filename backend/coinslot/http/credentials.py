@@ -1,5 +1,8 @@
 """Who is asking: a wallet (Bearer token or the card's cookie) or a publisher (secret key).
 
+This module only finds the credential and hands it on: a wallet token to tokens.py, which
+verifies it, a secret key to catalog.authenticate.
+
 The cookie belongs to the card's iframe on the backend's own origin. It is honoured only
 on same-origin requests, as the browser itself reports them in ``Sec-Fetch-Site`` (which a
 page cannot forge), so no publisher page can spend a reader's wallet through it.
@@ -17,7 +20,7 @@ from coinslot.catalog import Site
 from coinslot.errors import NotFound, Unauthorized
 from coinslot.http.context import services
 from coinslot.services import Services
-from coinslot.wallets import WalletRef
+from coinslot.tokens import WalletRef
 
 COOKIE = "coinslot_wallet"
 COOKIE_MAX_AGE = 400 * 24 * 60 * 60  # the longest lifetime Chromium keeps, in seconds
