@@ -35,7 +35,8 @@ from coinslot.http.problems import (
 )
 from coinslot.http.routes import API, routes
 from coinslot.keyring import KeyRing
-from coinslot.payments import Payments, from_settings
+from coinslot.payments import Payments
+from coinslot.payments.choice import from_settings
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess

@@ -213,7 +213,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if report.clean else 1
     if settings.payments != "stripe":
         raise ConfigurationError("reconcile --stripe needs Stripe configured (COINSLOT_STRIPE_SECRET_KEY)")
-    from coinslot.payments import from_settings
+    from coinslot.payments.choice import from_settings
 
     async def work(store: Store) -> tuple[dict[str, Any], ledger.Report]:
         provider = from_settings(settings, settings.public_url or "http://127.0.0.1:8000")

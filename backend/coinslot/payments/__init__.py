@@ -1,17 +1,15 @@
 """Ways money enters a wallet from outside: the built-in test checkout, and Stripe.
 
 A provider turns what it knows into the plain reports below, so the domain modules
-(``topups``, ``chargebacks``) never see a provider's own objects.
+(``topups``, ``chargebacks``) never see a provider's own objects. Which provider a
+deployment uses is ``payments/choice.py``'s answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from coinslot.settings import Settings
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +103,3 @@ class Payments(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def from_settings(settings: Settings, public_url: str) -> Payments:
-    """The provider the settings choose (``COINSLOT_PAYMENTS``)."""
-    if settings.payments == "stripe":
-        from coinslot.payments.stripe import StripeCheckout
-
-        return StripeCheckout.from_settings(settings, public_url)
-    from coinslot.payments.testmode import BuiltinCheckout
-
-    return BuiltinCheckout(public_url)
