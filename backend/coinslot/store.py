@@ -1,4 +1,4 @@
-"""Redis access: the connection, the key layout and the Lua scripts.
+"""Redis access: the connection and the key layout (the Lua scripts are in ``coinslot.scripts``).
 
 Every key that holds a wallet's money of record carries the hash tag ``{w:<id>}`` so one
 script can touch all of them on Redis Cluster; sites carry ``{s:<id>}``, vouchers
@@ -8,18 +8,16 @@ script can touch all of them on Redis Cluster; sites carry ``{s:<id>}``, voucher
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import NoScriptError
 
 from coinslot.errors import ConfigurationError
 from coinslot.pipe import ScriptPipe
+from coinslot.scripts import SCRIPTS, Script
 
 AnyRedis = Redis | RedisCluster
 
@@ -28,9 +26,6 @@ AnyRedis = Redis | RedisCluster
 # URL that names socket_timeout or socket_connect_timeout in its query keeps its own value.
 COMMAND_TIMEOUT_S = 5.0
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": COMMAND_TIMEOUT_S, "socket_connect_timeout": COMMAND_TIMEOUT_S}
-
-SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback")
-
 
 # Keys -------------------------------------------------------------------------------
 
@@ -117,24 +112,6 @@ def address_salt_key(day: int) -> str:
 
 
 CATALOG_CHANNEL = "coinslot:catalog"
-
-
-# Scripts ----------------------------------------------------------------------------
-
-
-class Script:
-    """A Lua script run by EVALSHA, loaded on first NOSCRIPT (e.g. after a failover)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = resources.files("coinslot").joinpath("lua", name + ".lua").read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-    async def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)
 
 
 class Store:

@@ -27,7 +27,8 @@ from coinslot.errors import (
 )
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
-from coinslot.store import Script, Store
+from coinslot.scripts import Script
+from coinslot.store import Store
 from coinslot.wallets import WalletRef
 
 
