@@ -15,8 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from coinslot import secretfiles
-from coinslot import store as keys
+from coinslot import keyspace, secretfiles
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
@@ -37,7 +36,7 @@ from coinslot.payments import Payments, from_settings
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
-from coinslot.store import AnyRedis, Store, connect
+from coinslot.store import COMMAND_TIMEOUT_S, AnyRedis, Store, connect
 from coinslot.tokens import KeyRing, UnlockTokens
 from coinslot.wallets import WalletTokens
 
@@ -79,7 +78,7 @@ async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog, subscribed:
     while True:
         try:
             async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(keys.CATALOG_CHANNEL)
+                await pubsub.subscribe(keyspace.CATALOG_CHANNEL)
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         catalog.invalidate(message["data"])
@@ -162,7 +161,7 @@ def create_app(
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))
         # Serve only once changes are heard; if Redis cannot confirm in time, cached entries still expire.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(subscribed.wait(), keys.COMMAND_TIMEOUT_S)
+            await asyncio.wait_for(subscribed.wait(), COMMAND_TIMEOUT_S)
         # What start-up built lives as long as the app; keep it out of every later collection.
         gc.collect()
         gc.freeze()

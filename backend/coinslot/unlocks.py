@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.catalog import Catalog, Item, Site
 from coinslot.errors import (
     CurrencyMismatch,
@@ -61,7 +61,7 @@ async def _take_tab_quota(store: Store, site: Site, wallet_id: str, address: str
 
     ``address`` is the client address's pseudonym (coinslot.addresses), never the address itself.
     """
-    key = keys.tab_quota_key(site.id, address, site_day(site, now_ms))
+    key = keyspace.tab_quota_key(site.id, address, site_day(site, now_ms))
     # Rare (a wallet's first tab on a site), so it runs on its own rather than in the unlock batch.
     return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
@@ -104,8 +104,8 @@ def script_args(
             "item": item.id,
             "currency": site.currency,
             "postings": [
-                {"account": "wallet:" + wallet.wallet_id, "amount": -price},
-                {"account": f"site:{site.id}:revenue", "amount": price},
+                {"account": keyspace.wallet_account(wallet.wallet_id), "amount": -price},
+                {"account": keyspace.site_revenue_account(site.id), "amount": price},
             ],
         }
     )[1:]
@@ -151,7 +151,7 @@ async def unlock(
     """
     hit = catalog.cached(site_id, item_id)
     site, item = hit if hit is not None else (await catalog.site(site_id), await catalog.item(site_id, item_id))
-    k = keys.wallet_keys(wallet.wallet_id)
+    k = keyspace.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
     purchase_id = purchase_id or new_purchase_id()
     args = script_args(

@@ -9,7 +9,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.errors import Unauthorized, UnknownWallet
 from coinslot.ids import new_id
 from coinslot.money import check_currency
@@ -64,17 +64,17 @@ class WalletTokens:
 async def create_wallet(store: Store, *, currency: str, now_ms: int) -> WalletRef:
     currency = check_currency(currency)
     wallet_id = new_id("w")
-    k = keys.wallet_keys(wallet_id)
+    k = keyspace.wallet_keys(wallet_id)
     await store.redis.hset(
         k.wallet, mapping={"currency": currency, "balance": 0, "gen": 1, "seq": 0, "created_ms": now_ms}
     )
-    await store.redis.sadd(keys.WALLET_INDEX, wallet_id)
+    await store.redis.sadd(keyspace.WALLET_INDEX, wallet_id)
     return WalletRef(wallet_id, 1)
 
 
 async def check_wallet(store: Store, ref: WalletRef) -> str:
     """The wallet's currency, if the wallet exists and the token's generation is current."""
-    currency, gen = await store.redis.hmget(keys.wallet_key(ref.wallet_id), ["currency", "gen"])
+    currency, gen = await store.redis.hmget(keyspace.wallet_key(ref.wallet_id), ["currency", "gen"])
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
     return str(currency)
@@ -82,7 +82,7 @@ async def check_wallet(store: Store, ref: WalletRef) -> str:
 
 async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
     """Balance, receipts and recent ledger lines, as the reader may see them."""
-    k = keys.wallet_keys(ref.wallet_id)
+    k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.wallet, ["currency", "balance", "gen", "frozen"])
         pipe.hvals(k.purchases)
@@ -91,10 +91,11 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
     receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
+    account = keyspace.wallet_account(ref.wallet_id)
     lines = []
     for raw in reversed(ledger):
         entry = json.loads(raw)
-        own = sum(p["amount"] for p in entry["postings"] if p["account"] == "wallet:" + ref.wallet_id)
+        own = sum(p["amount"] for p in entry["postings"] if p["account"] == account)
         lines.append(
             {
                 "at": entry["at"],
@@ -126,10 +127,10 @@ class ItemStanding:
 
 async def item_standing(store: Store, ref: WalletRef, site_id: str, item_id: str) -> ItemStanding:
     """Balance and ownership of one item in one round trip, for the card a reader sees."""
-    k = keys.wallet_keys(ref.wallet_id)
+    k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.wallet, ["currency", "balance", "gen"])
-        pipe.hget(k.owned, site_id + "\t" + item_id)
+        pipe.hget(k.owned, keyspace.owned_field(site_id, item_id))
         (currency, balance, gen), owned = await pipe.execute()
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from coinslot import catalog, ledger, vouchers
+from coinslot import catalog, keyspace, ledger, vouchers
 from coinslot.errors import InvalidQuery
 from coinslot.http.credentials import require_site
 from coinslot.http.problems import read_json
@@ -64,10 +64,10 @@ async def create_voucher(request: Request) -> Response:
 def _for_publisher(svc: Services, site_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """A ledger entry with the wallet replaced by its per-site pseudonym."""
     wallet_id = entry.pop("wallet")
-    alias = "wallet:" + svc.unlock_tokens.pseudonym(site_id, wallet_id)
+    alias = keyspace.wallet_account(svc.unlock_tokens.pseudonym(site_id, wallet_id))
     entry["wallet"] = alias
     entry["postings"] = [
-        {**p, "account": alias} if p["account"] == "wallet:" + wallet_id else p for p in entry["postings"]
+        {**p, "account": alias} if p["account"] == keyspace.wallet_account(wallet_id) else p for p in entry["postings"]
     ]
     entry.pop("balance", None)  # the reader's balance is not the publisher's business
     return entry
@@ -94,13 +94,13 @@ async def stats(request: Request) -> Response:
     per_item: dict[str, dict[str, int]] = defaultdict(lambda: {"unlocks": 0, "revenue": 0})
     async for entry in ledger.site_entries(svc.store, site.id):
         for p in entry["postings"]:
-            if p["account"] == f"site:{site.id}:revenue":
+            if p["account"] == keyspace.site_revenue_account(site.id):
                 revenue += p["amount"]
                 if entry["kind"] == "unlock":
                     unlocks += 1
                     per_item[entry["item"]]["unlocks"] += 1
                     per_item[entry["item"]]["revenue"] += p["amount"]
-            elif p["account"] == f"site:{site.id}:promotions":
+            elif p["account"] == keyspace.site_promotions_account(site.id):
                 promotions += p["amount"]
     return JSONResponse(
         {

@@ -12,8 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from coinslot import catalog
-from coinslot import store as keys
+from coinslot import catalog, keyspace
 from coinslot.catalog import Site
 from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
@@ -70,8 +69,8 @@ async def offers(request: Request) -> Response:
     ref = optional_wallet(request)
     owned: dict[str, bool] = {}
     if ref is not None:
-        fields = [site.id + "\t" + n for n in names]
-        values = await svc.store.redis.hmget(keys.wallet_keys(ref.wallet_id).owned, fields)
+        fields = [keyspace.owned_field(site.id, n) for n in names]
+        values = await svc.store.redis.hmget(keyspace.wallet_keys(ref.wallet_id).owned, fields)
         owned = {n: v is not None for n, v in zip(names, values, strict=True)}
     out: list[dict[str, Any]] = []
     for name in names:

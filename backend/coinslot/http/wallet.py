@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coinslot import catalog, ratelimit, topups, unlocks, vouchers, wallets
+from coinslot import catalog, keyspace, ratelimit, topups, unlocks, vouchers, wallets
 from coinslot.errors import InsufficientFunds
 from coinslot.http.credentials import client_address, require_wallet, set_wallet_cookie, uses_cookie
 from coinslot.http.problems import PrivateJSONResponse, read_json
@@ -29,7 +29,7 @@ async def create_wallet(request: Request) -> Response:
     address = await client_address(request, now_ms)
     await ratelimit.hit(
         svc.store,
-        f"wallets:{address}",
+        keyspace.new_wallets_bucket(address),
         limit=svc.settings.wallets_per_ip_per_hour,
         window_s=3600,
         now_ms=now_ms,
@@ -161,7 +161,7 @@ async def redeem_voucher(request: Request) -> Response:
     now_ms = svc.clock.now_ms()
     # Guessing codes must be slow: every try is counted before it is checked, in one atomic
     # step, so parallel guesses cannot slip past the limit; only a credited code is uncounted.
-    bucket = f"redeem-tries:{await client_address(request, now_ms)}"
+    bucket = keyspace.redeem_tries_bucket(await client_address(request, now_ms))
     await ratelimit.hit(
         svc.store,
         bucket,
