@@ -10,8 +10,6 @@ refund debited twice or given back (``refund-failed``) twice, before its debit o
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -20,8 +18,6 @@ from typing import Any
 
 from coinslot import keyspace
 from coinslot.store import Store
-
-CSV_FIELDS = ("at", "wallet", "seq", "kind", "ref", "site", "item", "currency", "account", "amount")
 
 
 @dataclass
@@ -146,24 +142,3 @@ async def reconcile(store: Store) -> Report:
         wallet, entries = await _load(store, wallet_id)
         check_wallet(wallet_id, wallet, entries, report)
     return report
-
-
-async def site_entries(store: Store, site_id: str) -> AsyncIterator[dict[str, Any]]:
-    """Every ledger entry that moves money to or from ``site_id``, one wallet at a time."""
-    prefix = keyspace.site_accounts_prefix(site_id)
-    async for wallet_id in wallet_ids(store):
-        for raw in await store.redis.lrange(keyspace.wallet_keys(wallet_id).ledger, 0, -1):
-            entry = json.loads(raw)
-            if any(p["account"].startswith(prefix) for p in entry["postings"]):
-                yield {"wallet": wallet_id, **entry}
-
-
-def csv_rows(entries: list[dict[str, Any]]) -> str:
-    """One CSV row per posting, so a spreadsheet can sum any account."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for entry in entries:
-        for p in entry["postings"]:
-            writer.writerow({**entry, "account": p["account"], "amount": p["amount"]})
-    return out.getvalue()
