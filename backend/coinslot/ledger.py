@@ -6,6 +6,7 @@ go back there — and ``topup:disputes``; all named in ``coinslot.keyspace``), s
 the accounts of sites and of the payment clearing are derived by summing wallet entries.
 ``reconcile`` replays every wallet and reports any difference from the stored balances, and any
 refund debited twice or given back (``refund-failed``) twice, before its debit or by another amount.
+What a publisher sees of the ledger (its export and stats) is in ``coinslot.statements``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixed-window rate limits kept in Redis, shared by every worker."""
+"""Fixed-window rate limits kept in Redis, shared by every worker; buckets are named in ``coinslot.keyspace``."""
 
 from __future__ import annotations
 
