@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 
 from coinslot import catalog, unlocks, vouchers, wallets
-from coinslot import store as keys
+from coinslot import keyspace as keys
 from coinslot.catalog import Catalog
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect

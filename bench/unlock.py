@@ -46,7 +46,7 @@ from typing import Any
 
 import redis
 
-from coinslot import catalog, ledger, vouchers, wallets
+from coinslot import catalog, keyspace, ledger, vouchers, wallets
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
 from coinslot.tokens import WalletRef, WalletTokens
@@ -283,7 +283,7 @@ def command_calls(r: redis.Redis) -> dict[str, int]:
 def ledger_lengths(r: redis.Redis, refs: Sequence[WalletRef]) -> int:
     pipe = r.pipeline(transaction=False)
     for ref in refs:
-        pipe.llen("{w:" + ref.wallet_id + "}:led")
+        pipe.llen(keyspace.wallet_keys(ref.wallet_id).ledger)
     return sum(pipe.execute())
 
 
@@ -509,7 +509,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
 def min_balance(r: redis.Redis, refs: Sequence[WalletRef]) -> int:
     pipe = r.pipeline(transaction=False)
     for ref in refs:
-        pipe.hget("{w:" + ref.wallet_id + "}", "balance")
+        pipe.hget(keyspace.wallet_key(ref.wallet_id), "balance")
     return min(int(b) for b in pipe.execute())
 
 

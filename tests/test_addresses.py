@@ -9,7 +9,8 @@ import pytest
 
 from coinslot.addresses import DAY_MS, SALT_TTL_S, Addresses
 from coinslot.clock import FrozenClock
-from coinslot.store import Store, address_salt_key
+from coinslot.keyspace import address_salt_key
+from coinslot.store import Store
 
 from api import Api, auth
 

@@ -12,7 +12,8 @@ import pytest
 from coinslot import catalog
 from coinslot.clock import FrozenClock
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, UnknownItem, UnknownSite
-from coinslot.store import CATALOG_CHANNEL, Store, connect
+from coinslot.keyspace import CATALOG_CHANNEL
+from coinslot.store import Store, connect
 
 from conftest import unique
 

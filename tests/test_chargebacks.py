@@ -14,8 +14,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from coinslot import keyspace as keys
 from coinslot import ledger
-from coinslot import store as keys
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
 

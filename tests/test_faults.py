@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from coinslot import catalog, ledger
-from coinslot import store as keys
+from coinslot import keyspace as keys
 from coinslot.clock import FrozenClock
 from coinslot.embedded import EmbeddedRedis
 from coinslot.keyring import KeyRing

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from coinslot import cli, ledger
-from coinslot import store as keys
+from coinslot import keyspace as keys
 from coinslot.clock import FrozenClock
 from coinslot.keyring import KeyRing
 from coinslot.store import Store

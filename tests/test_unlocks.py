@@ -275,7 +275,7 @@ async def test_unlock_needs_a_wallet(client: httpx.AsyncClient) -> None:
 
 async def test_a_rerun_of_the_same_request_reports_what_it_charged(api: Api, store: Store, clock: FrozenClock) -> None:
     """If a reply is lost and the very same script call runs again, it neither charges again nor says 0."""
-    from coinslot import store as keys
+    from coinslot import keyspace as keys
 
     site = await api.site()
     await api.item(site, "a", 30)

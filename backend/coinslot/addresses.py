@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.store import Store
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -34,7 +34,7 @@ class Addresses:
         return hmac.new(salt, address.encode(), hashlib.sha256).hexdigest()[:20]
 
     async def _salt_of(self, day: int) -> bytes:
-        key = keys.address_salt_key(day)
+        key = keyspace.address_salt_key(day)
         while True:
             # The first process to ask on a day draws the key; the others read it.
             await self.store.redis.set(key, secrets.token_hex(32), nx=True, ex=SALT_TTL_S)

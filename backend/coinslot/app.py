@@ -15,8 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from coinslot import keyfiles
-from coinslot import store as keys
+from coinslot import keyfiles, keyspace
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
@@ -40,7 +39,7 @@ from coinslot.payments.choice import from_settings
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
-from coinslot.store import AnyRedis, Store, connect
+from coinslot.store import COMMAND_TIMEOUT_S, AnyRedis, Store, connect
 from coinslot.tokens import UnlockTokens, WalletTokens, derive
 from coinslot.topuplinks import TopupLinks
 from coinslot.unlocks import Unlocks
@@ -83,7 +82,7 @@ async def _follow_catalog_changes(redis: AnyRedis, catalog: Catalog, subscribed:
     while True:
         try:
             async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(keys.CATALOG_CHANNEL)
+                await pubsub.subscribe(keyspace.CATALOG_CHANNEL)
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         catalog.invalidate(message["data"])
@@ -176,7 +175,7 @@ def create_app(
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))
         # Serve only once changes are heard; if Redis cannot confirm in time, cached entries still expire.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(subscribed.wait(), keys.COMMAND_TIMEOUT_S)
+            await asyncio.wait_for(subscribed.wait(), COMMAND_TIMEOUT_S)
         # What start-up built lives as long as the app; keep it out of every later collection.
         gc.collect()
         gc.freeze()

@@ -15,7 +15,7 @@ from typing import Any
 
 import nh3
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, Unauthorized, UnknownItem, UnknownSite
 from coinslot.ids import new_id
 from coinslot.money import check_currency
@@ -159,10 +159,10 @@ async def create_site(
     secret_key = "sk_" + secrets.token_urlsafe(32)
     digest = secret_digest(secret_key)
     r = store.redis
-    if not await r.hsetnx(keys.site_key(site_id), "name", site.name):
+    if not await r.hsetnx(keyspace.site_key(site_id), "name", site.name):
         raise DuplicateCode(f"site {site_id} already exists")
     await r.hset(
-        keys.site_key(site_id),
+        keyspace.site_key(site_id),
         mapping={
             "currency": currency,
             "timezone": timezone,
@@ -174,35 +174,35 @@ async def create_site(
             "secret_digests": json.dumps([[digest, None]]),
         },
     )
-    await r.set(keys.secret_index_key(digest), site_id)
-    await r.sadd(keys.SITE_INDEX, site_id)
-    await r.publish(keys.CATALOG_CHANNEL, site_id)  # workers that cached "unknown" forget it
+    await r.set(keyspace.secret_index_key(digest), site_id)
+    await r.sadd(keyspace.SITE_INDEX, site_id)
+    await r.publish(keyspace.CATALOG_CHANNEL, site_id)  # workers that cached "unknown" forget it
     return site, secret_key
 
 
 async def rotate_secret(store: Store, site_id: str, *, now_ms: int) -> str:
     """Issue a new secret key; earlier ones keep working for 24 hours, then stop."""
     r = store.redis
-    raw = await r.hget(keys.site_key(site_id), "secret_digests")
+    raw = await r.hget(keyspace.site_key(site_id), "secret_digests")
     if raw is None:
         raise UnknownSite(f"site {site_id} does not exist")
     old = [[d, exp] for d, exp in json.loads(raw) if exp is None or exp > now_ms]
     secret_key = "sk_" + secrets.token_urlsafe(32)
     digest = secret_digest(secret_key)
     digests = [[d, exp if exp is not None else now_ms + KEY_OVERLAP_MS] for d, exp in old] + [[digest, None]]
-    await r.hset(keys.site_key(site_id), "secret_digests", json.dumps(digests))
-    await r.set(keys.secret_index_key(digest), site_id)
+    await r.hset(keyspace.site_key(site_id), "secret_digests", json.dumps(digests))
+    await r.set(keyspace.secret_index_key(digest), site_id)
     for d, _exp in old:
-        await r.pexpire(keys.secret_index_key(d), KEY_OVERLAP_MS + 60_000)  # Redis time, not the app clock
+        await r.pexpire(keyspace.secret_index_key(d), KEY_OVERLAP_MS + 60_000)  # Redis time, not the app clock
     return secret_key
 
 
 async def authenticate(store: Store, secret_key: str, *, now_ms: int) -> Site:
     """The site whose secret key this is; ``Unauthorized`` for any unknown or retired key."""
     digest = secret_digest(secret_key)
-    site_id = await store.redis.get(keys.secret_index_key(digest))
+    site_id = await store.redis.get(keyspace.secret_index_key(digest))
     if site_id is not None:
-        h = await store.redis.hgetall(keys.site_key(site_id))
+        h = await store.redis.hgetall(keyspace.site_key(site_id))
         if h:
             for stored, expires in json.loads(h["secret_digests"]):
                 if hmac.compare_digest(stored, digest) and (expires is None or expires > now_ms):
@@ -249,7 +249,7 @@ async def put_item(
         pass_hours=pass_hours or 0,
         has_content=content is not None,
     )
-    ik = keys.item_key(site.id, item_id)
+    ik = keyspace.item_key(site.id, item_id)
     async with store.redis.pipeline(transaction=True) as pipe:
         pipe.delete(ik)
         pipe.hset(
@@ -264,19 +264,19 @@ async def put_item(
                 "updated_ms": now_ms,
             },
         )
-        pipe.sadd(keys.items_index_key(site.id), item_id)
+        pipe.sadd(keyspace.items_index_key(site.id), item_id)
         await pipe.execute()
-    await store.redis.publish(keys.CATALOG_CHANNEL, site.id)
+    await store.redis.publish(keyspace.CATALOG_CHANNEL, site.id)
     return item
 
 
 async def item_content(store: Store, site_id: str, item_id: str) -> str | None:
-    content: str | None = await store.redis.hget(keys.item_key(site_id, item_id), "content")
+    content: str | None = await store.redis.hget(keyspace.item_key(site_id, item_id), "content")
     return content or None
 
 
 async def list_items(store: Store, site_id: str) -> list[str]:
-    return sorted(await store.redis.smembers(keys.items_index_key(site_id)))
+    return sorted(await store.redis.smembers(keyspace.items_index_key(site_id)))
 
 
 class Catalog:
@@ -336,7 +336,7 @@ class Catalog:
             site = hit[1]
         else:
             generation = self._generation.get(site_id, 0)
-            h = await self.store.redis.hgetall(keys.site_key(site_id))
+            h = await self.store.redis.hgetall(keyspace.site_key(site_id))
             site = _site_from_hash(site_id, h) if h else None
             if self._generation.get(site_id, 0) == generation:
                 self._make_room()
@@ -363,7 +363,7 @@ class Catalog:
             fields = ("title", "price", "kind", "pass_hours", "has_content")
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for item_id in missing:
-                    pipe.hmget(keys.item_key(site_id, item_id), fields)
+                    pipe.hmget(keyspace.item_key(site_id, item_id), fields)
                 rows = await pipe.execute()
             keep = self._generation.get(site_id, 0) == generation
             if keep:
@@ -391,8 +391,8 @@ async def set_origins(store: Store, site_id: str, origins: Sequence[str]) -> tup
     parsed = tuple(dict.fromkeys(parse_origin(o) for o in origins))
     if not parsed:
         raise BadRequest("a site needs at least one origin")
-    if not await store.redis.exists(keys.site_key(site_id)):
+    if not await store.redis.exists(keyspace.site_key(site_id)):
         raise UnknownSite(f"site {site_id} does not exist")
-    await store.redis.hset(keys.site_key(site_id), "origins", json.dumps(list(parsed)))
-    await store.redis.publish(keys.CATALOG_CHANNEL, site_id)
+    await store.redis.hset(keyspace.site_key(site_id), "origins", json.dumps(list(parsed)))
+    await store.redis.publish(keyspace.CATALOG_CHANNEL, site_id)
     return parsed

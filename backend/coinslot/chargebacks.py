@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.errors import PaymentNotYetKnown
 from coinslot.metrics import ALERTS, CHARGEBACKS
 from coinslot.payments import ChargeRefunds, DisputeReport, RefundReport
@@ -22,19 +22,19 @@ log = logging.getLogger("coinslot.chargebacks")
 async def _run(
     store: Store, payment_id: str, *, op: str, ref_id: str, amount: int, currency: str, status: str, now_ms: int
 ) -> str:
-    raw = await store.redis.get(keys.payment_key(payment_id))
+    raw = await store.redis.get(keyspace.payment_key(payment_id))
     if raw is None:
         # The session's credit (webhook, return page or reconcile --stripe) has not run yet.
         raise PaymentNotYetKnown(f"payment {payment_id} is not credited here yet; the provider will retry this event")
     wallet_id, topup_id, session_id, stored_amount, stored_currency = raw.split(" ")
-    k = keys.wallet_keys(wallet_id)
+    k = keyspace.wallet_keys(wallet_id)
     result = await store.run(
         "chargeback",
         [k.wallet, k.credited, k.ledger, k.chargebacks],
         [
             now_ms,
             op,
-            "cs:" + session_id,
+            keyspace.checkout_credit_ref(session_id),
             currency,
             stored_amount,
             stored_currency,

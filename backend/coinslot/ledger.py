@@ -2,26 +2,23 @@
 
 Each wallet's list holds entries whose postings name both sides (``wallet:<id>`` and the
 counter account: ``site:<id>:revenue``, ``site:<id>:promotions``, ``topup:clearing`` — refunds
-go back there — and ``topup:disputes``), so
+go back there — and ``topup:disputes``; all named in ``coinslot.keyspace``), so
 the accounts of sites and of the payment clearing are derived by summing wallet entries.
 ``reconcile`` replays every wallet and reports any difference from the stored balances, and any
 refund debited twice or given back (``refund-failed``) twice, before its debit or by another amount.
+What a publisher sees of the ledger (its export and stats) is in ``coinslot.statements``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.store import Store
-
-CSV_FIELDS = ("at", "wallet", "seq", "kind", "ref", "site", "item", "currency", "account", "amount")
 
 
 @dataclass
@@ -46,12 +43,12 @@ class Report:
 
 
 async def wallet_ids(store: Store) -> AsyncIterator[str]:
-    async for wallet_id in store.redis.sscan_iter(keys.WALLET_INDEX, count=500):
+    async for wallet_id in store.redis.sscan_iter(keyspace.WALLET_INDEX, count=500):
         yield wallet_id
 
 
 async def _load(store: Store, wallet_id: str) -> tuple[dict[str, str], list[str]]:
-    k = keys.wallet_keys(wallet_id)
+    k = keyspace.wallet_keys(wallet_id)
     # One script, so a concurrent unlock cannot land between the balance and the list.
     flat, entries = await store.run("snapshot", [k.wallet, k.ledger], [])
     return dict(zip(flat[::2], flat[1::2], strict=True)), entries
@@ -78,7 +75,7 @@ def _parse_entry(raw: str) -> dict[str, Any] | None:
 
 def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str], report: Report) -> None:
     """Replay one wallet's entries against its stored balance; add any problem to ``report``."""
-    account = "wallet:" + wallet_id
+    account = keyspace.wallet_account(wallet_id)
     if not wallet:
         if raw_entries:
             report.problems.append(f"{account}: {len(raw_entries)} ledger entries but no wallet")
@@ -101,7 +98,7 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
         if entry["currency"] != currency:
             report.problems.append(f"{account} entry {seq}: currency {entry['currency']} != {currency}")
         for p in postings:
-            side = "wallets" if p["account"].startswith("wallet:") else p["account"]
+            side = "wallets" if p["account"].startswith(keyspace.WALLET_ACCOUNT_PREFIX) else p["account"]
             report.accounts[side][currency] += p["amount"]
             if p["account"] == account:
                 running += p["amount"]
@@ -130,7 +127,7 @@ def _check_refund(account: str, entry: dict[str, Any], mine: int, refunds: dict[
     if ref in refunds:
         report.problems.append(f"{account} entry {seq}: {kind} {ref} posted more than once")
     elif kind == "refund-failed":
-        debit = refunds.get(ref.removesuffix(":back"))
+        debit = refunds.get(ref.removesuffix(keyspace.GIVE_BACK_SUFFIX))
         if debit is None:
             report.problems.append(f"{account} entry {seq}: {ref} gives back a refund not debited before it")
         elif mine != -debit:
@@ -146,24 +143,3 @@ async def reconcile(store: Store) -> Report:
         wallet, entries = await _load(store, wallet_id)
         check_wallet(wallet_id, wallet, entries, report)
     return report
-
-
-async def site_entries(store: Store, site_id: str) -> AsyncIterator[dict[str, Any]]:
-    """Every ledger entry that moves money to or from ``site_id``, one wallet at a time."""
-    prefix = f"site:{site_id}:"
-    async for wallet_id in wallet_ids(store):
-        for raw in await store.redis.lrange(keys.wallet_keys(wallet_id).ledger, 0, -1):
-            entry = json.loads(raw)
-            if any(p["account"].startswith(prefix) for p in entry["postings"]):
-                yield {"wallet": wallet_id, **entry}
-
-
-def csv_rows(entries: list[dict[str, Any]]) -> str:
-    """One CSV row per posting, so a spreadsheet can sum any account."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for entry in entries:
-        for p in entry["postings"]:
-            writer.writerow({**entry, "account": p["account"], "amount": p["amount"]})
-    return out.getvalue()

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
@@ -19,8 +19,7 @@ from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-if TYPE_CHECKING:
-    from coinslot.store import Script
+from coinslot.scripts import Script
 
 
 def pack(parts: Sequence[str | int | bytes]) -> bytes:

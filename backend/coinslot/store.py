@@ -1,25 +1,21 @@
-"""Redis access: the connection, the key layout and the Lua scripts.
+"""Redis access: the connection (standalone, Sentinel or Cluster) and the Store the domain modules share.
 
-Every key that holds a wallet's money of record carries the hash tag ``{w:<id>}`` so one
-script can touch all of them on Redis Cluster; sites carry ``{s:<id>}``, vouchers
-``{v:<code>}``. Domain modules build keys here and never spell them out themselves.
+Key names are in ``coinslot.keyspace``, the Lua scripts in ``coinslot.scripts``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import NoScriptError
 
 from coinslot.errors import ConfigurationError
 from coinslot.pipe import ScriptPipe
+from coinslot.scripts import SCRIPTS, Script
 
 AnyRedis = Redis | RedisCluster
 
@@ -28,113 +24,6 @@ AnyRedis = Redis | RedisCluster
 # URL that names socket_timeout or socket_connect_timeout in its query keeps its own value.
 COMMAND_TIMEOUT_S = 5.0
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": COMMAND_TIMEOUT_S, "socket_connect_timeout": COMMAND_TIMEOUT_S}
-
-SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback")
-
-
-# Keys -------------------------------------------------------------------------------
-
-
-def wallet_key(wallet_id: str) -> str:
-    return "{w:" + wallet_id + "}"
-
-
-def wallet_keys(wallet_id: str) -> WalletKeys:
-    return WalletKeys(wallet_id)
-
-
-class WalletKeys:
-    __slots__ = ("wallet", "owned", "purchases", "ledger", "credited", "tag")
-
-    def __init__(self, wallet_id: str) -> None:
-        self.tag = tag = "{w:" + wallet_id + "}"
-        self.wallet = tag
-        self.owned = tag + ":own"
-        self.purchases = tag + ":buy"
-        self.ledger = tag + ":led"
-        self.credited = tag + ":cred"
-
-    def idempotency(self, route: str, key: str) -> str:
-        return f"{self.tag}:idem:{route}:{key}"
-
-    def topup(self, topup_id: str) -> str:
-        return f"{self.tag}:tu:{topup_id}"
-
-    @property
-    def chargebacks(self) -> str:
-        return self.tag + ":cb"
-
-
-WALLET_INDEX = "wallets"  # set of every wallet id, for reconcile and exports
-
-
-def site_key(site_id: str) -> str:
-    return "{s:" + site_id + "}"
-
-
-def item_key(site_id: str, item_id: str) -> str:
-    return "{s:" + site_id + "}:item:" + item_id
-
-
-def items_index_key(site_id: str) -> str:
-    return "{s:" + site_id + "}:items"
-
-
-SITE_INDEX = "sites"
-
-
-def secret_index_key(digest: str) -> str:
-    return "sk:" + digest
-
-
-def tab_quota_key(site_id: str, address: str, day: str) -> str:
-    """Wallets that opened a tab on a site from one client address (its pseudonym) on one site day."""
-    return "{s:" + site_id + "}:tabip:" + day + ":" + address
-
-
-def voucher_keys(code: str) -> tuple[str, str]:
-    tag = "{v:" + code + "}"
-    return tag, tag + ":by"
-
-
-def checkout_session_key(session_id: str) -> str:
-    return "checkout:" + session_id
-
-
-def payment_key(payment_id: str) -> str:
-    """The provider's payment (a Stripe PaymentIntent) → the top-up it paid, for refunds and disputes."""
-    return "payment:" + payment_id
-
-
-def provider_check_key(session_id: str) -> str:
-    """Set while the return page has just asked the provider about a session (a short cool-down)."""
-    return "asked:" + session_id
-
-
-def address_salt_key(day: int) -> str:
-    """The random key of one UTC day (days since 1970) under which client addresses are hashed."""
-    return f"addrsalt:{day}"
-
-
-CATALOG_CHANNEL = "coinslot:catalog"
-
-
-# Scripts ----------------------------------------------------------------------------
-
-
-class Script:
-    """A Lua script run by EVALSHA, loaded on first NOSCRIPT (e.g. after a failover)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = resources.files("coinslot").joinpath("lua", name + ".lua").read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-    async def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)
 
 
 class Store:

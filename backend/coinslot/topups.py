@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from coinslot import ratelimit
-from coinslot import store as keys
+from coinslot import keyspace, ratelimit
 from coinslot.errors import IdempotencyKeyReused, NotFound, TopupAmountNotAllowed
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
@@ -27,7 +26,6 @@ from coinslot.wallets import check_wallet
 log = logging.getLogger("coinslot.topups")
 
 SESSION_INDEX_TTL_S = 40 * 24 * 60 * 60  # longer than any provider reports on a session
-TOPUP_CLEARING = "topup:clearing"
 
 
 class Fulfilment(Enum):
@@ -124,7 +122,7 @@ async def create_topup(
     every retry within a day reuses both: one top-up, one checkout. The same key with another
     body raises ``IdempotencyKeyReused``.
     """
-    k = keys.wallet_keys(wallet.wallet_id)
+    k = keyspace.wallet_keys(wallet.wallet_id)
     currency = await check_wallet(store, wallet)
     check_amount(amount, currency, allowed(currency))
     if idempotency is not None:
@@ -138,8 +136,8 @@ async def create_topup(
     if limits is not None:
         # Counted only when a new checkout would open: reopening a prepared link is free.
         for bucket, limit, what in (
-            (f"topups-wallet:{wallet.wallet_id}", limits.per_wallet, "top-up checkouts for this wallet"),
-            (f"topups-ip:{limits.address}", limits.per_ip, "top-up checkouts from this address"),
+            (keyspace.wallet_topups_bucket(wallet.wallet_id), limits.per_wallet, "top-up checkouts for this wallet"),
+            (keyspace.address_topups_bucket(limits.address), limits.per_ip, "top-up checkouts from this address"),
         ):
             await ratelimit.hit(store, bucket, limit=limit, window_s=3600, now_ms=now_ms, what=what)
     session = await payments.create_checkout(
@@ -163,11 +161,11 @@ async def create_topup(
     # requests for one prepared id keep one complete record (both keys share the wallet's slot).
     # A scratch name of its own per request: racing requests may all get the same session back
     # from a provider that honours the idempotency key (Stripe does).
-    scratch = k.topup(topup_id) + ":" + new_id("new")
+    scratch = keyspace.scratch_key(k.topup(topup_id), new_id("new"))
     await store.redis.hset(scratch, mapping=record)
     # The session index first: if the process dies before the rename, an index without a
     # record is harmless, while a record without an index would make a paid session unknown.
-    index = keys.checkout_session_key(session.session_id)
+    index = keyspace.checkout_session_key(session.session_id)
     await store.redis.set(index, f"{wallet.wallet_id} {topup_id}", ex=SESSION_INDEX_TTL_S)
     if await store.redis.renamenx(scratch, k.topup(topup_id)):
         await store.redis.expire(k.topup(topup_id), SESSION_INDEX_TTL_S)  # the ledger keeps the money for good
@@ -184,7 +182,7 @@ async def _claim_key(
     store: Store, wallet: WalletRef, idempotency: Idempotency, topup_id: str, now_ms: int
 ) -> tuple[str, int]:
     """The top-up id and issue time this key stands for: ours if the key is new, else the first request's."""
-    key = keys.wallet_keys(wallet.wallet_id).idempotency("topups", idempotency.key)
+    key = keyspace.wallet_keys(wallet.wallet_id).idempotency("topups", idempotency.key)
     claim = f"{idempotency.digest} {topup_id} {now_ms}"
     if await store.redis.set(key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
         return topup_id, now_ms
@@ -199,18 +197,18 @@ async def _claim_key(
 
 
 async def get_topup(store: Store, wallet: WalletRef, topup_id: str, *, now_ms: int) -> Topup:
-    h = await store.redis.hgetall(keys.wallet_keys(wallet.wallet_id).topup(topup_id))
+    h = await store.redis.hgetall(keyspace.wallet_keys(wallet.wallet_id).topup(topup_id))
     if not h or "url" not in h:
         raise NotFound(f"top-up {topup_id!r} not found for this wallet")
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
 
 
 async def find_session(store: Store, session_id: str, *, now_ms: int) -> Topup | None:
-    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    raw = await store.redis.get(keyspace.checkout_session_key(session_id))
     if raw is None:
         return None
     wallet_id, topup_id = raw.split(" ")
-    h = await store.redis.hgetall(keys.wallet_keys(wallet_id).topup(topup_id))
+    h = await store.redis.hgetall(keyspace.wallet_keys(wallet_id).topup(topup_id))
     return _from_hash(topup_id, wallet_id, h, now_ms) if h and "url" in h else None
 
 
@@ -224,13 +222,13 @@ async def fulfil(
     alerted through the ``coinslot.topups`` logger at ERROR. ``payment_id`` (a Stripe
     PaymentIntent) is remembered so later refunds and disputes find the top-up.
     """
-    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    raw = await store.redis.get(keyspace.checkout_session_key(session_id))
     if raw is None:
         log.error("paid checkout session %s is unknown to this deployment; nothing credited", session_id)
         ALERTS.labels("unknown-session").inc()
         return Fulfilment.UNKNOWN_SESSION
     wallet_id, topup_id = raw.split(" ")
-    k = keys.wallet_keys(wallet_id)
+    k = keyspace.wallet_keys(wallet_id)
     if payment_id:
         # Before the credit, so a refund never meets a credited top-up it cannot trace. Kept for
         # good: disputes may come months later. Only a report the credit accepts names the payment,
@@ -239,12 +237,22 @@ async def fulfil(
         stored = await store.redis.hmget(k.topup(topup_id), ["amount", "currency"])
         if stored == [str(amount), currency]:
             await store.redis.set(
-                keys.payment_key(payment_id), f"{wallet_id} {topup_id} {session_id} {stored[0]} {stored[1]}"
+                keyspace.payment_key(payment_id), f"{wallet_id} {topup_id} {session_id} {stored[0]} {stored[1]}"
             )
     result = await store.run(
         "credit",
         [k.wallet, k.credited, k.ledger, k.topup(topup_id)],
-        [now_ms, "cs:" + session_id, amount, currency, "topup", TOPUP_CLEARING, "", "1", payment_id],
+        [
+            now_ms,
+            keyspace.checkout_credit_ref(session_id),
+            amount,
+            currency,
+            "topup",
+            keyspace.ACCOUNT_TOPUP_CLEARING,
+            "",
+            "1",
+            payment_id,
+        ],
     )
     status = result[0]
     CREDITS.labels("topup", status).inc()
@@ -279,7 +287,9 @@ async def may_ask_provider(store: Store, session_id: str, *, now_ms: int) -> boo
     Reloads and crafted links must not turn our API quota at the provider into anyone's tool:
     one question per session per interval, however many requests come.
     """
-    took = await store.redis.set(keys.provider_check_key(session_id), now_ms, nx=True, px=PROVIDER_CHECK_INTERVAL_MS)
+    took = await store.redis.set(
+        keyspace.provider_check_key(session_id), now_ms, nx=True, px=PROVIDER_CHECK_INTERVAL_MS
+    )
     return bool(took)
 
 
@@ -288,11 +298,11 @@ async def mark(store: Store, session_id: str, state: str, *, now_ms: int) -> str
 
     Returns the top-up's status afterwards, or ``unknown-session``.
     """
-    raw = await store.redis.get(keys.checkout_session_key(session_id))
+    raw = await store.redis.get(keyspace.checkout_session_key(session_id))
     if raw is None:
         return "unknown-session"
     wallet_id, topup_id = raw.split(" ")
-    status: str = await store.run("topup_mark", [keys.wallet_keys(wallet_id).topup(topup_id)], [state, now_ms])
+    status: str = await store.run("topup_mark", [keyspace.wallet_keys(wallet_id).topup(topup_id)], [state, now_ms])
     return status
 
 

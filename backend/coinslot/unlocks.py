@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from coinslot import store as keys
+from coinslot import keyspace
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog, Item, Site, check_item_id, item_content
 from coinslot.errors import (
@@ -32,7 +32,8 @@ from coinslot.errors import (
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import UNLOCKS
-from coinslot.store import Script, Store
+from coinslot.scripts import Script
+from coinslot.store import Store
 from coinslot.tokens import UnlockTokens, WalletRef
 from coinslot.topuplinks import TopupLinks
 from coinslot.wallets import item_standing
@@ -67,7 +68,7 @@ async def _take_tab_quota(store: Store, site: Site, wallet_id: str, address: str
 
     ``address`` is the client address's pseudonym (coinslot.addresses), never the address itself.
     """
-    key = keys.tab_quota_key(site.id, address, site_day(site, now_ms))
+    key = keyspace.tab_quota_key(site.id, address, site_day(site, now_ms))
     # Rare (a wallet's first tab on a site), so it runs on its own rather than in the unlock batch.
     return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
@@ -110,8 +111,8 @@ def script_args(
             "item": item.id,
             "currency": site.currency,
             "postings": [
-                {"account": "wallet:" + wallet.wallet_id, "amount": -price},
-                {"account": f"site:{site.id}:revenue", "amount": price},
+                {"account": keyspace.wallet_account(wallet.wallet_id), "amount": -price},
+                {"account": keyspace.site_revenue_account(site.id), "amount": price},
             ],
         }
     )[1:]
@@ -166,7 +167,7 @@ async def purchase(
     """
     hit = catalog.cached(site_id, item_id)
     site, item = hit if hit is not None else (await catalog.site(site_id), await catalog.item(site_id, item_id))
-    k = keys.wallet_keys(wallet.wallet_id)
+    k = keyspace.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
     args = script_args(
         site, item, wallet, purchase_id=purchase_id, now_ms=now_ms, idempotency=idempotency, shown_price=shown_price

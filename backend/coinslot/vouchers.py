@@ -12,8 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from coinslot import ratelimit
-from coinslot import store as keys
+from coinslot import keyspace, ratelimit
 from coinslot.catalog import MAX_PRICE, Site
 from coinslot.errors import (
     CurrencyMismatch,
@@ -75,10 +74,10 @@ async def create_voucher(
         raise InvalidBody(
             f"voucher code {shown!r} must be 6 to 40 letters and digits (dashes allowed)", [{"field": "code"}]
         )
-    voucher_key, _ = keys.voucher_keys(normal)
+    voucher_key, _ = keyspace.voucher_keys(normal)
     # Written whole under a scratch name, then renamed only if the code is free (same slot),
     # so no half-made voucher can ever be seen or block its code.
-    scratch = voucher_key + ":new:" + secrets.token_hex(8)
+    scratch = keyspace.scratch_key(voucher_key, "new:" + secrets.token_hex(8))
     await store.redis.hset(
         scratch,
         mapping={
@@ -107,7 +106,7 @@ async def redeem(
     """
     if tries is None:
         return await _redeem(store, wallet, code, now_ms=now_ms)
-    bucket = f"redeem-tries:{tries.address}"
+    bucket = keyspace.redeem_tries_bucket(tries.address)
     await ratelimit.hit(store, bucket, limit=tries.per_hour, window_s=3600, now_ms=now_ms, what="voucher code tries")
     credited = await _redeem(store, wallet, code, now_ms=now_ms)
     await ratelimit.give_back(store, bucket, window_s=3600, now_ms=now_ms)
@@ -118,8 +117,8 @@ async def _redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) ->
     normal = normalize_code(code)
     if not CODE.match(normal):
         raise VoucherUnavailable("voucher code not recognised")
-    voucher_key, redeemed_by = keys.voucher_keys(normal)
-    k = keys.wallet_keys(wallet.wallet_id)
+    voucher_key, redeemed_by = keyspace.voucher_keys(normal)
+    k = keyspace.wallet_keys(wallet.wallet_id)
     # A stale token must not take a use: its give-back could race a current token's credit.
     await check_wallet(store, wallet)
     taken = await store.run("voucher_take", [voucher_key, redeemed_by], [wallet.wallet_id])
@@ -133,7 +132,16 @@ async def _redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) ->
     result = await store.run(
         "credit",
         [k.wallet, k.credited, k.ledger, k.wallet],
-        [now_ms, "v:" + normal, amount, currency, "voucher", f"site:{site_id}:promotions", site_id, "0"],
+        [
+            now_ms,
+            keyspace.voucher_credit_ref(normal),
+            amount,
+            currency,
+            "voucher",
+            keyspace.site_promotions_account(site_id),
+            site_id,
+            "0",
+        ],
     )
     CREDITS.labels("voucher", result[0]).inc()
     if result[0] == "ok":

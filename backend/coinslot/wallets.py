@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coinslot import ratelimit
-from coinslot import store as keys
+from coinslot import keyspace, ratelimit
 from coinslot.errors import UnknownWallet
 from coinslot.ids import new_id
 from coinslot.money import check_currency
@@ -25,7 +24,7 @@ async def create_wallet(
     if limit is not None:
         await ratelimit.hit(
             store,
-            f"wallets:{limit.address}",
+            keyspace.new_wallets_bucket(limit.address),
             limit=limit.per_hour,
             window_s=3600,
             now_ms=now_ms,
@@ -33,17 +32,17 @@ async def create_wallet(
         )
     currency = check_currency(currency)
     wallet_id = new_id("w")
-    k = keys.wallet_keys(wallet_id)
+    k = keyspace.wallet_keys(wallet_id)
     await store.redis.hset(
         k.wallet, mapping={"currency": currency, "balance": 0, "gen": 1, "seq": 0, "created_ms": now_ms}
     )
-    await store.redis.sadd(keys.WALLET_INDEX, wallet_id)
+    await store.redis.sadd(keyspace.WALLET_INDEX, wallet_id)
     return WalletRef(wallet_id, 1)
 
 
 async def check_wallet(store: Store, ref: WalletRef) -> str:
     """The wallet's currency, if the wallet exists and the token's generation is current."""
-    currency, gen = await store.redis.hmget(keys.wallet_key(ref.wallet_id), ["currency", "gen"])
+    currency, gen = await store.redis.hmget(keyspace.wallet_key(ref.wallet_id), ["currency", "gen"])
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
     return str(currency)
@@ -51,7 +50,7 @@ async def check_wallet(store: Store, ref: WalletRef) -> str:
 
 async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
     """Balance, receipts and recent ledger lines, as the reader may see them."""
-    k = keys.wallet_keys(ref.wallet_id)
+    k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.wallet, ["currency", "balance", "gen", "frozen"])
         pipe.hvals(k.purchases)
@@ -60,10 +59,11 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
     receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
+    account = keyspace.wallet_account(ref.wallet_id)
     lines = []
     for raw in reversed(ledger):
         entry = json.loads(raw)
-        own = sum(p["amount"] for p in entry["postings"] if p["account"] == "wallet:" + ref.wallet_id)
+        own = sum(p["amount"] for p in entry["postings"] if p["account"] == account)
         lines.append(
             {
                 "at": entry["at"],
@@ -95,17 +95,17 @@ class ItemStanding:
 
 async def owned_items(store: Store, ref: WalletRef, site_id: str, item_ids: Sequence[str]) -> dict[str, bool]:
     """Which of the site's items the wallet owns, in one round trip."""
-    fields = [site_id + "\t" + i for i in item_ids]
-    values = await store.redis.hmget(keys.wallet_keys(ref.wallet_id).owned, fields)
+    fields = [keyspace.owned_field(site_id, i) for i in item_ids]
+    values = await store.redis.hmget(keyspace.wallet_keys(ref.wallet_id).owned, fields)
     return {i: v is not None for i, v in zip(item_ids, values, strict=True)}
 
 
 async def item_standing(store: Store, ref: WalletRef, site_id: str, item_id: str) -> ItemStanding:
     """Balance and ownership of one item in one round trip, for the card a reader sees."""
-    k = keys.wallet_keys(ref.wallet_id)
+    k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.wallet, ["currency", "balance", "gen"])
-        pipe.hget(k.owned, site_id + "\t" + item_id)
+        pipe.hget(k.owned, keyspace.owned_field(site_id, item_id))
         (currency, balance, gen), owned = await pipe.execute()
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()

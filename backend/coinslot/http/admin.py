@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from coinslot import catalog, ledger, vouchers
+from coinslot import catalog, statements, vouchers
 from coinslot.errors import InvalidQuery
 from coinslot.http.context import services
 from coinslot.http.credentials import require_site
 from coinslot.http.problems import read_json
 from coinslot.http.schemas import ItemPut, VoucherCreate
-from coinslot.services import Services
 
 NO_STORE = {"Cache-Control": "no-store"}
+EXPORT_MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}  # by statements.FORMATS
 
 
 async def get_site(request: Request) -> Response:
@@ -62,55 +58,17 @@ async def create_voucher(request: Request) -> Response:
     return JSONResponse(voucher.public(), status_code=201, headers=NO_STORE)
 
 
-def _for_publisher(svc: Services, site_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """A ledger entry with the wallet replaced by its per-site pseudonym."""
-    wallet_id = entry.pop("wallet")
-    alias = "wallet:" + svc.unlock_tokens.pseudonym(site_id, wallet_id)
-    entry["wallet"] = alias
-    entry["postings"] = [
-        {**p, "account": alias} if p["account"] == "wallet:" + wallet_id else p for p in entry["postings"]
-    ]
-    entry.pop("balance", None)  # the reader's balance is not the publisher's business
-    return entry
-
-
 async def export_ledger(request: Request) -> Response:
     svc = services(request)
     site = await require_site(request)
     fmt = request.query_params.get("format", "jsonl")
-    if fmt not in ("jsonl", "csv"):
+    if fmt not in statements.FORMATS:
         raise InvalidQuery(f"format {fmt!r} must be 'jsonl' or 'csv'", field="format")
-    entries = [_for_publisher(svc, site.id, e) async for e in ledger.site_entries(svc.store, site.id)]
-    entries.sort(key=lambda e: (e["at"], e["wallet"], e["seq"]))
-    if fmt == "csv":
-        return PlainTextResponse(ledger.csv_rows(entries), media_type="text/csv", headers=NO_STORE)
-    lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
-    return PlainTextResponse(lines, media_type="application/x-ndjson", headers=NO_STORE)
+    body = await statements.export(svc.store, site.id, fmt, svc.unlock_tokens.pseudonym)
+    return PlainTextResponse(body, media_type=EXPORT_MEDIA_TYPES[fmt], headers=NO_STORE)
 
 
 async def stats(request: Request) -> Response:
     svc = services(request)
     site = await require_site(request)
-    revenue = promotions = unlocks = 0
-    per_item: dict[str, dict[str, int]] = defaultdict(lambda: {"unlocks": 0, "revenue": 0})
-    async for entry in ledger.site_entries(svc.store, site.id):
-        for p in entry["postings"]:
-            if p["account"] == f"site:{site.id}:revenue":
-                revenue += p["amount"]
-                if entry["kind"] == "unlock":
-                    unlocks += 1
-                    per_item[entry["item"]]["unlocks"] += 1
-                    per_item[entry["item"]]["revenue"] += p["amount"]
-            elif p["account"] == f"site:{site.id}:promotions":
-                promotions += p["amount"]
-    return JSONResponse(
-        {
-            "site": site.id,
-            "currency": site.currency,
-            "revenue": revenue,
-            "promotions": promotions,
-            "unlocks": unlocks,
-            "items": dict(sorted(per_item.items())),
-        },
-        headers=NO_STORE,
-    )
+    return JSONResponse((await statements.stats(svc.store, site)).public(), headers=NO_STORE)

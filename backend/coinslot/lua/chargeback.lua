@@ -8,6 +8,8 @@
 --       dispute: 'open'|'won'|'lost')
 -- Returns {'ok', balance, frozen} | {'duplicate', balance} | {'void', balance} | {'not-credited'}
 --       | {'no-wallet'} | {'mismatch', reported_amount, reported_currency, refunded_before}
+-- Accounts and the fields of KEYS[4] are named by coinslot.keyspace, defined in front of this script
+-- (coinslot.scripts); each field is also the ledger ref of the entry that posted it.
 local now, op, topup_ref, status = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[10]
 local currency, topup_amount, id, amount = ARGV[6], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
@@ -18,7 +20,7 @@ if ARGV[4] ~= currency or w[1] ~= currency or amount < 0 or amount > topup_amoun
   return {'mismatch', amount, ARGV[4], 0}
 end
 local balance = tonumber(w[2])
-local wallet_account = 'wallet:' .. string.sub(KEYS[1], 4, -2)
+local account = wallet_account(wallet_id_of(KEYS[1]))
 local posted, net, none = 0, 0, 'duplicate'
 
 local function post(kind, ref, delta, counter)
@@ -27,15 +29,15 @@ local function post(kind, ref, delta, counter)
   net = net + delta
   redis.call('RPUSH', KEYS[3], cjson.encode({
     seq = seq, at = now, kind = kind, ref = ref, topup = ARGV[7], currency = currency, balance = balance,
-    postings = {{account = wallet_account, amount = delta}, {account = counter, amount = -delta}}}))
+    postings = {{account = account, amount = delta}, {account = counter, amount = -delta}}}))
   posted = posted + 1
 end
 
 if op == 'refund' then
-  -- Each refund by its own id: 'refund:<id>' holds the amount debited, or 'dead' for a refund
-  -- that failed before it was ever debited; 'refund:<id>:back' marks the give-back. Stripe
+  -- Each refund by its own id: its refund_field holds the amount debited, or 'dead' for a refund
+  -- that failed before it was ever debited; its give_back_field marks the give-back. Stripe
   -- never revives a failed or cancelled refund, so a late 'pending' or 'succeeded' of it is stale.
-  local field, total_field = 'refund:' .. id, 'refunded:' .. ARGV[7]
+  local field, total_field = refund_field(id), refunded_field(ARGV[7])
   local state = redis.call('HGET', KEYS[4], field)
   local returned = status == 'failed' or status == 'canceled'
   if state == 'dead' then
@@ -49,24 +51,24 @@ if op == 'refund' then
     if before + amount > topup_amount then return {'mismatch', amount, ARGV[4], before} end
     redis.call('HSET', KEYS[4], field, amount)
     redis.call('HINCRBY', KEYS[4], total_field, amount)
-    post('refund', field, -amount, 'topup:clearing')
-  elseif returned and redis.call('HSETNX', KEYS[4], field .. ':back', now) == 1 then
+    post('refund', field, -amount, ACCOUNT_TOPUP_CLEARING)
+  elseif returned and redis.call('HSETNX', KEYS[4], give_back_field(field), now) == 1 then
     -- Give back exactly what was debited for this refund.
     local debited = tonumber(state)
     redis.call('HINCRBY', KEYS[4], total_field, -debited)
-    post('refund-failed', field .. ':back', debited, 'topup:clearing')
+    post('refund-failed', give_back_field(field), debited, ACCOUNT_TOPUP_CLEARING)
   end
 else
-  local field = 'dispute:' .. id
+  local field = dispute_field(id)
   local debited = tonumber(redis.call('HGET', KEYS[4], field) or '-1')
   -- 'won' or 'lost' may come before 'created': the funds were withdrawn either way.
   if debited < 0 then
     debited = amount
     redis.call('HSET', KEYS[4], field, debited)
-    post('dispute', field, -debited, 'topup:disputes')
+    post('dispute', field, -debited, ACCOUNT_TOPUP_DISPUTES)
   end
-  if status == 'won' and redis.call('HSETNX', KEYS[4], field .. ':won', now) == 1 then
-    post('dispute-won', field .. ':won', debited, 'topup:disputes')
+  if status == 'won' and redis.call('HSETNX', KEYS[4], dispute_won_field(field), now) == 1 then
+    post('dispute-won', dispute_won_field(field), debited, ACCOUNT_TOPUP_DISPUTES)
   end
 end
 if posted == 0 then return {none, balance} end

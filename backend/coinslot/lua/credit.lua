@@ -6,6 +6,7 @@
 --       9 the provider's payment id for refunds and disputes ('' or absent if none)
 -- Returns {'ok', balance} | {'duplicate', balance} | {'no-wallet'} | {'currency', wallet_currency}
 --       | {'mismatch', stored_amount, stored_currency} | {'no-topup'}
+-- wallet_account and wallet_id_of are coinslot.keyspace's, defined in front of this script (coinslot.scripts).
 local now, ref, amount, currency = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
 if not w[1] then return {'no-wallet'} end
@@ -29,7 +30,7 @@ redis.call('HSET', KEYS[1], 'balance', balance)
 -- A refund or dispute may have frozen the wallet; money that brings it back to zero thaws it.
 if w[3] == '1' and balance >= 0 then redis.call('HDEL', KEYS[1], 'frozen') end
 local entry = {seq = seq, at = tonumber(now), kind = ARGV[5], ref = ref, currency = currency, balance = balance,
-  postings = {{account = 'wallet:' .. string.sub(KEYS[1], 4, -2), amount = amount},
+  postings = {{account = wallet_account(wallet_id_of(KEYS[1])), amount = amount},
               {account = ARGV[6], amount = -amount}}}
 if ARGV[7] ~= '' then entry.site = ARGV[7] end
 redis.call('RPUSH', KEYS[3], cjson.encode(entry))

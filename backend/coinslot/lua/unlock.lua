@@ -6,6 +6,7 @@
 --       its first key on ('"at":...}'), 13 tab_granted ('1' when the site's per-IP tab quota allowed
 --       it), 14 price the reader was shown ('' = not named)
 -- The caller writes the records' JSON: cjson here cost Redis more than all the script's commands.
+-- Field names are joined from coinslot.keyspace's constants, defined in front of this script (coinslot.scripts).
 -- Returns {status, ...}: see coinslot/unlocks.py for the meaning of each status.
 local now, gen = ARGV[1], ARGV[2]
 local site, item, price, currency = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
@@ -27,9 +28,9 @@ end
 
 if w[1] ~= currency then return {'currency', w[1]} end
 
-local owned_field = site .. '\t' .. item
+local owned = site .. OWNED_FIELD_SEPARATOR .. item  -- keyspace.owned_field
 local charged = 0
-local pid = redis.call('HGET', KEYS[2], owned_field)
+local pid = redis.call('HGET', KEYS[2], owned)
 if pid then
   pid = string.match(pid, '^[^|]*')
   -- The same request run again (its reply was lost): report what that run charged.
@@ -39,17 +40,18 @@ else
   if w[4] == '1' then return {'frozen', balance} end
   if balance - price < 0 then
     if balance - price < -tab_limit then return {'insufficient', balance} end
-    if ARGV[13] ~= '1' and redis.call('HEXISTS', KEYS[1], 'tab:' .. site) == 0 then
+    local tab = TAB_FIELD_PREFIX .. site  -- keyspace.tab_field
+    if ARGV[13] ~= '1' and redis.call('HEXISTS', KEYS[1], tab) == 0 then
       return {'tab-quota', balance}
     end
-    redis.call('HSET', KEYS[1], 'tab:' .. site, now)
+    redis.call('HSET', KEYS[1], tab, now)
   end
   pid = purchase_id
   charged = price
   balance = balance - price
   local seq = (tonumber(w[5]) or 0) + 1  -- read above: one HSET writes it with the balance
   redis.call('HSET', KEYS[1], 'balance', balance, 'seq', seq)
-  redis.call('HSET', KEYS[2], owned_field, pid)
+  redis.call('HSET', KEYS[2], owned, pid)
   redis.call('HSET', KEYS[3], pid, ARGV[11])
   redis.call('RPUSH', KEYS[4], '{"seq":' .. seq .. ',"balance":' .. balance .. ',' .. ARGV[12])
 end
