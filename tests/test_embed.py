@@ -103,6 +103,24 @@ async def test_card_is_rendered_with_title_and_price_and_framed_only_by_the_site
     assert cached.status_code == 304
 
 
+async def test_a_rendered_card_follows_a_new_price_or_title_at_once(api: Api) -> None:
+    # Card pages are kept rendered per process; what they are made of must name them, so a change
+    # shows on the next view (once the catalog has heard of it) and never an older page.
+    site = await api.site()
+    await api.item(site, "a", 19, title="Before")
+    first = await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})
+    assert "Unlock for €0.19" in first.text and "Before" in first.text
+
+    await api.item(site, "a", 25, title="After")
+    api.client.app.state.services.catalog.invalidate(site[0])  # type: ignore[attr-defined]
+    second = await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})
+    assert "Unlock for €0.25" in second.text and "After" in second.text and "Before" not in second.text
+    assert config(second.text)["price"] == 25
+    assert second.headers["etag"] != first.headers["etag"]
+    dark = await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN, "theme": "dark"})
+    assert 'data-theme="dark"' in dark.text and dark.headers["etag"] != second.headers["etag"]
+
+
 async def test_card_in_german_with_theme_and_accent(api: Api) -> None:
     site = await api.site()
     await api.item(site, "a", 150)
