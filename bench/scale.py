@@ -28,6 +28,7 @@ from coinslot import catalog, unlocks, vouchers, wallets
 from coinslot import keyspace as keys
 from coinslot.catalog import Catalog
 from coinslot.embedded import find_redis_server
+from coinslot.settings import Settings
 from coinslot.store import Store, connect
 from coinslot.tokens import WalletRef
 from unlock import running
@@ -60,7 +61,10 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
 
         async def new_wallet() -> WalletRef:
             async with gate:
-                return await wallets.create_wallet(store, currency="EUR", now_ms=now_ms)
+                # As POST /v1/wallets makes them: expiring while empty (the expiry costs memory too).
+                return await wallets.create_wallet(
+                    store, currency="EUR", now_ms=now_ms, empty_ttl_s=Settings().empty_wallet_days * 86400
+                )
 
         before = used_memory(r)
         refs = await asyncio.gather(*(new_wallet() for _ in range(wallet_count)))

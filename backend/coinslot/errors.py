@@ -160,6 +160,13 @@ class DuplicateCode(Conflict):
     title = "Code already exists"
 
 
+class TopupPending(Conflict):
+    """The wallet has a checkout that may still be paid: it cannot be erased until it is paid or expired."""
+
+    type = "topup-pending"
+    title = "Top-up pending"
+
+
 class InsufficientFunds(CoinslotError):
     """The wallet cannot pay: balance minus price would fall below the site's tab limit.
 

@@ -60,6 +60,11 @@ class WalletKeys:
         return f"{self.tag}:tu:{topup_id}"
 
     @property
+    def topups(self) -> str:
+        """Sorted set of the wallet's top-up ids by creation time (ms), for as long as their records live."""
+        return self.tag + ":tus"
+
+    @property
     def chargebacks(self) -> str:
         """Hash of the refunds and disputes posted, by refund_field, refunded_field and dispute_field."""
         return self.tag + ":cb"

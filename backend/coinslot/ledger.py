@@ -24,6 +24,7 @@ from coinslot.store import Store
 @dataclass
 class Report:
     wallets: int = 0
+    expired: int = 0  # index entries of wallets gone without a ledger, dropped by this run
     entries: int = 0
     problems: list[str] = field(default_factory=list)
     accounts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
@@ -36,6 +37,7 @@ class Report:
         return {
             "clean": self.clean,
             "wallets": self.wallets,
+            "expired": self.expired,
             "entries": self.entries,
             "problems": self.problems,
             "accounts": {a: dict(c) for a, c in sorted(self.accounts.items())},
@@ -136,10 +138,18 @@ def _check_refund(account: str, entry: dict[str, Any], mine: int, refunds: dict[
 
 
 async def reconcile(store: Store) -> Report:
-    """Replay every wallet's ledger; ``Report.clean`` is False on any difference."""
+    """Replay every wallet's ledger; ``Report.clean`` is False on any difference.
+
+    A wallet gone with no ledger expired empty (or was erased before money moved): its id
+    leaves the index, and ``Report.expired`` counts it.
+    """
     report = Report()
     async for wallet_id in wallet_ids(store):
-        report.wallets += 1
         wallet, entries = await _load(store, wallet_id)
+        if not wallet and not entries:
+            report.expired += 1
+            await store.redis.srem(keyspace.WALLET_INDEX, wallet_id)
+            continue
+        report.wallets += 1
         check_wallet(wallet_id, wallet, entries, report)
     return report

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from coinslot import keyspace
 
 # The scripts a Store runs by name.
-SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback")
+SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback", "erase")
 
 
 # A comment, or a string (which may hold "--"); Lua's long brackets are not used in lua/.

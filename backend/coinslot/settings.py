@@ -95,6 +95,8 @@ class Settings:
     max_head_bytes: int = 16 * 1024  # request line + headers (browsers send 1-4 KB); more gets 431
     request_timeout: float = 10.0  # seconds for a whole request to arrive (a phone on a bad link needs 1-2); then 408
     max_connections: int = 1000  # open connections per process, a file descriptor each; more get 503
+    # A wallet nothing was ever paid into expires, with its keys, after this long (13 months).
+    empty_wallet_days: int = 396
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -137,6 +139,7 @@ class Settings:
             "MAX_CONTENT_BYTES": 256 * 1024,
             "MAX_HEAD_BYTES": 16 * 1024,
             "MAX_CONNECTIONS": 1000,
+            "EMPTY_WALLET_DAYS": 396,
         }
         numbers = {name: get(name, int, default) for name, default in positive.items()}
         for name, number in numbers.items():
@@ -170,6 +173,7 @@ class Settings:
             max_head_bytes=numbers["MAX_HEAD_BYTES"],
             request_timeout=request_timeout,
             max_connections=numbers["MAX_CONNECTIONS"],
+            empty_wallet_days=numbers["EMPTY_WALLET_DAYS"],
         ).checked_limits()
 
     def checked_limits(self) -> Settings:

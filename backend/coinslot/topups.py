@@ -168,7 +168,15 @@ async def create_topup(
     index = keyspace.checkout_session_key(session.session_id)
     await store.redis.set(index, f"{wallet.wallet_id} {topup_id}", ex=SESSION_INDEX_TTL_S)
     if await store.redis.renamenx(scratch, k.topup(topup_id)):
-        await store.redis.expire(k.topup(topup_id), SESSION_INDEX_TTL_S)  # the ledger keeps the money for good
+        async with store.redis.pipeline(transaction=True) as pipe:  # all the wallet's keys: one slot
+            pipe.expire(k.topup(topup_id), SESSION_INDEX_TTL_S)  # the ledger keeps the money for good
+            # The wallet's own index of its top-ups (for its reader's export), as long as their records live.
+            pipe.zadd(k.topups, {topup_id: now_ms})
+            pipe.zremrangebyscore(k.topups, "-inf", now_ms - SESSION_INDEX_TTL_S * 1000)
+            pipe.expire(k.topups, SESSION_INDEX_TTL_S)
+            # An empty wallet, which would expire, lives at least as long as this session may be paid.
+            pipe.expire(k.wallet, SESSION_INDEX_TTL_S, gt=True)
+            await pipe.execute()
     else:
         await store.redis.delete(scratch)
         # Our session lost the race and will expire unpaid; its index goes, unless it is the winner's too.
@@ -274,6 +282,18 @@ async def fulfil(
             topup_id,
         )
         return Fulfilment.MISMATCH
+    if status == "no-wallet":
+        # Its reader erased the wallet (erasing waits for open checkouts, so only a payment that
+        # arrives later than its session could be paid gets here): the money must go back.
+        ALERTS.labels("wallet-gone").inc()
+        log.error(
+            "ALERT checkout session %s paid %s %s for wallet %s, which was erased; refund it in the Stripe Dashboard",
+            session_id,
+            amount,
+            currency,
+            wallet_id,
+        )
+        return Fulfilment.REFUSED
     log.error("checkout session %s could not be credited: %s", session_id, status)
     return Fulfilment.REFUSED
 
@@ -358,3 +378,19 @@ async def repair_from_provider(store: Store, payments: Payments, *, now_ms: int)
         elif outcome != Fulfilment.ALREADY.value:
             problems.append(f"paid session {report.session_id} (top-up {report.topup_id}): {outcome}")
     return {"sessions_checked": checked, "credited": credited, "problems": problems}
+
+
+async def wallet_topups(store: Store, wallet: WalletRef, *, now_ms: int) -> list[Topup]:
+    """The wallet's top-ups whose records are still kept (40 days), oldest first."""
+    k = keyspace.wallet_keys(wallet.wallet_id)
+    ids = await store.redis.zrange(k.topups, 0, -1)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for topup_id in ids:
+            pipe.hgetall(k.topup(topup_id))
+        records = await pipe.execute() if ids else []
+    return [_from_hash(i, wallet.wallet_id, h, now_ms) for i, h in zip(ids, records, strict=True) if h]
+
+
+async def open_topups(store: Store, wallet: WalletRef, *, now_ms: int) -> list[Topup]:
+    """The wallet's top-ups that may still bring money: pending, or awaiting a bank transfer."""
+    return [t for t in await wallet_topups(store, wallet, now_ms=now_ms) if t.status == "pending"]

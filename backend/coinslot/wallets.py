@@ -18,9 +18,18 @@ RECENT_LEDGER_LINES = 20
 
 
 async def create_wallet(
-    store: Store, *, currency: str, now_ms: int, limit: ratelimit.PerAddress | None = None
+    store: Store,
+    *,
+    currency: str,
+    now_ms: int,
+    limit: ratelimit.PerAddress | None = None,
+    empty_ttl_s: int | None = None,
 ) -> WalletRef:
-    """A new, empty wallet; ``limit`` bounds how many one client address makes in an hour."""
+    """A new, empty wallet; ``limit`` bounds how many one client address makes in an hour.
+
+    With ``empty_ttl_s`` the wallet expires, keys and all, unless money moves through it first:
+    its first ledger entry (a credit or an unlock, in the scripts) makes it permanent.
+    """
     if limit is not None:
         await ratelimit.hit(
             store,
@@ -33,9 +42,12 @@ async def create_wallet(
     currency = check_currency(currency)
     wallet_id = new_id("w")
     k = keyspace.wallet_keys(wallet_id)
-    await store.redis.hset(
-        k.wallet, mapping={"currency": currency, "balance": 0, "gen": 1, "seq": 0, "created_ms": now_ms}
-    )
+    async with store.redis.pipeline(transaction=True) as pipe:  # one key: MULTI holds on a Cluster too
+        pipe.hset(k.wallet, mapping={"currency": currency, "balance": 0, "gen": 1, "seq": 0, "created_ms": now_ms})
+        if empty_ttl_s is not None:
+            pipe.expire(k.wallet, empty_ttl_s)
+        await pipe.execute()
+    # Indexed only once it exists: an index entry without a wallet is one that expired or was erased.
     await store.redis.sadd(keyspace.WALLET_INDEX, wallet_id)
     return WalletRef(wallet_id, 1)
 

@@ -99,6 +99,11 @@ def set_wallet_cookie(response: Response, token: str) -> None:
     )
 
 
+def clear_wallet_cookie(response: Response) -> None:
+    """Tell the browser to forget the wallet (same attributes, or a partitioned cookie would stay)."""
+    response.headers.append("set-cookie", f"{COOKIE}=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=None; Partitioned")
+
+
 async def require_site(request: Request) -> Site:
     svc = services(request)
     token = bearer(request)

@@ -99,6 +99,29 @@ API: list[tuple[str, str, Any, Doc]] = [
         ),
     ),
     (
+        "GET",
+        "/v1/wallet/export",
+        wallet.export_wallet,
+        Doc(
+            "Everything kept about the wallet: its record, what it owns and bought, its whole ledger, its top-ups",
+            auth="wallet",
+            responses={200: "the wallet's data", 401: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "DELETE",
+        "/v1/wallet",
+        wallet.erase_wallet,
+        Doc(
+            "Erase the wallet: purchases and its token go, the ledger stays under its unlinked id; "
+            "answers the balance given up",
+            auth="wallet",
+            responses={200: "erased, with the balance left", 401: "", 409: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
         "POST",
         "/v1/topups",
         wallet.create_topup,

@@ -7,13 +7,22 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coinslot import topups, vouchers, wallets
+from coinslot import privacy, topups, vouchers, wallets
 from coinslot.http.context import services
-from coinslot.http.credentials import client_address, client_ip, require_wallet, set_wallet_cookie, uses_cookie
+from coinslot.http.credentials import (
+    clear_wallet_cookie,
+    client_address,
+    client_ip,
+    require_wallet,
+    set_wallet_cookie,
+    uses_cookie,
+)
 from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.idempotency import Idempotency
 from coinslot.ratelimit import PerAddress
+
+DAY_S = 24 * 60 * 60
 
 
 def private_json(body: Any, status_code: int = 200) -> Response:
@@ -25,7 +34,13 @@ async def create_wallet(request: Request) -> Response:
     body, _ = await read_json(request, WalletCreate, svc.settings.max_body_bytes)
     now_ms = svc.clock.now_ms()
     limit = PerAddress(await client_address(request, now_ms), svc.settings.wallets_per_ip_per_hour)
-    ref = await wallets.create_wallet(svc.store, currency=body.currency or "EUR", now_ms=now_ms, limit=limit)
+    ref = await wallets.create_wallet(
+        svc.store,
+        currency=body.currency or "EUR",
+        now_ms=now_ms,
+        limit=limit,
+        empty_ttl_s=svc.settings.empty_wallet_days * DAY_S,
+    )
     token = svc.wallet_tokens.sign(ref)
     response = private_json(
         {"wallet_id": ref.wallet_id, "token": token, "balance": 0, "currency": (body.currency or "EUR").upper()},
@@ -39,6 +54,19 @@ async def create_wallet(request: Request) -> Response:
 async def get_wallet(request: Request) -> Response:
     svc = services(request)
     return private_json(await wallets.wallet_view(svc.store, require_wallet(request)))
+
+
+async def export_wallet(request: Request) -> Response:
+    svc = services(request)
+    return private_json(await privacy.export(svc.store, require_wallet(request), now_ms=svc.clock.now_ms()))
+
+
+async def erase_wallet(request: Request) -> Response:
+    svc = services(request)
+    response = private_json(await privacy.erase(svc.store, require_wallet(request), now_ms=svc.clock.now_ms()))
+    if uses_cookie(request, svc):
+        clear_wallet_cookie(response)
+    return response
 
 
 async def unlock(request: Request) -> Response:

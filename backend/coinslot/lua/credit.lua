@@ -8,8 +8,9 @@
 --       | {'mismatch', stored_amount, stored_currency} | {'no-topup'}
 -- wallet_account and wallet_id_of are coinslot.keyspace's, defined in front of this script (coinslot.scripts).
 local now, ref, amount, currency = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen')
-if not w[1] then return {'no-wallet'} end
+local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'frozen', 'gen')
+-- An erased wallet keeps its ledger but no generation: no token, and no new money, reaches it.
+if not w[1] or not w[4] then return {'no-wallet'} end
 if redis.call('SISMEMBER', KEYS[2], ref) == 1 then return {'duplicate', tonumber(w[2])} end
 -- A paid top-up is checked against what was stored first: another amount or currency there
 -- is the operator's alarm, not the reader's mistake.
@@ -25,6 +26,8 @@ if ARGV[8] == '1' then
 end
 local balance = tonumber(w[2]) + amount
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+-- Its first entry: the wallet holds something now, so it no longer expires as an empty one.
+if seq == 1 then redis.call('PERSIST', KEYS[1]) end
 redis.call('SADD', KEYS[2], ref)
 redis.call('HSET', KEYS[1], 'balance', balance)
 -- A refund or dispute may have frozen the wallet; money that brings it back to zero thaws it.

@@ -51,6 +51,8 @@ else
   balance = balance - price
   local seq = (tonumber(w[5]) or 0) + 1  -- read above: one HSET writes it with the balance
   redis.call('HSET', KEYS[1], 'balance', balance, 'seq', seq)
+  -- Its first entry: the wallet holds something now, so it no longer expires as an empty one.
+  if seq == 1 then redis.call('PERSIST', KEYS[1]) end
   redis.call('HSET', KEYS[2], owned, pid)
   redis.call('HSET', KEYS[3], pid, ARGV[11])
   redis.call('RPUSH', KEYS[4], '{"seq":' .. seq .. ',"balance":' .. balance .. ',' .. ARGV[12])

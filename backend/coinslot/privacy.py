@@ -1,0 +1,88 @@
+"""A reader's rights over their wallet: everything kept about it, as JSON, and its erasure.
+
+What is kept, and for how long (the README's "What is kept"): a wallet nothing was ever paid
+into expires, keys and all, after ``COINSLOT_EMPTY_WALLET_DAYS``; one that holds money or
+purchases stays until its reader erases it. Erasing removes what was bought and every way to
+reach the wallet (its token stops working); the ledger stays, under the wallet's random id that
+nothing links to its reader any more, because the sites' and the payment provider's accounts
+are derived from it and ``reconcile`` replays it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from coinslot import keyspace
+from coinslot.errors import TopupPending, UnknownWallet
+from coinslot.store import Store
+from coinslot.tokens import WalletRef
+from coinslot.topups import open_topups, wallet_topups
+
+
+async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]:
+    """Everything held about the wallet: its record, what it owns and bought, its whole ledger,
+    the money credited to it, its top-ups and the refunds and disputes posted to it."""
+    k = keyspace.wallet_keys(ref.wallet_id)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(k.wallet)
+        pipe.ttl(k.wallet)
+        pipe.hgetall(k.owned)
+        pipe.hvals(k.purchases)
+        pipe.lrange(k.ledger, 0, -1)
+        pipe.smembers(k.credited)
+        pipe.hgetall(k.chargebacks)
+        wallet, ttl, owned, purchases, ledger, credited, chargebacks = await pipe.execute()
+    if not wallet or wallet.get("gen") != str(ref.generation):
+        raise UnknownWallet()
+    tabs = {
+        field.removeprefix(keyspace.TAB_FIELD_PREFIX): int(since)
+        for field, since in wallet.items()
+        if field.startswith(keyspace.TAB_FIELD_PREFIX)
+    }
+    return {
+        "wallet": {
+            "wallet_id": ref.wallet_id,
+            "currency": wallet["currency"],
+            "balance": int(wallet["balance"]),
+            "frozen": wallet.get("frozen") == "1",
+            "generation": int(wallet["gen"]),
+            "created_at": int(wallet["created_ms"]) // 1000 if "created_ms" in wallet else None,
+            # An empty wallet expires unless money moves through it; then it is kept until erased.
+            "expires_at": now_ms // 1000 + ttl if ttl > 0 else None,
+            "tabs_opened": tabs,  # site → when the wallet first went below zero there (ms)
+        },
+        "owned": [
+            {"site": site, "item": item, "purchase_id": purchase.split("|", 1)[0]}
+            for field, purchase in sorted(owned.items())
+            for site, _, item in [field.partition(keyspace.OWNED_FIELD_SEPARATOR)]
+        ],
+        "purchases": sorted((json.loads(p) for p in purchases), key=lambda p: p["at"]),
+        "ledger": [json.loads(line) for line in ledger],
+        "credited": sorted(credited),
+        "chargebacks": chargebacks,
+        "topups": [t.public() for t in await wallet_topups(store, ref, now_ms=now_ms)],
+    }
+
+
+async def erase(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]:
+    """Erase the wallet; the answer says what balance was left in it (given up with it).
+
+    Refused (``TopupPending``) while a checkout of the wallet may still be paid: its money
+    would then reach nobody.
+    """
+    pending = await open_topups(store, ref, now_ms=now_ms)
+    if pending:
+        raise TopupPending(
+            f"top-up {pending[0].id} may still be paid (until {pending[0].expires_ms // 1000}); "
+            "erase the wallet once it is paid or has expired"
+        )
+    k = keyspace.wallet_keys(ref.wallet_id)
+    result = await store.run("erase", [k.wallet, k.owned, k.purchases, k.topups], [ref.generation, now_ms])
+    if result[0] != "ok":
+        raise UnknownWallet()
+    balance, currency, kept = int(result[1]), str(result[2]), int(result[3])
+    if kept == 0:
+        # Nothing was ever paid in or out: no ledger to keep, so no trace either.
+        await store.redis.srem(keyspace.WALLET_INDEX, ref.wallet_id)
+    return {"erased": True, "balance_left": balance, "currency": currency, "ledger_entries_kept": kept}
