@@ -125,11 +125,18 @@ class Standalone:
 
 
 class Cluster:
-    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int]) -> None:
+    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int], masters: int | None = None) -> None:
         self._procs = procs
         self.ports = ports
+        self.master_ports = ports[:masters] if masters is not None else ports
         self.urls = [f"redis://127.0.0.1:{port}" for port in ports]
         self.url = self.urls[0]
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port``, as a crashed machine would stop."""
+        proc = self._procs[self.ports.index(port)]
+        proc.kill()
+        proc.wait()
 
     def stop(self) -> None:
         _stop(self._procs)
@@ -188,24 +195,48 @@ def start_loading(workdir: Path, port: int, key_load_delay_us: int) -> Standalon
     raise RuntimeError(f"redis-server on port {port} was never seen loading: {_tail(workdir / 'redis.log')}")
 
 
-def start_cluster(workdir: Path, masters: int = 3) -> Cluster:
-    """Start ``masters`` cluster-enabled servers, each owning an even share of the slots, and join them."""
+def start_cluster(workdir: Path, masters: int = 3, *, replicas: bool = False, node_timeout_ms: int = 5000) -> Cluster:
+    """Start ``masters`` cluster-enabled servers, each owning an even share of the slots, and join them;
+    with ``replicas``, one more server per master replicates it (and takes over if it fails)."""
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
+    options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    options += ["--cluster-node-timeout", str(node_timeout_ms)]
     try:
-        for index in range(masters):
-            proc, port = _start_server(
-                workdir / f"node{index}",
-                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"],
-                with_bus=True,
-            )
+        for index in range(masters * (2 if replicas else 1)):
+            proc, port = _start_server(workdir / f"node{index}", options, with_bus=True)
             procs.append(proc)
             ports.append(port)
-        _form_cluster(ports)
+        _form_cluster(ports[:masters])
+        if replicas:
+            _add_replicas(ports[:masters], ports[masters:])
     except BaseException:
         _stop(procs)
         raise
-    return Cluster(procs, ports)
+    return Cluster(procs, ports, masters=masters)
+
+
+def _add_replicas(masters: list[int], replicas: list[int]) -> None:
+    with _probe(masters[0]) as conn:
+        for port in replicas:
+            conn.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+    deadline = time.monotonic() + CLUSTER_TIMEOUT
+    for master, replica in zip(masters, replicas, strict=True):
+        with _probe(master) as conn:
+            master_id = conn.execute_command("CLUSTER", "MYID")
+        with _probe(replica) as conn:
+            while True:  # a node can replicate only one it has heard of
+                try:
+                    conn.execute_command("CLUSTER", "REPLICATE", master_id)
+                    break
+                except redis.ResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            while conn.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica {replica} of {master} not in sync within {CLUSTER_TIMEOUT} s")
+                time.sleep(0.05)
 
 
 def _form_cluster(ports: list[int]) -> None:
