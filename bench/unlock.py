@@ -272,6 +272,20 @@ async def seed(url: str, secret: str, items: int, groups: dict[str, tuple[int, i
         await store.close()
 
 
+def populate(r: redis.Redis, count: int, batch: int = 10_000) -> None:
+    """``count`` more wallets in Redis, as funded ones look, which no run touches: a keyspace of that size.
+
+    Left out of the wallet index, so the closing reconcile replays only the wallets the runs used.
+    """
+    now_ms = int(time.time() * 1000)
+    for start in range(0, count, batch):
+        pipe = r.pipeline(transaction=False)
+        for n in range(start, min(start + batch, count)):
+            key = keyspace.wallet_key(f"w_population{n:07d}")
+            pipe.hset(key, mapping={"currency": "EUR", "balance": 500, "gen": 1, "seq": 1, "created_ms": now_ms})
+        pipe.execute()
+
+
 # Redis observations ---------------------------------------------------------------------
 
 
@@ -376,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--wallets", type=int, default=200, help="wallets per unlock run")
+    parser.add_argument(
+        "--population", type=int, default=0, help="more wallets in Redis that no run touches (e.g. 1000000)"
+    )
     parser.add_argument("--aof", action="store_true", help="AOF with fsync always, as the embedded default")
     parser.add_argument("--tcp", action="store_true", help="Redis on a loopback port instead of a unix socket")
     parser.add_argument("--py-spy", metavar="FILE", help="record the app with py-spy (raw stacks) in the first run")
@@ -437,11 +454,13 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         runs = [f"measure{i}" for i in range(args.repeat)]
         groups = {"warm": (50, balance), "sample": (50, balance), **{g: (args.wallets, balance) for g in runs}}
         refs = asyncio.run(seed(url, secret, args.items, groups))
+        populate(r, args.population)
         signer = WalletTokens([secret.encode()])
         tokens = {
             name: lua_table([signer.sign(ref) for ref in group], tmp / f"{name}.lua") for name, group in refs.items()
         }
-        print(f"seeded {args.items} items, {sum(map(len, refs.values()))} wallets in {time.monotonic() - t0:.1f} s")
+        seeded = sum(map(len, refs.values())) + args.population
+        print(f"seeded {args.items} items, {seeded:,} wallets ({r.dbsize():,} keys) in {time.monotonic() - t0:.1f} s")
         measured = [ref for g in runs for ref in refs[g]]
 
         wrk_opts = {"connections": args.connections, "threads": args.threads}
