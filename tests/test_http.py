@@ -254,3 +254,38 @@ def test_the_fast_lane_reads_headers_as_starlette_does() -> None:
             with pytest.raises(KeyError):
                 fast[name]
     assert fast.getlist("x-dup") == ["first", "second"]
+
+
+def test_the_fast_lanes_match_paths_as_the_router_would() -> None:
+    from coinslot.http.routes import API, Lanes
+
+    lanes = Lanes(API)
+    unlock = lanes.match("POST", "/v1/unlocks")
+    assert unlock is not None and unlock[1] is None
+    card = lanes.match("GET", "/embed/site_a/article-1")
+    assert card is not None and card[1] == {"site": "site_a", "item": "article-1"}
+    read = lanes.match("GET", "/v1/card/site_a/article-1")
+    assert read is not None and read[1] == {"site": "site_a", "item": "article-1"}
+    # Anything the router would treat otherwise goes to it: an empty segment, a trailing slash,
+    # another method, an extra segment, a path that is not a lane.
+    for method, path in [
+        ("GET", "/embed//article-1"),
+        ("GET", "/embed/site_a/article-1/"),
+        ("HEAD", "/embed/site_a/article-1"),
+        ("POST", "/embed/site_a/article-1"),
+        ("GET", "/embed/site_a/article-1/more"),
+        ("GET", "/v1/offers"),
+        ("GET", "/"),
+        ("GET", ""),
+    ]:
+        assert lanes.match(method, path) is None, (method, path)
+
+
+async def test_a_card_page_on_the_fast_lane_still_answers_head_and_unknown_paths(api: Api) -> None:
+    site = await api.site()
+    await api.item(site, "a", 19)
+    params = {"origin": "http://localhost:8001"}
+    assert (await api.client.get(f"/embed/{site[0]}/a", params=params)).status_code == 200
+    assert (await api.client.head(f"/embed/{site[0]}/a", params=params)).status_code == 200
+    missing = await api.client.get(f"/v1/card/{site[0]}/nope")
+    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM

@@ -25,14 +25,13 @@ from coinslot.errors import CoinslotError
 from coinslot.http.openapi import build
 from coinslot.http.problems import (
     STORE_FAILURES,
-    BareEndpoint,
     client_gone,
     coinslot_error,
     http_error,
     store_failure,
     unexpected_error,
 )
-from coinslot.http.routes import API, routes
+from coinslot.http.routes import API, Lanes, routes
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.payments.choice import from_settings
@@ -50,23 +49,26 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 class Coinslot(Starlette):
-    """Starlette with a fast lane: bare endpoints on fixed paths skip its middleware and router.
+    """Starlette with a fast lane: bare endpoints skip its middleware and router.
 
-    The unlock path is the product's hot path. A bare endpoint renders its own errors, so
-    the exception middleware has nothing to add there, and a dict lookup replaces trying
-    routes in turn.
+    The unlock is the product's hot path, and the card page and the card's read come once per
+    page view. A bare endpoint renders its own errors, so the exception middleware has nothing
+    to add there, and a lookup by path (``Lanes``) replaces trying routes in turn.
     """
 
-    def __init__(self, *, lanes: dict[tuple[str, str], BareEndpoint], **kwargs: Any) -> None:
+    def __init__(self, *, lanes: Lanes, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lanes = lanes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            lane = self.lanes.get((scope["method"], scope["path"]))
+            lane = self.lanes.match(scope["method"], scope["path"])
             if lane is not None:
+                endpoint, params = lane
                 scope["app"] = self
-                await lane(scope, receive, send)
+                if params is not None:
+                    scope["path_params"] = params
+                await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -195,7 +197,7 @@ def create_app(
                 embedded.stop()
 
     app = Coinslot(
-        lanes={(m, p): e for m, p, e, _doc in API if isinstance(e, BareEndpoint) and "{" not in p},
+        lanes=Lanes(API),
         routes=routes(),
         lifespan=lifespan,
         exception_handlers={
