@@ -19,7 +19,17 @@ from redis.exceptions import NoScriptError
 from coinslot import keyspace
 
 # The scripts a Store runs by name.
-SCRIPTS = ("unlock", "credit", "voucher_take", "voucher_give_back", "snapshot", "topup_mark", "chargeback", "erase")
+SCRIPTS = (
+    "unlock",
+    "credit",
+    "voucher_take",
+    "voucher_give_back",
+    "snapshot",
+    "topup_mark",
+    "chargeback",
+    "erase",
+    "standing",
+)
 
 
 # A comment, or a string (which may hold "--"); Lua's long brackets are not used in lua/.

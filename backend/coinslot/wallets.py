@@ -115,12 +115,11 @@ async def owned_items(store: Store, ref: WalletRef, site_id: str, item_ids: Sequ
 async def item_standing(store: Store, ref: WalletRef, site_id: str, item_id: str) -> ItemStanding:
     """Balance and ownership of one item in one round trip, for the card a reader sees."""
     k = keyspace.wallet_keys(ref.wallet_id)
-    async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(k.wallet, ["currency", "balance", "gen"])
-        pipe.hget(k.owned, keyspace.owned_field(site_id, item_id))
-        (currency, balance, gen), owned = await pipe.execute()
+    currency, balance, gen, owned = await store.run(
+        "standing", [k.wallet, k.owned], [keyspace.owned_field(site_id, item_id)]
+    )
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
     # The owned field holds the purchase id, as the unlock script writes it (before any '|').
-    purchase_id = str(owned).split("|", 1)[0] if owned is not None else None
+    purchase_id = str(owned).split("|", 1)[0] if owned else None
     return ItemStanding(str(currency), int(balance), purchase_id)
