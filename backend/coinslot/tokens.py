@@ -8,7 +8,7 @@ older tokens by replacing the generation kept in Redis, so whatever uses the wal
 token's generation with that one. The unlock script does so in the same atomic step that debits,
 the reads in wallets.py in the same round trip that reads the wallet; a voucher or a top-up asks
 ``wallets.check_wallet`` before it acts. (A top-up link names a wallet and generation too; it is
-a signed link, not a credential, and is checked where it is opened, in http/checkout.py.)
+a signed link, not a credential, made and read by topuplinks.py.)
 
 Unlock tokens are EdDSA-signed JWTs a publisher verifies offline with the JWKS (keyring.py holds
 the keys and builds the JWS). A token proves that one wallet may read one item of one site until
