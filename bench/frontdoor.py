@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlock import BENCH, WrkResult, free_port, running, wait_http, wrk
+from harness import BENCH, WrkResult, free_port, running, wait_http, wrk
 
 SERVE = """
 import sys, uvicorn

@@ -30,7 +30,7 @@ from coinslot.catalog import Catalog
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
 from coinslot.tokens import WalletTokens
-from unlock import BENCH, WrkResult, coinslot_env, coinslot_serve, free_port, running, uvicorn, wait_http, wrk
+from harness import BENCH, WrkResult, coinslot_env, coinslot_serve, free_port, running, uvicorn, wait_http, wrk
 
 ORIGIN = "http://localhost:8001"
 GOALS = {"card page": 0.7, "card read (not owned)": 0.5, "card read (owned)": 0.5}

@@ -31,7 +31,7 @@ from coinslot.embedded import find_redis_server
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
 from coinslot.tokens import WalletRef
-from unlock import running
+from harness import running
 
 WALLET_GOAL, PURCHASE_GOAL = 300, 200  # bytes
 PER_WALLET_PURCHASES = 20  # purchases per funded wallet; a reader's few weeks of articles

@@ -45,7 +45,7 @@ from coinslot.clock import SystemClock
 from coinslot.embedded import find_redis_server
 from coinslot.store import Store, connect
 from coinslot.widget import asset
-from unlock import free_port, running, wait_http
+from harness import free_port, running, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "site_demo_news"
