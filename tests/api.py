@@ -65,6 +65,12 @@ class Api:
             headers["Idempotency-Key"] = key
         return await self.client.post("/v1/unlocks", json={"site": site, "item": item, **body}, headers=headers)
 
+    async def wallet_id(self, wallet: str) -> str:
+        r = await self.client.get("/v1/wallet", headers=auth(wallet))
+        assert r.status_code == 200, r.text
+        wallet_id: str = r.json()["wallet_id"]
+        return wallet_id
+
     async def balance(self, wallet: str) -> int:
         r = await self.client.get("/v1/wallet", headers=auth(wallet))
         assert r.status_code == 200, r.text

@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
@@ -81,6 +83,21 @@ async def reader(api: Api, site: str, wallet: str, codes: list[str], ack: Acknow
             ack.unexpected.append(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}")
 
 
+async def mixed_load(api: Api, readers: int, seconds: float) -> tuple[list[str], Acknowledged, Awaitable[Any]]:
+    """A site of ITEMS items and ``readers`` funded wallets; their load, started, runs for ``seconds``."""
+    site = await api.site()
+    for n in range(1, ITEMS + 1):  # most unlocks buy an item new to the wallet: a debit
+        await api.item(site, f"i{n}", 3)
+    wallets = [await api.wallet() for _ in range(readers)]
+    codes = {w: [await api.voucher(site, 200) for _ in range(10)] for w in wallets}
+    for w in wallets:
+        await api.redeem(w, codes[w].pop())
+    ack = Acknowledged()
+    until = time.monotonic() + seconds
+    load = asyncio.gather(*(reader(api, site[0], w, codes[w], ack, until) for w in wallets))
+    return wallets, ack, load
+
+
 async def test_acknowledged_requests_survive_redis_killed_mid_load(
     tmp_path: Path, clock: FrozenClock, keyring: KeyRing
 ) -> None:
@@ -90,17 +107,7 @@ async def test_acknowledged_requests_survive_redis_killed_mid_load(
     try:
         async with running_app(make_settings(tmp_path), store, clock, keyring) as client:
             api = Api(client, store, clock)
-            site = await api.site()
-            for n in range(1, ITEMS + 1):  # most unlocks buy an item new to the wallet: a debit
-                await api.item(site, f"i{n}", 3)
-            wallets = [await api.wallet() for _ in range(READERS)]
-            codes = {w: [await api.voucher(site, 200) for _ in range(10)] for w in wallets}
-            for w in wallets:
-                await api.redeem(w, codes[w].pop())
-
-            ack = Acknowledged()
-            until = time.monotonic() + LOAD_S
-            load = asyncio.gather(*(reader(api, site[0], w, codes[w], ack, until) for w in wallets))
+            wallets, ack, load = await mixed_load(api, READERS, LOAD_S)
             await asyncio.sleep(KILL_AFTER_S)
             killed = json.loads((tmp_path / "redis" / "redis.json").read_text())["pid"]
             os.kill(killed, signal.SIGKILL)
@@ -111,7 +118,7 @@ async def test_acknowledged_requests_survive_redis_killed_mid_load(
             assert ack.unexpected == []
             assert sum(map(len, ack.purchases.values())) > 50 and ack.unavailable > 0  # the kill hit a real load
             for wallet in wallets:
-                ref = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
+                ref = await api.wallet_id(wallet)
                 k = keys.wallet_keys(ref)
                 entries = [json.loads(e) for e in await store.redis.lrange(k.ledger, 0, -1)]
                 refs = {e["ref"] for e in entries}
@@ -223,17 +230,7 @@ async def test_a_cluster_master_failing_over_mid_load_doubles_nothing_and_the_bo
     try:
         async with running_app(make_settings(tmp_path), store, clock, keyring) as client:
             api = Api(client, store, clock)
-            site = await api.site()
-            for n in range(1, ITEMS + 1):
-                await api.item(site, f"i{n}", 3)
-            wallets = [await api.wallet() for _ in range(READERS * 2)]
-            codes = {w: [await api.voucher(site, 200) for _ in range(10)] for w in wallets}
-            for w in wallets:
-                await api.redeem(w, codes[w].pop())
-
-            ack = Acknowledged()
-            until = time.monotonic() + FAILOVER_LOAD_S
-            load = asyncio.gather(*(reader(api, site[0], w, codes[w], ack, until) for w in wallets))
+            wallets, ack, load = await mixed_load(api, READERS * 2, FAILOVER_LOAD_S)
             await asyncio.sleep(KILL_AFTER_S)
             cluster.kill(cluster.master_ports[0])
             started = time.monotonic()
@@ -261,7 +258,7 @@ async def test_a_cluster_master_failing_over_mid_load_doubles_nothing_and_the_bo
             assert ack.unexpected == []
             lost = 0
             for wallet in wallets:
-                ref = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
+                ref = await api.wallet_id(wallet)
                 entries = [json.loads(e) for e in await store.redis.lrange(keys.wallet_keys(ref).ledger, 0, -1)]
                 items = [e["item"] for e in entries if e["kind"] == "unlock"]
                 assert len(items) == len(set(items)), "an item was charged twice"

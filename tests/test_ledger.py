@@ -28,13 +28,6 @@ def api(client: httpx.AsyncClient, store: Store, clock: FrozenClock) -> Api:
     return Api(client, store, clock)
 
 
-async def wallet_id(api: Api, token: str) -> str:
-    r = await api.client.get("/v1/wallet", headers=auth(token))
-    assert r.status_code == 200, r.text
-    wid: str = r.json()["wallet_id"]
-    return wid
-
-
 async def top_up(client: httpx.AsyncClient, token: str, amount: int) -> str:
     """Open a test-mode checkout and pay it; returns the checkout session id."""
     r = await client.post("/v1/topups", json={"amount": amount}, headers=auth(token))
@@ -55,7 +48,7 @@ async def test_every_kind_of_entry_carries_both_sides_and_sums_to_zero(
     site = await api.site()
     await api.item(site, "article-42", 19)
     token = await api.wallet()
-    wid = await wallet_id(api, token)
+    wid = await api.wallet_id(token)
     code = await api.voucher(site, 100)
     assert (await api.redeem(token, code)).status_code == 200
     session = await top_up(client, token, 500)
@@ -142,7 +135,7 @@ async def _two_wallets_with_traffic(api: Api) -> tuple[str, str]:
         token = await api.wallet()
         await api.fund(site, token, 50)
         assert (await api.unlock(token, site[0], "a")).status_code == 200
-        wallets.append(await wallet_id(api, token))
+        wallets.append(await api.wallet_id(token))
     return wallets[0], wallets[1]
 
 
@@ -231,7 +224,7 @@ async def test_ledger_export_has_the_sites_entries_only_under_a_pseudonym(api: A
         await api.item(s, "a", 19)
         await api.item(s, "b", 31)
     reader = await api.wallet()
-    wid = await wallet_id(api, reader)
+    wid = await api.wallet_id(reader)
     await api.fund(site, reader, 100)
     await api.fund(other, reader, 100)
     await top_up(client, reader, 200)

@@ -27,12 +27,6 @@ def api(client: httpx.AsyncClient, store: Store, clock: FrozenClock) -> Api:
     return Api(client, store, clock)
 
 
-async def wallet_id(api: Api, token: str) -> str:
-    r = await api.client.get("/v1/wallet", headers=auth(token))
-    assert r.status_code == 200, r.text
-    return str(r.json()["wallet_id"])
-
-
 async def start_topup(api: Api, token: str, amount: int = 500) -> dict[str, Any]:
     r = await api.client.post("/v1/topups", json={"amount": amount}, headers=auth(token))
     assert r.status_code == 201, r.text
@@ -44,8 +38,8 @@ async def test_an_empty_wallet_expires_unless_money_moves_through_it(api: Api) -
     site = await api.site(tab_limit=100)
     await api.item(site, "a", 30)
     idle, funded, on_tab = await api.wallet(), await api.wallet(), await api.wallet()
-    keys = {name: keyspace.wallet_key(await wallet_id(api, t)) for name, t in (("idle", idle), ("funded", funded))}
-    keys["on_tab"] = keyspace.wallet_key(await wallet_id(api, on_tab))
+    named = (("idle", idle), ("funded", funded), ("on_tab", on_tab))
+    keys = {name: keyspace.wallet_key(await api.wallet_id(t)) for name, t in named}
 
     for key in keys.values():  # 396 days (13 months) by default, from creation
         assert 395 * DAY_S < await api.store.redis.ttl(key) <= 396 * DAY_S
@@ -72,7 +66,7 @@ async def test_an_open_checkout_keeps_an_empty_wallet_while_it_may_be_paid(
     async with running_app(settings, store, clock, keyring) as client:
         api = Api(client, store, clock)
         token = await api.wallet()
-        key = keyspace.wallet_key(await wallet_id(api, token))
+        key = keyspace.wallet_key(await api.wallet_id(token))
         assert 0 < await store.redis.ttl(key) <= DAY_S
         await start_topup(api, token)
         # As long as the session's record (40 days): a payment that arrives late still finds its wallet.
@@ -107,7 +101,7 @@ async def test_erasing_a_wallet_reports_the_balance_left_ends_its_token_and_keep
     token = await api.wallet()
     await api.fund(site, token, 100)
     assert (await api.unlock(token, site[0], "a")).status_code == 200
-    wid = await wallet_id(api, token)
+    wid = await api.wallet_id(token)
     site_obj = await catalog.Catalog(api.store).site(site[0])
     before = (await statements.stats(api.store, site_obj)).public()
 
@@ -155,7 +149,7 @@ async def test_a_payment_for_an_erased_wallet_is_not_credited_and_raises_an_aler
 
 async def test_erasing_an_empty_wallet_leaves_no_trace_and_forgets_the_cookie(api: Api) -> None:
     token = await api.wallet()
-    wid = await wallet_id(api, token)
+    wid = await api.wallet_id(token)
 
     r = await api.client.delete("/v1/wallet", headers={**CARD, "Cookie": f"coinslot_wallet={token}"})
 
