@@ -14,21 +14,27 @@
   if (/^#[0-9a-f]{6}$/i.test(ac)) look.accent = ac;
   const cards = [];
   let wanted = [];
-  const handlers = {unlocked: [], error: []};
+  const handlers = {locked: [], unlocked: [], error: []};
 
-  const emit = (name, detail) => handlers[name].forEach((fn) => {
-    try { fn(detail); } catch (e) { warn(e); }
-  });
+  // coinslot:unlocked {item, token}, coinslot:locked {item}, coinslot:error {item, reason}: on the
+  // element, and to the functions given to coinslot.on.
+  const signal = (rec, type, detail) => {
+    detail.item = rec.item;
+    rec.el.dispatchEvent(new CustomEvent('coinslot:' + type, {bubbles: true, detail}));
+    handlers[type].forEach((fn) => {
+      try { fn(detail); } catch (e) { warn(e); }
+    });
+  };
 
   const fail = (rec, why) => {
     if (rec.ok || !rec.frame.isConnected) return;
-    warn(`no card for "${rec.item}" (${why}): is ${location.origin} an origin of ${site}?`);
+    warn(`no card for "${rec.item}" (${why}): may ${location.origin} embed ${site}?`);
     rec.slot.remove(); // the frame and any placeholder: not a browser error page
     const p = document.createElement('p');
     p.className = 'coinslot-unavailable';
     p.textContent = de ? 'Freischalten ist gerade nicht möglich.' : 'Unlocking is not available right now.';
     rec.el.append(p);
-    emit('error', {item: rec.item, reason: why});
+    signal(rec, 'error', {reason: why});
   };
 
   // The card's frame needs a new renderer process (it is another site), so meanwhile the page
@@ -80,7 +86,7 @@
     const q = new URLSearchParams({origin: location.origin, ...look});
     frame.src = `${api}/embed/${encodeURIComponent(site)}/${encodeURIComponent(item)}?${q}`;
     frame.title = de ? 'Freischalten mit Coinslot' : 'Unlock with Coinslot';
-    frame.style.cssText = 'display:block;grid-area:1/1;width:100%;height:96px;border:0';
+    frame.style.cssText = 'grid-area:1/1;width:100%;height:96px;border:0';
     // Frame and placeholder share one grid cell, so swapping them moves nothing.
     const slot = document.createElement('div');
     slot.className = 'coinslot-card';
@@ -107,27 +113,24 @@
     const rec = event.origin === api && cards.find((r) => r.frame.contentWindow === event.source);
     const m = event.data && event.data.coinslot;
     if (!rec || !m) return;
+    const {type} = m;
+    const detail = {};
     // The placeholder goes once the card is on screen (or, should that never be said, soon after ready).
-    if (m.type === 'ready') rec.ok = setTimeout(drop, 1000, rec); // a timer's id is never 0
-    if (m.type === 'painted') drop(rec);
-    if (m.type === 'size' && m.height > 0) rec.frame.style.height = Math.min(Math.ceil(m.height), 4000) + 'px';
-    if (m.type === 'error') {
-      const reason = String(m.message);
-      warn(reason);
-      emit('error', {item: rec.item, reason});
+    if (type === 'ready') rec.ok = setTimeout(drop, 1000, rec); // a timer's id is never 0
+    if (type === 'painted') drop(rec);
+    if (type === 'size' && m.height > 0) rec.frame.style.height = Math.min(Math.ceil(m.height), 4000) + 'px';
+    if (type === 'error') warn(detail.reason = String(m.message));
+    // Locked again: the reader undid the purchase (or a pass ended), so what it opened goes.
+    if (type === 'locked' && rec.box) rec.box = rec.box.remove();
+    if (type === 'unlocked') detail.token = String(m.token);
+    if (type === 'unlocked' && m.content && !rec.box) {
+      // Sanitized when stored; parsed inertly, nothing in it runs.
+      rec.box = document.createElement('div');
+      rec.box.className = 'coinslot-content';
+      rec.box.append(...new DOMParser().parseFromString(m.content, 'text/html').body.childNodes);
+      rec.el.insertBefore(rec.box, rec.slot);
     }
-    if (m.type === 'unlocked') {
-      if (typeof m.content === 'string' && !rec.box) {
-        // Sanitized when stored; parsed inertly, nothing in it runs.
-        rec.box = document.createElement('div');
-        rec.box.className = 'coinslot-content';
-        rec.box.append(...new DOMParser().parseFromString(m.content, 'text/html').body.childNodes);
-        rec.el.insertBefore(rec.box, rec.slot);
-      }
-      const detail = {item: rec.item, token: String(m.token)};
-      rec.el.dispatchEvent(new CustomEvent('coinslot:unlocked', {bubbles: true, detail}));
-      emit('unlocked', detail);
-    }
+    if (handlers[type]) signal(rec, type, detail);
   });
 
   // Calls queued before this loaded: (window.coinslot = window.coinslot || []).push(['on', 'unlocked', fn])
@@ -138,7 +141,8 @@
     } catch (e) { warn('bad call', call, e); }
   };
   const coinslot = {
-    on: (name, fn) => (handlers[name] && typeof fn === 'function' ? handlers[name].push(fn) : warn('no event', name)),
+    // Not a function? Calling it fails inside signal's try, with a warning, as any throwing handler.
+    on: (name, fn) => (handlers[name] ? handlers[name].push(fn) : warn('no event', name)),
     push: run,
   };
   const queued = window.coinslot;
