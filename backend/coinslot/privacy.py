@@ -51,6 +51,11 @@ async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]
             # An empty wallet expires unless money moves through it; then it is kept until erased.
             "expires_at": now_ms // 1000 + ttl if ttl > 0 else None,
             "tabs_opened": tabs,  # site → when the wallet first went below zero there (ms)
+            # site → its pass there (until ms, purchase, used) and its count against the daily cap
+            "passes": _per_site(wallet, keyspace.PASS_FIELD_PREFIX),
+            "daily_caps": _per_site(wallet, keyspace.CAP_FIELD_PREFIX),
+            "undos": [int(at) for at in wallet.get(keyspace.UNDOS_FIELD, "").split(",") if at],
+            "budget": int(wallet[keyspace.BUDGET_FIELD]) if keyspace.BUDGET_FIELD in wallet else None,
         },
         "owned": [
             {"site": site, "item": item, "purchase_id": purchase.split("|", 1)[0]}
@@ -63,6 +68,10 @@ async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]
         "chargebacks": chargebacks,
         "topups": [t.public() for t in await wallet_topups(store, ref, now_ms=now_ms)],
     }
+
+
+def _per_site(wallet: dict[str, str], prefix: str) -> dict[str, str]:
+    return {field.removeprefix(prefix): value for field, value in wallet.items() if field.startswith(prefix)}
 
 
 async def erase(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]:

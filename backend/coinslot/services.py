@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coinslot.addresses import Addresses
+from coinslot.cardreads import CardReads
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
 from coinslot.keyring import KeyRing
@@ -30,3 +31,4 @@ class Services:
     topup_links: TopupLinks
     addresses: Addresses  # client addresses as per-address limits may keep them
     unlocks: Unlocks
+    card_reads: CardReads

@@ -88,6 +88,9 @@ class Settings:
     # wallet and one address may open.
     topups_per_wallet_per_hour: int = 10
     topups_per_ip_per_hour: int = 30
+    # A reader presses a few times a minute at most; a wallet hammering unlocks (a script, a
+    # stolen token) is slowed down without costing a reader anything.
+    unlocks_per_wallet_per_minute: int = 120
     # Bearer token Prometheus sends to read /metrics; without one /metrics is off (it tells
     # anyone the money credited per currency and the alerts raised).
     metrics_token: Secret | None = None
@@ -169,6 +172,7 @@ class Settings:
             failed_redeems_per_ip_per_hour=get("FAILED_REDEEMS_PER_IP_PER_HOUR", int, 20),
             topups_per_wallet_per_hour=get("TOPUPS_PER_WALLET_PER_HOUR", int, 10),
             topups_per_ip_per_hour=get("TOPUPS_PER_IP_PER_HOUR", int, 30),
+            unlocks_per_wallet_per_minute=get("UNLOCKS_PER_WALLET_PER_MINUTE", int, 120),
             metrics_token=metrics_token,
             max_head_bytes=numbers["MAX_HEAD_BYTES"],
             request_timeout=request_timeout,
@@ -177,8 +181,8 @@ class Settings:
         ).checked_limits()
 
     def checked_limits(self) -> Settings:
-        """A limit of 0 or less would refuse every top-up: loud at start-up instead."""
-        for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR"):
+        """A limit of 0 or less would refuse every top-up (or unlock): loud at start-up instead."""
+        for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR", "UNLOCKS_PER_WALLET_PER_MINUTE"):
             if getattr(self, name.lower()) <= 0:
                 raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
         return self

@@ -12,7 +12,15 @@ from starlette.routing import BaseRoute, Route
 from coinslot.http import admin, checkout, embed, public, wallet, webhooks
 from coinslot.http.openapi import Doc, openapi
 from coinslot.http.problems import BareEndpoint
-from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
+from coinslot.http.schemas import (
+    BudgetBody,
+    ItemPut,
+    RedeemBody,
+    TopupBody,
+    UnlockBody,
+    VoucherCreate,
+    WalletCreate,
+)
 
 # (method, path) → endpoint and its documentation; openapi.json is built from this table.
 API: list[tuple[str, str, Any, Doc]] = [
@@ -99,6 +107,30 @@ API: list[tuple[str, str, Any, Doc]] = [
         ),
     ),
     (
+        "PATCH",
+        "/v1/wallet",
+        wallet.set_budget,
+        Doc(
+            "Set the reader's one-click budget: the card asks once more above it",
+            auth="wallet",
+            body=BudgetBody,
+            responses={200: "the budget", 401: "", 413: "", 422: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/purchases/{purchase_id}/refund",
+        wallet.undo_purchase,
+        Doc(
+            "The reader's undo of a purchase: within the site's refund window, at most 3 in 30 days, "
+            "not a pass that served, not on a day with items free under the daily cap (money rule 8)",
+            auth="wallet",
+            responses={200: "refunded, with the balance", 401: "", 404: "not this wallet's purchase", 409: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
         "GET",
         "/v1/wallet/export",
         wallet.export_wallet,
@@ -167,6 +199,17 @@ API: list[tuple[str, str, Any, Doc]] = [
             auth="secret",
             body=ItemPut,
             responses={200: "item", 401: "", 422: ""},
+            tags=("admin",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/admin/purchases/{purchase_id}/refund",
+        admin.refund_purchase,
+        Doc(
+            "Refund a purchase made on the site, as goodwill (any time; not counted against the reader's undos)",
+            auth="secret",
+            responses={200: "refunded", 401: "", 404: "not a purchase on this site", 409: "already refunded"},
             tags=("admin",),
         ),
     ),

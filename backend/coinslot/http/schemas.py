@@ -8,6 +8,7 @@ from starlette.requests import Request
 from coinslot.catalog import MAX_PRICE
 from coinslot.errors import InvalidQuery
 from coinslot.vouchers import MAX_VOUCHER
+from coinslot.wallets import MAX_BUDGET
 
 Strict = ConfigDict(extra="forbid", strict=True)
 MAX_OFFER_ITEMS = 50
@@ -23,6 +24,11 @@ class UnlockBody(BaseModel):
     site: str = Field(min_length=1, max_length=64)
     item: str = Field(min_length=1, max_length=64)
     price: int | None = Field(default=None, ge=0, le=MAX_PRICE, description="the price the reader was shown")
+
+
+class BudgetBody(BaseModel):
+    model_config = Strict
+    budget: int = Field(ge=0, le=MAX_BUDGET, description="minor units one click may pay without asking again")
 
 
 class TopupBody(BaseModel):

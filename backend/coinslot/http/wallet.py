@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coinslot import privacy, topups, vouchers, wallets
+from coinslot import privacy, refunds, topups, vouchers, wallets
 from coinslot.http.context import services
 from coinslot.http.credentials import (
     clear_wallet_cookie,
@@ -18,7 +19,7 @@ from coinslot.http.credentials import (
     uses_cookie,
 )
 from coinslot.http.problems import PrivateJSONResponse, read_json
-from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
+from coinslot.http.schemas import BudgetBody, RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.idempotency import Idempotency
 from coinslot.ratelimit import PerAddress
 
@@ -53,7 +54,24 @@ async def create_wallet(request: Request) -> Response:
 
 async def get_wallet(request: Request) -> Response:
     svc = services(request)
-    return private_json(await wallets.wallet_view(svc.store, require_wallet(request)))
+    ref = require_wallet(request)
+    windows = functools.partial(refunds.refund_windows, svc.catalog)
+    return private_json(await wallets.wallet_view(svc.store, ref, refund_windows=windows, now_ms=svc.clock.now_ms()))
+
+
+async def set_budget(request: Request) -> Response:
+    svc = services(request)
+    ref = require_wallet(request)
+    body, _ = await read_json(request, BudgetBody, svc.settings.max_body_bytes)
+    return private_json({"budget": await wallets.set_budget(svc.store, ref, body.budget)})
+
+
+async def undo_purchase(request: Request) -> Response:
+    svc = services(request)
+    ref = require_wallet(request)
+    purchase_id = request.path_params["purchase_id"]
+    done = await refunds.reader_undo(svc.store, svc.catalog, ref, purchase_id, now_ms=svc.clock.now_ms())
+    return private_json(done.public())
 
 
 async def export_wallet(request: Request) -> Response:
