@@ -64,10 +64,10 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
     """Balance, receipts and recent ledger lines, as the reader may see them."""
     k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(k.wallet, ["currency", "balance", "gen", "frozen"])
+        pipe.hmget(k.wallet, ["currency", "balance", "gen", "frozen", keyspace.RECOVERY_FIELD])
         pipe.hvals(k.purchases)
         pipe.lrange(k.ledger, -RECENT_LEDGER_LINES, -1)
-        (currency, balance, gen, frozen), purchases, ledger = await pipe.execute()
+        (currency, balance, gen, frozen, recovery), purchases, ledger = await pipe.execute()
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
     receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
@@ -91,6 +91,7 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
         "currency": currency,
         "balance": int(balance),
         "frozen": frozen == "1",
+        "recovery_code": recovery is not None,
         "purchases": receipts,
         "ledger": lines,
     }
