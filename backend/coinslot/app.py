@@ -35,6 +35,7 @@ from coinslot.http.routes import API, Lanes, routes
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.payments.choice import from_settings
+from coinslot.recovery import RecoveryCodes
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
@@ -172,6 +173,7 @@ def create_app(
             unlocks=Unlocks(
                 store, catalog, unlock_tokens, links, addresses, tab_wallets_per_ip=settings.tab_wallets_per_ip
             ),
+            recovery=RecoveryCodes(store, secrets),
         )
         subscribed = asyncio.Event()
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))

@@ -9,6 +9,7 @@ from coinslot.catalog import Catalog
 from coinslot.clock import Clock
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
+from coinslot.recovery import RecoveryCodes
 from coinslot.settings import Settings
 from coinslot.store import Store
 from coinslot.tokens import UnlockTokens, WalletTokens
@@ -30,3 +31,4 @@ class Services:
     topup_links: TopupLinks
     addresses: Addresses  # client addresses as per-address limits may keep them
     unlocks: Unlocks
+    recovery: RecoveryCodes

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 from coinslot.http import admin, checkout, embed, public, wallet, webhooks
 from coinslot.http.openapi import Doc, openapi
 from coinslot.http.problems import BareEndpoint
-from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
+from coinslot.http.schemas import ItemPut, RecoverBody, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
 
 # (method, path) → endpoint and its documentation; openapi.json is built from this table.
 API: list[tuple[str, str, Any, Doc]] = [
@@ -294,6 +294,34 @@ API: list[tuple[str, str, Any, Doc]] = [
             auth="wallet",
             responses={200: "reader state", 401: "", 404: ""},
             tags=("widget",),
+        ),
+    ),
+]
+
+
+# Recovery codes (coinslot.recovery).
+API += [
+    (
+        "POST",
+        "/v1/wallet/recovery-code",
+        wallet.issue_recovery_code,
+        Doc(
+            "Save a recovery code for the wallet, shown once; it replaces the code saved before",
+            auth="wallet",
+            responses={201: "code (24 characters in groups of four) and created_at (ms)", 401: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/wallets/recover",
+        wallet.recover_wallet,
+        Doc(
+            "Exchange a recovery code for a new token of its wallet (every older token stops working); "
+            "the card gets it as its cookie, other callers in the body",
+            body=RecoverBody,
+            responses={200: "wallet_id, balance, currency (and token)", 400: "", 413: "", 422: "", 429: ""},
+            tags=("wallet",),
         ),
     ),
 ]
