@@ -357,3 +357,20 @@ class PaymentsRefused(CoinslotError):
     status = 502
     type = "payments-refused"
     title = "Payment provider refused the request"
+
+
+# Recovery codes (coinslot.recovery) ---------------------------------------------------
+
+
+class BadRecoveryCode(BadRequest):
+    """A recovery code that opens no wallet. Every such code gets this very answer, whether it
+    was mistyped, replaced, or never issued: a guesser learns nothing from it."""
+
+    type = "bad-recovery-code"
+    title = "Recovery code not recognised"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "recovery code not recognised: it has 24 letters and digits, as shown when it was saved "
+            "(case, spaces and dashes do not matter)"
+        )

@@ -335,3 +335,32 @@ LUA: dict[str, str] = {
     "dispute_won_field": _lua_function("dispute_won_field", dispute_won_field, "field"),
     "site_revenue_account": _lua_function("site_revenue_account", site_revenue_account, "site_id"),
 }
+
+
+# Recovery codes (coinslot.recovery) -----------------------------------------------------
+# Redis holds HMACs of codes, never a code. The index is untagged: a recovery knows only the
+# code, so it cannot be kept in the wallet's slot; the wallet's hash names its current code,
+# and only an index entry the wallet names opens it.
+
+RECOVERY_FIELD = "recovery"  # in the wallet's hash: the HMAC of its current recovery code
+RECOVERY_AT_FIELD = "recovery_ms"  # in the wallet's hash: when that code was made (ms)
+
+
+def recovery_index_key(digest: str) -> str:
+    """A recovery code's HMAC → the id of the wallet that named it."""
+    return "rc:" + digest
+
+
+# Like every bucket: a client address only as its pseudonym, a code only as a keyed hash of its prefix.
+def recovery_tries_bucket(address: str) -> str:
+    return "recover-tries:" + address
+
+
+def recovery_prefix_bucket(prefix_tag: str) -> str:
+    return "recover-prefix:" + prefix_tag
+
+
+LUA.update(
+    RECOVERY_FIELD=_lua_constant("RECOVERY_FIELD"),
+    RECOVERY_AT_FIELD=_lua_constant("RECOVERY_AT_FIELD"),
+)

@@ -10,6 +10,7 @@ from coinslot.catalog import Catalog
 from coinslot.clock import Clock
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
+from coinslot.recovery import RecoveryCodes
 from coinslot.settings import Settings
 from coinslot.store import Store
 from coinslot.tokens import UnlockTokens, WalletTokens
@@ -32,3 +33,4 @@ class Services:
     addresses: Addresses  # client addresses as per-address limits may keep them
     unlocks: Unlocks
     card_reads: CardReads
+    recovery: RecoveryCodes

@@ -100,6 +100,10 @@ class Settings:
     max_connections: int = 1000  # open connections per process, a file descriptor each; more get 503
     # A wallet nothing was ever paid into expires, with its keys, after this long (13 months).
     empty_wallet_days: int = 396
+    # Wrong recovery codes tried in an hour, per client address and per code prefix (its first
+    # group: however many addresses a guesser has, at most this many times 32^4 tries an hour in all).
+    failed_recoveries_per_ip_per_hour: int = 10
+    failed_recoveries_per_prefix_per_hour: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -178,11 +182,17 @@ class Settings:
             request_timeout=request_timeout,
             max_connections=numbers["MAX_CONNECTIONS"],
             empty_wallet_days=numbers["EMPTY_WALLET_DAYS"],
+            failed_recoveries_per_ip_per_hour=get("FAILED_RECOVERIES_PER_IP_PER_HOUR", int, 10),
+            failed_recoveries_per_prefix_per_hour=get("FAILED_RECOVERIES_PER_PREFIX_PER_HOUR", int, 5),
         ).checked_limits()
 
     def checked_limits(self) -> Settings:
         """A limit of 0 or less would refuse every top-up (or unlock): loud at start-up instead."""
         for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR", "UNLOCKS_PER_WALLET_PER_MINUTE"):
+            if getattr(self, name.lower()) <= 0:
+                raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
+        # Likewise for recovery: 0 would turn away a reader's right code with the wrong ones.
+        for name in ("FAILED_RECOVERIES_PER_IP_PER_HOUR", "FAILED_RECOVERIES_PER_PREFIX_PER_HOUR"):
             if getattr(self, name.lower()) <= 0:
                 raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
         return self

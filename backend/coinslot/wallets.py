@@ -107,6 +107,7 @@ async def wallet_view(store: Store, ref: WalletRef, *, refund_windows: RefundWin
         "balance": int(wallet["balance"]),
         "frozen": wallet.get("frozen") == "1",
         "budget": DEFAULT_BUDGET if budget is None else int(budget),
+        "recovery_code": keyspace.RECOVERY_FIELD in wallet,
         "purchases": receipts,
         "ledger": lines,
     }

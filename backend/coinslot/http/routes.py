@@ -15,6 +15,7 @@ from coinslot.http.problems import BareEndpoint
 from coinslot.http.schemas import (
     BudgetBody,
     ItemPut,
+    RecoverBody,
     RedeemBody,
     TopupBody,
     UnlockBody,
@@ -342,47 +343,33 @@ API: list[tuple[str, str, Any, Doc]] = [
 ]
 
 
+# Recovery codes (coinslot.recovery).
+API += [
+    (
+        "POST",
+        "/v1/wallet/recovery-code",
+        wallet.issue_recovery_code,
+        Doc(
+            "Save a recovery code for the wallet, shown once; it replaces the code saved before",
+            auth="wallet",
+            responses={201: "code (24 characters in groups of four) and created_at (ms)", 401: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/wallets/recover",
+        wallet.recover_wallet,
+        Doc(
+            "Exchange a recovery code for a new token of its wallet (every older token stops working); "
+            "the card gets it as its cookie, other callers in the body",
+            body=RecoverBody,
+            responses={200: "wallet_id, balance, currency (and token)", 400: "", 413: "", 422: "", 429: ""},
+            tags=("wallet",),
+        ),
+    ),
+]
+
+
 def routes() -> list[BaseRoute]:
     return [Route(path, endpoint, methods=[method]) for method, path, endpoint, _doc in API]
-
-
-class Lanes:
-    """The API's bare endpoints, found by method and path without Starlette's middleware and router.
-
-    A path with parameters matches segment by segment (a parameter takes one non-empty segment,
-    as Starlette's default convertor does); anything else goes to the router.
-    """
-
-    def __init__(self, api: list[tuple[str, str, Any, Doc]]) -> None:
-        self.fixed: dict[tuple[str, str], BareEndpoint] = {}
-        self.templated: dict[tuple[str, int, str], list[tuple[list[str], BareEndpoint]]] = {}
-        for method, path, endpoint, _doc in api:
-            if not isinstance(endpoint, BareEndpoint):
-                continue
-            if "{" not in path:
-                self.fixed[method, path] = endpoint
-                continue
-            segments = path.split("/")
-            if segments[1].startswith("{"):
-                raise ValueError(f"a lane's path must start with a fixed segment: {path}")
-            self.templated.setdefault((method, len(segments), segments[1]), []).append((segments, endpoint))
-
-    def match(self, method: str, path: str) -> tuple[BareEndpoint, dict[str, str] | None] | None:
-        endpoint = self.fixed.get((method, path))
-        if endpoint is not None:
-            return endpoint, None
-        segments = path.split("/")
-        if len(segments) < 2:
-            return None
-        for template, endpoint in self.templated.get((method, len(segments), segments[1]), ()):
-            params: dict[str, str] = {}
-            for fixed, given in zip(template, segments, strict=True):
-                if fixed.startswith("{"):
-                    if not given:
-                        break
-                    params[fixed[1:-1]] = given
-                elif fixed != given:
-                    break
-            else:
-                return endpoint, params
-        return None

@@ -60,6 +60,11 @@ class VoucherCreate(BaseModel):
     )
 
 
+class RecoverBody(BaseModel):
+    model_config = Strict
+    code: str = Field(min_length=1, max_length=64, description="the recovery code; case, spaces and dashes ignored")
+
+
 def requested_items(request: Request) -> list[str]:
     """The ``items`` query parameter: 1 to 50 item ids, comma-separated, each once."""
     names = [n for n in dict.fromkeys(request.query_params.get("items", "").split(",")) if n]
