@@ -150,8 +150,10 @@ async def owned_items(
     k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:  # one slot: one node on a Cluster
         pipe.hmget(k.owned, [keyspace.owned_field(site_id, i) for i in item_ids])
-        pipe.hget(k.wallet, keyspace.pass_field(site_id))
-        values, pass_value = await pipe.execute()
+        pipe.hmget(k.wallet, ["gen", keyspace.pass_field(site_id)])
+        values, (gen, pass_value) = await pipe.execute()
+    if gen != str(ref.generation):  # erased, or recovered elsewhere: this token no longer speaks for it
+        raise UnknownWallet()
     covered = pass_value is not None and int(pass_value.split("|", 1)[0]) > now_ms
     return {i: _owns(v, now_ms) or covered for i, v in zip(item_ids, values, strict=True)}
 
