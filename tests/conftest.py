@@ -92,7 +92,14 @@ def clock() -> FrozenClock:
 
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
-    base = Settings(public_url=PUBLIC_URL, data_dir=tmp_path / "data", secret_keys=(Secret(SECRET),))
+    # Tests drive one wallet far faster than any reader, on a clock that stands still (one rate
+    # window); the tests of the per-wallet unlock limit set their own.
+    base = Settings(
+        public_url=PUBLIC_URL,
+        data_dir=tmp_path / "data",
+        secret_keys=(Secret(SECRET),),
+        unlocks_per_wallet_per_minute=100_000,
+    )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

@@ -189,12 +189,31 @@ async def test_unknown_and_malformed_items(standalone_store: Store) -> None:
         catalog.check_item_id("../etc/passwd")
 
 
-async def test_passes_and_daily_caps_are_refused_until_unlocks_honour_them(standalone_store: Store) -> None:
-    with pytest.raises(BadRequest, match="daily caps are not available yet"):
-        await new_site(standalone_store, daily_cap=300)
-    site = await new_site(standalone_store)
-    with pytest.raises(InvalidBody, match="passes are not available yet"):
-        await catalog.put_item(standalone_store, site, "day-pass", title="Day pass", price=200, pass_hours=24, now_ms=0)
+async def test_the_last_pass_put_is_the_one_the_site_offers_until_it_is_a_plain_item(
+    standalone_store: Store,
+) -> None:
+    site = await new_site(standalone_store, daily_cap=300)
+    assert site.daily_cap == 300
+    for item_id, hours in (("day-pass", 24), ("week-pass", 168)):
+        made = await catalog.put_item(
+            standalone_store, site, item_id, title="Pass", price=200, pass_hours=hours, now_ms=0
+        )
+        assert (made.kind, made.pass_hours) == (catalog.KIND_PASS, hours)
+    cached = catalog.Catalog(standalone_store)
+    site = await cached.site(site.id)
+    assert site.pass_item == "week-pass"
+
+    await catalog.put_item(standalone_store, site, "week-pass", title="Now an article", price=20, now_ms=0)
+    assert (await catalog.Catalog(standalone_store).site(site.id)).pass_item is None
+    with pytest.raises(InvalidBody, match="pass_hours 0"):
+        await catalog.put_item(standalone_store, site, "p", title="Pass", price=1, pass_hours=0, now_ms=0)
+
+
+async def test_a_refund_window_is_at_most_a_week(standalone_store: Store) -> None:
+    assert (await new_site(standalone_store)).refund_window == catalog.DEFAULT_REFUND_WINDOW_S
+    assert (await new_site(standalone_store, refund_window=7 * 24 * 3600)).refund_window == 7 * 24 * 3600
+    with pytest.raises(BadRequest, match="at most 604800"):
+        await new_site(standalone_store, refund_window=7 * 24 * 3600 + 1)
 
 
 async def test_cache_stays_bounded_whatever_is_asked(standalone_store: Store) -> None:

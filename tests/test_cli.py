@@ -112,6 +112,37 @@ def test_serve_runs_its_own_redis_and_commands_share_it(
     assert Path(record["socket"]).exists()
 
 
+def test_passes_caps_and_a_goodwill_refund_from_the_command_line(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, data = server
+    made = ["site", "create", "--name", "P", "--origin", "http://localhost:8001", "--id", "site_cap"]
+    code, out = run_cli([*made, "--daily-cap", "300", "--refund-window", "0"], data, monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["secret_key"]
+    code, out = run_cli(
+        ["item", "put", "site_cap", "day", "--title", "Day", "--price", "99", "--pass-hours", "24"],
+        data,
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0 and json.loads(out)["kind"] == "pass"
+    code, out = run_cli(["voucher", "create", "site_cap", "--amount", "500"], data, monkeypatch, capsys)
+    voucher = json.loads(out)["code"]
+    token = httpx.post(f"{url}/v1/wallets", json={}).json()["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    httpx.post(f"{url}/v1/vouchers/redeem", json={"code": voucher}, headers=bearer).raise_for_status()
+    bought = httpx.post(f"{url}/v1/unlocks", json={"site": "site_cap", "item": "day"}, headers=bearer).json()
+    assert bought["charged"] == 99
+
+    code, out = run_cli(["refund", bought["purchase_id"], "--site", "site_other"], data, monkeypatch, capsys)
+    assert code == 2 and "no purchase" in out
+    code, out = run_cli(["refund", bought["purchase_id"]], data, monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["refunded"] == 99
+    assert httpx.get(f"{url}/v1/wallet", headers=bearer).json()["balance"] == 500
+    code, out = run_cli(["reconcile"], data, monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["clean"] is True
+
+
 def test_serve_with_workers_shares_one_embedded_redis_and_stops_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -180,7 +180,7 @@ async def test_reader_state_without_a_wallet(api: Api) -> None:
     site = await api.site()
     await api.item(site, "a", 19)
     r = await api.client.get(f"/v1/card/{site[0]}/a", headers=CARD_GET)
-    assert r.json() == {"wallet": False, "currency": "EUR", "owned": False}
+    assert r.json() == {"wallet": False, "currency": "EUR", "owned": False, "site_pass": None}
     assert r.headers["cache-control"] == "no-store"
 
 
@@ -193,7 +193,15 @@ async def test_card_cookie_wallet_sees_balance_then_owned_with_a_fresh_token_and
     await api.fund(site, token, 100)
 
     before = await api.client.get(f"/v1/card/{site[0]}/a", headers=card_get(token))
-    assert before.json() == {"wallet": True, "currency": "EUR", "balance": 100, "owned": False}
+    assert before.json() == {
+        "wallet": True,
+        "currency": "EUR",
+        "balance": 100,
+        "budget": 100,
+        "owned": False,
+        "cap": None,
+        "site_pass": None,
+    }
 
     unlocked = await api.client.post(
         "/v1/unlocks", json={"site": site[0], "item": "a", "price": 19}, headers=card_post(token)

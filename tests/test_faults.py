@@ -162,6 +162,7 @@ async def test_a_request_cut_by_the_app_dying_finishes_once_when_retried_with_it
         "COINSLOT_REDIS_URL": standalone_url,
         "COINSLOT_DATA_DIR": str(tmp_path / "data"),  # the signing keys both processes share
         "COINSLOT_SECRET_KEYS": "k" * 40,  # so wallet tokens outlive the process
+        "COINSLOT_UNLOCKS_PER_WALLET_PER_MINUTE": "100000",  # one wallet asks 600 times within a second
     }
     url = f"http://127.0.0.1:{port}"
     items, price, funds = 300, 2, 1000

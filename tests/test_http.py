@@ -257,7 +257,8 @@ def test_the_fast_lane_reads_headers_as_starlette_does() -> None:
 
 
 def test_the_fast_lanes_match_paths_as_the_router_would() -> None:
-    from coinslot.http.routes import API, Lanes
+    from coinslot.http.lanes import Lanes
+    from coinslot.http.routes import API
 
     lanes = Lanes(API)
     unlock = lanes.match("POST", "/v1/unlocks")

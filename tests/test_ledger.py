@@ -267,6 +267,7 @@ async def test_ledger_export_has_the_sites_entries_only_under_a_pseudonym(api: A
         "revenue": revenue,
         "promotions": promotions,
         "unlocks": 2,
-        "items": {"a": {"unlocks": 1, "revenue": 19}, "b": {"unlocks": 1, "revenue": 31}},
+        "refunds": 0,
+        "items": {"a": {"unlocks": 1, "refunds": 0, "revenue": 19}, "b": {"unlocks": 1, "refunds": 0, "revenue": 31}},
     }
     assert promotions == -100

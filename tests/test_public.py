@@ -46,6 +46,11 @@ async def test_offers_give_price_and_ownership_with_a_wallet(api: Api) -> None:
     assert [(o["item"], o["owned"]) for o in mine.json()["items"]] == [("a", True), ("b", False)]
     assert mine.headers["cache-control"] == "no-store"
 
+    code = (await api.client.post("/v1/wallet/recovery-code", headers=auth(wallet))).json()["code"]
+    assert (await api.client.post("/v1/wallets/recover", json={"code": code})).status_code == 200
+    stale = await api.client.get(f"/v1/offers?site={site[0]}&items=a,b", headers=auth(wallet))
+    assert stale.status_code == 401  # the recovered wallet's old token tells nothing of what it owns
+
 
 async def test_offers_refuse_more_than_50_items(api: Api) -> None:
     site = await api.site()

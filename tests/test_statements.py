@@ -64,5 +64,6 @@ async def test_export_and_stats_name_readers_by_pseudonym_and_sum_the_sites_acco
         "revenue": 2 * 19,
         "promotions": -2 * 50,
         "unlocks": 2,
-        "items": {"a": {"unlocks": 2, "revenue": 2 * 19}},
+        "refunds": 0,
+        "items": {"a": {"unlocks": 2, "refunds": 0, "revenue": 2 * 19}},
     }

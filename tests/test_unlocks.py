@@ -293,11 +293,12 @@ async def test_a_rerun_of_the_same_request_reports_what_it_charged(api: Api, sto
         idempotency=None,
         shown_price=None,
     )
-    script_keys = [k.wallet, k.owned, k.purchases, k.ledger, k.idempotency("unlocks", "-")]
+    attempts = keys.rate_limit_key(keys.wallet_unlocks_bucket(wallet_id), 0)
+    script_keys = [k.wallet, k.owned, k.purchases, k.ledger, k.idempotency("unlocks", "-"), attempts]
 
     first = await store.run("unlock", script_keys, args)
     again = await store.run("unlock", script_keys, args)
 
-    assert first == ["ok", "pur_same", 30, 70]
-    assert again == ["ok", "pur_same", 30, 70]
+    assert first == ["ok", "pur_same", 30, 70, "", "purchase"]
+    assert again == ["ok", "pur_same", 30, 70, "", "purchase"]
     assert await api.balance(wallet) == 70

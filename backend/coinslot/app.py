@@ -17,11 +17,13 @@ from starlette.types import Receive, Scope, Send
 
 from coinslot import keyfiles, keyspace
 from coinslot.addresses import Addresses
+from coinslot.cardreads import CardReads
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
 from coinslot.discovery import running_url
 from coinslot.embedded import EmbeddedRedis
 from coinslot.errors import CoinslotError
+from coinslot.http.lanes import Lanes
 from coinslot.http.openapi import build
 from coinslot.http.problems import (
     STORE_FAILURES,
@@ -31,10 +33,12 @@ from coinslot.http.problems import (
     store_failure,
     unexpected_error,
 )
-from coinslot.http.routes import API, Lanes, routes
+from coinslot.http.routes import API, routes
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.payments.choice import from_settings
+from coinslot.ratelimit import Allowance
+from coinslot.recovery import RecoveryCodes
 from coinslot.services import Services
 from coinslot.settings import Settings
 from coinslot.signer import SigningProcess
@@ -170,8 +174,16 @@ def create_app(
             topup_links=links,
             addresses=addresses,
             unlocks=Unlocks(
-                store, catalog, unlock_tokens, links, addresses, tab_wallets_per_ip=settings.tab_wallets_per_ip
+                store,
+                catalog,
+                unlock_tokens,
+                links,
+                addresses,
+                tab_wallets_per_ip=settings.tab_wallets_per_ip,
+                attempts=Allowance(settings.unlocks_per_wallet_per_minute, 60),
             ),
+            card_reads=CardReads(store, catalog, unlock_tokens),
+            recovery=RecoveryCodes(store, secrets),
         )
         subscribed = asyncio.Event()
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))

@@ -28,6 +28,11 @@ KEY_OVERLAP_MS = 24 * 60 * 60 * 1000  # a rotated secret key keeps working this 
 MAX_PRICE = 100_000  # minor units; micropayments, not purchases
 CACHE_TTL_S = 10.0  # seconds; bounds staleness only if an invalidation message is lost
 CACHE_MAX_ENTRIES = 200_000  # sites and items cached per worker
+KIND_ITEM = "item"
+KIND_PASS = "pass"  # grants every item of its site until it ends
+MAX_PASS_HOURS = 24 * 366
+DEFAULT_REFUND_WINDOW_S = 10 * 60
+MAX_REFUND_WINDOW_S = 7 * 24 * 60 * 60  # the unlock script remembers the last 8 days with free unlocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +45,11 @@ class Site:
     tab_limit: int = 0  # minor units
     daily_cap: int = 0  # minor units, 0 = no cap
     refund_window: int = 0  # seconds
+    pass_item: str | None = None  # the pass the site offers beside its items (the last one put)
 
     def public(self) -> dict[str, Any]:
-        return {
-            "site_id": self.id,
-            "name": self.name,
-            "currency": self.currency,
-            "timezone": self.timezone,
-            "origins": list(self.origins),
-            "tab_limit": self.tab_limit,
-            "daily_cap": self.daily_cap,
-            "refund_window": self.refund_window,
-        }
+        settings = ("name", "currency", "timezone", "tab_limit", "daily_cap", "refund_window", "pass_item")
+        return {"site_id": self.id, "origins": list(self.origins), **{f: getattr(self, f) for f in settings}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +58,7 @@ class Item:
     id: str
     title: str
     price: int  # minor units of the site's currency
-    kind: str = "item"  # "item" | "pass"
+    kind: str = KIND_ITEM  # or KIND_PASS
     pass_hours: int = 0
     has_content: bool = False
 
@@ -72,7 +70,7 @@ class Item:
             "currency": currency,
             "kind": self.kind,
         }
-        if self.kind == "pass":
+        if self.kind == KIND_PASS:
             out["pass_hours"] = self.pass_hours
         return out
 
@@ -102,6 +100,7 @@ def _site_from_hash(site_id: str, h: dict[str, str]) -> Site:
         tab_limit=int(h["tab_limit"]),
         daily_cap=int(h["daily_cap"]),
         refund_window=int(h["refund_window"]),
+        pass_item=h.get("pass_item") or None,
     )
 
 
@@ -111,7 +110,7 @@ def _item_from_hash(site_id: str, item_id: str, h: dict[str, str]) -> Item:
         id=item_id,
         title=h["title"],
         price=int(h["price"]),
-        kind=h.get("kind", "item"),
+        kind=h.get("kind", KIND_ITEM),
         pass_hours=int(h.get("pass_hours", 0)),
         has_content=h.get("has_content") == "1",
     )
@@ -126,7 +125,7 @@ async def create_site(
     timezone: str = "UTC",
     tab_limit: int = 0,
     daily_cap: int = 0,
-    refund_window: int = 0,
+    refund_window: int = DEFAULT_REFUND_WINDOW_S,
     site_id: str | None = None,
     now_ms: int,
 ) -> tuple[Site, str]:
@@ -142,10 +141,10 @@ async def create_site(
     for label, value in (("tab limit", tab_limit), ("daily cap", daily_cap), ("refund window", refund_window)):
         if value < 0:
             raise BadRequest(f"{label} {value} must be >= 0")
+    if refund_window > MAX_REFUND_WINDOW_S:
+        raise BadRequest(f"refund window {refund_window} s must be at most {MAX_REFUND_WINDOW_S} s (7 days)")
     if not name.strip():
         raise BadRequest("site name must not be empty")
-    if daily_cap:
-        raise BadRequest("daily caps are not available yet; create the site without --daily-cap")
     site = Site(
         id=site_id,
         name=name.strip(),
@@ -230,11 +229,8 @@ async def put_item(
         raise InvalidBody("title must be 1 to 200 characters", [{"field": "title"}])
     if not 0 <= price <= MAX_PRICE:
         raise InvalidBody(f"price {price} must be between 0 and {MAX_PRICE} minor units", [{"field": "price"}])
-    if pass_hours is not None:
-        # Unlocks do not yet honour passes (nor daily caps): refuse rather than sell what is not delivered.
-        raise InvalidBody("passes are not available yet; sell single items", [{"field": "pass_hours"}])
-    if pass_hours is not None and not 1 <= pass_hours <= 24 * 366:
-        raise InvalidBody(f"pass_hours {pass_hours} must be between 1 and {24 * 366}", [{"field": "pass_hours"}])
+    if pass_hours is not None and not 1 <= pass_hours <= MAX_PASS_HOURS:
+        raise InvalidBody(f"pass_hours {pass_hours} must be between 1 and {MAX_PASS_HOURS}", [{"field": "pass_hours"}])
     content = sanitize_html(content_html) if content_html is not None else None
     if content is not None and len(content.encode()) > max_content_bytes:
         raise InvalidBody(
@@ -245,7 +241,7 @@ async def put_item(
         id=item_id,
         title=title,
         price=price,
-        kind="pass" if pass_hours else "item",
+        kind=KIND_PASS if pass_hours else KIND_ITEM,
         pass_hours=pass_hours or 0,
         has_content=content is not None,
     )
@@ -265,6 +261,10 @@ async def put_item(
             },
         )
         pipe.sadd(keyspace.items_index_key(site.id), item_id)
+        if item.kind == KIND_PASS:
+            pipe.hset(keyspace.site_key(site.id), "pass_item", item_id)
+        elif site.pass_item == item_id:  # the site's pass became a plain item: it offers none now
+            pipe.hdel(keyspace.site_key(site.id), "pass_item")
         await pipe.execute()
     await store.redis.publish(keyspace.CATALOG_CHANNEL, site.id)
     return item

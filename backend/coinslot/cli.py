@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coinslot import catalog, ledger, topups, vouchers
+from coinslot import catalog, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
 from coinslot.discovery import redis_for_command
 from coinslot.embedded import EmbeddedRedisError
@@ -190,6 +190,17 @@ def cmd_voucher_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> Any:
+        done = await refunds.publisher_refund(
+            store, catalog.Catalog(store), args.site, args.purchase, now_ms=SystemClock().now_ms()
+        )
+        return done.public()
+
+    _print(_with_store(settings, work))
+    return 0
+
+
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     ring = KeyRing.load(settings.data_dir, settings.unlock_key_files)
     kid = ring.rotate(settings.data_dir)
@@ -264,7 +275,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--timezone", default="UTC")
     create.add_argument("--tab-limit", type=int, default=0, help="minor units a wallet may owe (0 = no tab)")
     create.add_argument("--daily-cap", type=int, default=0, help="minor units per site day (0 = no cap)")
-    create.add_argument("--refund-window", type=int, default=0, help="seconds")
+    create.add_argument(
+        "--refund-window",
+        type=int,
+        default=catalog.DEFAULT_REFUND_WINDOW_S,
+        help="seconds a reader may undo a purchase (0 = no undo; at most 7 days)",
+    )
     create.add_argument("--id", help="choose the site id (site_...) instead of a random one")
     create.set_defaults(func=cmd_site_create)
     rotate = site.add_parser("rotate-key", help="issue a new secret key; the old one works 24 h more")
@@ -288,6 +304,11 @@ def parser() -> argparse.ArgumentParser:
     vcreate.add_argument("--uses", type=int, default=1)
     vcreate.add_argument("--code", help="choose the code instead of a random one")
     vcreate.set_defaults(func=cmd_voucher_create)
+
+    refund = sub.add_parser("refund", help="refund a purchase as the publisher's goodwill (not a reader's undo)")
+    refund.add_argument("purchase", help="the purchase id (pur_...) from the reader's receipt or the ledger")
+    refund.add_argument("--site", help="refuse unless the purchase was made on this site")
+    refund.set_defaults(func=cmd_refund)
 
     keys_cmd = sub.add_parser("keys", help="unlock-token signing keys").add_subparsers(
         dest="keys_command", required=True

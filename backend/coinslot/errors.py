@@ -167,6 +167,43 @@ class TopupPending(Conflict):
     title = "Top-up pending"
 
 
+class UnknownPurchase(NotFound):
+    type = "unknown-purchase"
+    title = "Unknown purchase"
+
+
+class RefundRefused(Conflict):
+    """Money rule 8 refuses this undo; ``type`` says which part of it."""
+
+    type = "refund-refused"
+    title = "This purchase cannot be undone"
+
+
+class RefundWindowClosed(RefundRefused):
+    type = "refund-window-closed"
+    title = "The time to undo this purchase has passed"
+
+
+class RefundLimitReached(RefundRefused):
+    type = "refund-limit-reached"
+    title = "Too many undos in 30 days"
+
+
+class RefundPassUsed(RefundRefused):
+    type = "refund-pass-used"
+    title = "This pass has been used"
+
+
+class RefundCapDay(RefundRefused):
+    type = "refund-cap-day"
+    title = "Items were free under the daily cap that day"
+
+
+class AlreadyRefunded(RefundRefused):
+    type = "already-refunded"
+    title = "This purchase was already refunded"
+
+
 class InsufficientFunds(CoinslotError):
     """The wallet cannot pay: balance minus price would fall below the site's tab limit.
 
@@ -320,3 +357,20 @@ class PaymentsRefused(CoinslotError):
     status = 502
     type = "payments-refused"
     title = "Payment provider refused the request"
+
+
+# Recovery codes (coinslot.recovery) ---------------------------------------------------
+
+
+class BadRecoveryCode(BadRequest):
+    """A recovery code that opens no wallet. Every such code gets this very answer, whether it
+    was mistyped, replaced, or never issued: a guesser learns nothing from it."""
+
+    type = "bad-recovery-code"
+    title = "Recovery code not recognised"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "recovery code not recognised: it has 24 letters and digits, as shown when it was saved "
+            "(case, spaces and dashes do not matter)"
+        )

@@ -75,6 +75,10 @@ WALLET_INDEX = "wallets"  # set of every wallet id, for reconcile and exports
 
 OWNED_FIELD_SEPARATOR = "\t"  # ids never hold one
 TAB_FIELD_PREFIX = "tab:"
+PASS_FIELD_PREFIX = "pass:"
+CAP_FIELD_PREFIX = "cap:"
+UNDOS_FIELD = "undos"  # the times (ms, comma-separated) of the reader's own refunds in the last 30 days
+BUDGET_FIELD = "budget"  # what one click may pay without asking again (minor units); absent = the default
 
 
 def owned_field(site_id: str, item_id: str) -> str:
@@ -85,6 +89,22 @@ def owned_field(site_id: str, item_id: str) -> str:
 def tab_field(site_id: str) -> str:
     """The field of the wallet's hash set when it first went below zero on a site (its tab there)."""
     return TAB_FIELD_PREFIX + site_id
+
+
+def pass_field(site_id: str) -> str:
+    """The field of the wallet's hash for its pass on a site: ``<until ms>|<purchase id>|<1 once used>``.
+
+    The owned hash's value for an item that ends (a pass, or an item free under the daily cap) is
+    ``<id>|<until ms>`` (``|c`` after it for the cap); one that is owned for good is the purchase id alone.
+    """
+    return PASS_FIELD_PREFIX + site_id
+
+
+def cap_field(site_id: str) -> str:
+    """The field of the wallet's hash for the daily cap on a site, written only where the site has one:
+    ``<site day>|<spent that day>|<unlocks free under the cap that day>|<earlier days with free unlocks>``.
+    """
+    return CAP_FIELD_PREFIX + site_id
 
 
 def checkout_credit_ref(session_id: str) -> str:
@@ -131,6 +151,7 @@ def dispute_won_field(field: str) -> str:
 
 
 def site_key(site_id: str) -> str:
+    """The site's hash: name, currency, time zone, origins, limits, secret key digests, and its pass on offer."""
     return "{s:" + site_id + "}"
 
 
@@ -220,6 +241,11 @@ def address_topups_bucket(address: str) -> str:
     return "topups-ip:" + address
 
 
+def wallet_unlocks_bucket(wallet_id: str) -> str:
+    """A wallet's unlock attempts. Its key carries the wallet's hash tag: the unlock script counts it."""
+    return "unlocks-wallet:" + wallet_key(wallet_id)
+
+
 # Ledger accounts ------------------------------------------------------------------------
 
 WALLET_ACCOUNT_PREFIX = "wallet:"
@@ -294,6 +320,10 @@ LUA: dict[str, str] = {
     # which with its call cost it ~0.07 µs (~1%). It joins these constant parts itself instead.
     "OWNED_FIELD_SEPARATOR": _lua_constant("OWNED_FIELD_SEPARATOR"),
     "TAB_FIELD_PREFIX": _lua_constant("TAB_FIELD_PREFIX"),
+    "PASS_FIELD_PREFIX": _lua_constant("PASS_FIELD_PREFIX"),
+    "CAP_FIELD_PREFIX": _lua_constant("CAP_FIELD_PREFIX"),
+    "UNDOS_FIELD": _lua_constant("UNDOS_FIELD"),
+    "BUDGET_FIELD": _lua_constant("BUDGET_FIELD"),
     "wallet_id_of": _lua_wallet_id_of(),
     "wallet_account": _lua_function("wallet_account", wallet_account, "wallet_id"),
     "owned_field": _lua_function("owned_field", owned_field, "site", "item"),
@@ -303,4 +333,34 @@ LUA: dict[str, str] = {
     "refunded_field": _lua_function("refunded_field", refunded_field, "topup_id"),
     "dispute_field": _lua_function("dispute_field", dispute_field, "dispute_id"),
     "dispute_won_field": _lua_function("dispute_won_field", dispute_won_field, "field"),
+    "site_revenue_account": _lua_function("site_revenue_account", site_revenue_account, "site_id"),
 }
+
+
+# Recovery codes (coinslot.recovery) -----------------------------------------------------
+# Redis holds HMACs of codes, never a code. The index is untagged: a recovery knows only the
+# code, so it cannot be kept in the wallet's slot; the wallet's hash names its current code,
+# and only an index entry the wallet names opens it.
+
+RECOVERY_FIELD = "recovery"  # in the wallet's hash: the HMAC of its current recovery code
+RECOVERY_AT_FIELD = "recovery_ms"  # in the wallet's hash: when that code was made (ms)
+
+
+def recovery_index_key(digest: str) -> str:
+    """A recovery code's HMAC → the id of the wallet that named it."""
+    return "rc:" + digest
+
+
+# Like every bucket: a client address only as its pseudonym, a code only as a keyed hash of its prefix.
+def recovery_tries_bucket(address: str) -> str:
+    return "recover-tries:" + address
+
+
+def recovery_prefix_bucket(prefix_tag: str) -> str:
+    return "recover-prefix:" + prefix_tag
+
+
+LUA.update(
+    RECOVERY_FIELD=_lua_constant("RECOVERY_FIELD"),
+    RECOVERY_AT_FIELD=_lua_constant("RECOVERY_AT_FIELD"),
+)

@@ -119,12 +119,13 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
 
 
 def _check_refund(account: str, entry: dict[str, Any], mine: int, refunds: dict[str, int], report: Report) -> None:
-    """A refund is debited at most once; a give-back (``refund-failed``) follows its debit once, for the same amount.
+    """A refund is debited (or a purchase refunded) at most once; a give-back (``refund-failed``) follows its debit
+    once, for the same amount.
 
     ``refunds`` maps each refund or give-back ref seen so far to what it moved on the wallet.
     """
     kind, ref, seq = entry.get("kind"), entry.get("ref"), entry["seq"]
-    if not isinstance(ref, str) or kind not in ("refund", "refund-failed"):
+    if not isinstance(ref, str) or kind not in ("refund", "refund-failed", "purchase-refund"):
         return
     if ref in refunds:
         report.problems.append(f"{account} entry {seq}: {kind} {ref} posted more than once")

@@ -29,6 +29,8 @@ SCRIPTS = (
     "chargeback",
     "erase",
     "standing",
+    "refund",
+    "budget",
 )
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coinslot.addresses import Addresses
+from coinslot.cardreads import CardReads
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
+from coinslot.recovery import RecoveryCodes
 from coinslot.settings import Settings
 from coinslot.store import Store
 from coinslot.tokens import UnlockTokens, WalletTokens
@@ -30,3 +32,5 @@ class Services:
     topup_links: TopupLinks
     addresses: Addresses  # client addresses as per-address limits may keep them
     unlocks: Unlocks
+    card_reads: CardReads
+    recovery: RecoveryCodes

@@ -88,6 +88,9 @@ class Settings:
     # wallet and one address may open.
     topups_per_wallet_per_hour: int = 10
     topups_per_ip_per_hour: int = 30
+    # A reader presses a few times a minute at most; a wallet hammering unlocks (a script, a
+    # stolen token) is slowed down without costing a reader anything.
+    unlocks_per_wallet_per_minute: int = 120
     # Bearer token Prometheus sends to read /metrics; without one /metrics is off (it tells
     # anyone the money credited per currency and the alerts raised).
     metrics_token: Secret | None = None
@@ -97,6 +100,10 @@ class Settings:
     max_connections: int = 1000  # open connections per process, a file descriptor each; more get 503
     # A wallet nothing was ever paid into expires, with its keys, after this long (13 months).
     empty_wallet_days: int = 396
+    # Wrong recovery codes tried in an hour, per client address and per code prefix (its first
+    # group: however many addresses a guesser has, at most this many times 32^4 tries an hour in all).
+    failed_recoveries_per_ip_per_hour: int = 10
+    failed_recoveries_per_prefix_per_hour: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -169,16 +176,23 @@ class Settings:
             failed_redeems_per_ip_per_hour=get("FAILED_REDEEMS_PER_IP_PER_HOUR", int, 20),
             topups_per_wallet_per_hour=get("TOPUPS_PER_WALLET_PER_HOUR", int, 10),
             topups_per_ip_per_hour=get("TOPUPS_PER_IP_PER_HOUR", int, 30),
+            unlocks_per_wallet_per_minute=get("UNLOCKS_PER_WALLET_PER_MINUTE", int, 120),
             metrics_token=metrics_token,
             max_head_bytes=numbers["MAX_HEAD_BYTES"],
             request_timeout=request_timeout,
             max_connections=numbers["MAX_CONNECTIONS"],
             empty_wallet_days=numbers["EMPTY_WALLET_DAYS"],
+            failed_recoveries_per_ip_per_hour=get("FAILED_RECOVERIES_PER_IP_PER_HOUR", int, 10),
+            failed_recoveries_per_prefix_per_hour=get("FAILED_RECOVERIES_PER_PREFIX_PER_HOUR", int, 5),
         ).checked_limits()
 
     def checked_limits(self) -> Settings:
-        """A limit of 0 or less would refuse every top-up: loud at start-up instead."""
-        for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR"):
+        """A limit of 0 or less would refuse every top-up (or unlock): loud at start-up instead."""
+        for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR", "UNLOCKS_PER_WALLET_PER_MINUTE"):
+            if getattr(self, name.lower()) <= 0:
+                raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
+        # Likewise for recovery: 0 would turn away a reader's right code with the wrong ones.
+        for name in ("FAILED_RECOVERIES_PER_IP_PER_HOUR", "FAILED_RECOVERIES_PER_PREFIX_PER_HOUR"):
             if getattr(self, name.lower()) <= 0:
                 raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
         return self

@@ -77,10 +77,13 @@ class SiteStats:
 
     site: str
     currency: str
-    revenue: int = 0  # minor units
+    revenue: int = 0  # minor units, net of refunds
     promotions: int = 0  # minor units
-    unlocks: int = 0
-    items: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: {"unlocks": 0, "revenue": 0}))
+    unlocks: int = 0  # purchases (a purchase refunded later still counts here, and in refunds)
+    refunds: int = 0  # purchases refunded: the reader's undos and the site's goodwill
+    items: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: {"unlocks": 0, "refunds": 0, "revenue": 0})
+    )
 
     def public(self) -> dict[str, Any]:
         return {
@@ -89,6 +92,7 @@ class SiteStats:
             "revenue": self.revenue,
             "promotions": self.promotions,
             "unlocks": self.unlocks,
+            "refunds": self.refunds,
             "items": dict(sorted(self.items.items())),
         }
 
@@ -101,9 +105,10 @@ async def stats(store: Store, site: Site) -> SiteStats:
         for p in entry["postings"]:
             if p["account"] == revenue:
                 totals.revenue += p["amount"]
-                if entry["kind"] == "unlock":
-                    totals.unlocks += 1
-                    totals.items[entry["item"]]["unlocks"] += 1
+                if entry["kind"] in ("unlock", "purchase-refund"):
+                    counted = "unlocks" if entry["kind"] == "unlock" else "refunds"
+                    setattr(totals, counted, getattr(totals, counted) + 1)
+                    totals.items[entry["item"]][counted] += 1
                     totals.items[entry["item"]]["revenue"] += p["amount"]
             elif p["account"] == promotions:
                 totals.promotions += p["amount"]

@@ -205,6 +205,7 @@ async def _claim_key(
 
 
 async def get_topup(store: Store, wallet: WalletRef, topup_id: str, *, now_ms: int) -> Topup:
+    await check_wallet(store, wallet)  # a token that a recovery ended reads nothing of the wallet
     h = await store.redis.hgetall(keyspace.wallet_keys(wallet.wallet_id).topup(topup_id))
     if not h or "url" not in h:
         raise NotFound(f"top-up {topup_id!r} not found for this wallet")

@@ -11,15 +11,13 @@ reader gets: a signed token, the hosted content, or a 402 carrying top-up links.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from coinslot import keyspace
+from coinslot import keyspace, ratelimit
 from coinslot.addresses import Addresses
-from coinslot.catalog import Catalog, Item, Site, check_item_id, item_content
+from coinslot.catalog import KIND_PASS, Catalog, Item, Site, check_item_id, item_content
 from coinslot.errors import (
     CurrencyMismatch,
     IdempotencyKeyReused,
@@ -32,11 +30,18 @@ from coinslot.errors import (
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import UNLOCKS
+from coinslot.ratelimit import UNLIMITED
+from coinslot.ratelimit import Allowance as UnlockAttempts
 from coinslot.scripts import Script
+from coinslot.sitedays import site_day
 from coinslot.store import Store
 from coinslot.tokens import UnlockTokens, WalletRef
 from coinslot.topuplinks import TopupLinks
-from coinslot.wallets import item_standing
+
+# Why a wallet may read an item (``Granted.access``).
+PURCHASE = "purchase"  # it bought the item (or the pass it is): for good, or until the pass ends
+PASS = "pass"  # its pass on the site covers the item, until the pass ends
+CAP = "cap"  # the site's daily cap made it free, until the site's day ends
 
 
 class Unlocked(NamedTuple):
@@ -44,19 +49,16 @@ class Unlocked(NamedTuple):
 
     site: Site
     item: Item
-    purchase_id: str
+    purchase_id: str  # the purchase that grants the item; under a pass, the pass's; free under the cap, a grant id
     charged: int  # minor units actually debited by this request (0 when already owned)
     balance: int
     replayed: bool = False  # the outcome recorded under the same Idempotency-Key
+    access: str = PURCHASE  # why the wallet may read the item: PURCHASE, PASS or CAP
+    access_until_ms: int | None = None  # when that ends (a pass, the site's day); None = for good
 
 
 def new_purchase_id() -> str:
     return new_id("pur")
-
-
-def site_day(site: Site, now_ms: int) -> str:
-    """The calendar day at the site, in the site's own time zone."""
-    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(site.timezone)).date().isoformat()
 
 
 TAB_QUOTA = Script("tab_quota")
@@ -68,12 +70,18 @@ async def _take_tab_quota(store: Store, site: Site, wallet_id: str, address: str
 
     ``address`` is the client address's pseudonym (coinslot.addresses), never the address itself.
     """
-    key = keyspace.tab_quota_key(site.id, address, site_day(site, now_ms))
+    key = keyspace.tab_quota_key(site.id, address, site_day(site.timezone, now_ms).day)
     # Rare (a wallet's first tab on a site), so it runs on its own rather than in the unlock batch.
     return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
 
 TAB_GRANTED = 12  # index in script_args: '1' once the site's per-IP tab quota let this wallet in
+HOUR_MS = 3600 * 1000
+
+
+def pass_ends_ms(item: Item, now_ms: int) -> int:
+    """When a pass bought now ends: a whole second, so that a token's ``exp`` can end with it exactly."""
+    return (now_ms // 1000) * 1000 + item.pass_hours * HOUR_MS
 
 
 def script_args(
@@ -85,22 +93,28 @@ def script_args(
     now_ms: int,
     idempotency: Idempotency | None,
     shown_price: int | None,
+    attempts: UnlockAttempts = UNLIMITED,
 ) -> list[str | int | bytes]:
     """ARGV of ``lua/unlock.lua``, with the records it stores for a new purchase written here."""
     price = item.price
-    receipt = orjson.dumps(
-        {
-            "id": purchase_id,
-            "site": site.id,
-            "item": item.id,
-            "kind": item.kind,
-            "title": item.title,
-            "price": price,
-            "charged": price,
-            "currency": site.currency,
-            "at": now_ms,
-        }
-    )
+    is_pass = item.kind == KIND_PASS
+    record: dict[str, Any] = {
+        "id": purchase_id,
+        "site": site.id,
+        "item": item.id,
+        "kind": item.kind,
+        "title": item.title,
+        "price": price,
+        "charged": price,  # the script writes less where the daily cap takes part of the price
+        "currency": site.currency,
+        "at": now_ms,
+    }
+    ends = pass_ends_ms(item, now_ms) if is_pass else None
+    if ends is not None:
+        record["expires_at"] = ends
+    day = site_day(site.timezone, now_ms) if site.daily_cap else None
+    if day is not None:
+        record["day"] = day.day  # an undo is refused for a purchase of a day with free unlocks
     # The script puts the ledger sequence and the balance after the debit in front of the rest.
     entry_rest = orjson.dumps(
         {
@@ -127,10 +141,17 @@ def script_args(
         purchase_id,
         idempotency.digest if idempotency else "",
         IDEMPOTENCY_TTL_S,
-        receipt,
+        orjson.dumps(record),
         entry_rest,
         "0",
         "" if shown_price is None else shown_price,
+        attempts.per_window,
+        attempts.window_s + ratelimit.CLOCK_MARGIN_S,
+        item.kind,
+        "" if ends is None else ends,
+        site.daily_cap,
+        "" if day is None else day.day,
+        "" if day is None else day.ends_ms,
     ]
 
 
@@ -155,32 +176,53 @@ async def purchase(
     purchase_id: str,
     tab_quota: TabQuota | None,
     links: TopupLinks | None,
+    attempts: UnlockAttempts = UNLIMITED,
 ) -> Unlocked:
     """Debit ``wallet`` for the item and grant it, or raise why not.
 
     ``purchase_id`` names the purchase if this request makes one; ``tab_quota`` is used only
     when the wallet would start a tab on the site (None: it may not), ``links`` only for a 402.
+    An item the wallet's pass covers, or one the site's daily cap makes free, is granted
+    without a purchase and without a charge.
 
     Raises ``InsufficientFunds``, ``TabQuotaReached`` or ``WalletFrozen`` (402, with top-up
-    options), ``PriceChanged``, ``CurrencyMismatch``, ``IdempotencyKeyReused`` (409) or
-    ``UnknownWallet`` (401).
+    options), ``PriceChanged``, ``CurrencyMismatch``, ``IdempotencyKeyReused`` (409),
+    ``RateLimited`` (429) or ``UnknownWallet`` (401).
     """
     hit = catalog.cached(site_id, item_id)
     site, item = hit if hit is not None else (await catalog.site(site_id), await catalog.item(site_id, item_id))
     k = keyspace.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
     args = script_args(
-        site, item, wallet, purchase_id=purchase_id, now_ms=now_ms, idempotency=idempotency, shown_price=shown_price
+        site,
+        item,
+        wallet,
+        purchase_id=purchase_id,
+        now_ms=now_ms,
+        idempotency=idempotency,
+        shown_price=shown_price,
+        attempts=attempts,
     )
-    script_keys = [k.wallet, k.owned, k.purchases, k.ledger, idem_key]
+    attempts_key = keyspace.rate_limit_key(
+        keyspace.wallet_unlocks_bucket(wallet.wallet_id), ratelimit.window_of(now_ms, attempts.window_s)
+    )
+    script_keys = [k.wallet, k.owned, k.purchases, k.ledger, idem_key, attempts_key]
     while True:
         result = await store.run("unlock", script_keys, args)
         status = result[0]
         _count(status)
-        if status == "ok":
-            return Unlocked(site, item, result[1], int(result[2]), int(result[3]))
-        if status == "replay":
-            return Unlocked(site, item, result[1], int(result[2]), int(result[3]), replayed=True)
+        if status in _GRANTED:
+            ends = result[4] if len(result) > 4 else ""
+            return Unlocked(
+                site,
+                item,
+                result[1],
+                int(result[2]),
+                int(result[3]),
+                replayed=status == "replay",
+                access=result[5] if len(result) > 5 else PURCHASE,
+                access_until_ms=int(ends) if ends else None,
+            )
         if status == "tab-quota" and args[TAB_GRANTED] == "0" and tab_quota is not None:
             address = await tab_quota.addresses.pseudonym(tab_quota.client_ip, now_ms)
             if await _take_tab_quota(store, site, wallet.wallet_id, address, now_ms, tab_quota.per_ip):
@@ -189,13 +231,14 @@ async def purchase(
         break
     if status in ("insufficient", "tab-quota", "frozen"):
         balance = int(result[1])
-        options = links.options(wallet, item.price - balance, site.currency) if links is not None else []
+        charge = int(result[2]) if len(result) > 2 else item.price  # less than the price under the cap
+        options = links.options(wallet, charge - balance, site.currency) if links is not None else []
         if status == "insufficient":
-            raise InsufficientFunds(balance, item.price, site.currency, site.tab_limit, topup_options=options)
+            raise InsufficientFunds(balance, charge, site.currency, site.tab_limit, topup_options=options)
         if status == "tab-quota":
             per_ip = tab_quota.per_ip if tab_quota is not None else 0
-            raise TabQuotaReached(balance, item.price, site.currency, site.tab_limit, per_ip, topup_options=options)
-        raise WalletFrozen(balance, item.price, site.currency, topup_options=options)
+            raise TabQuotaReached(balance, charge, site.currency, site.tab_limit, per_ip, topup_options=options)
+        raise WalletFrozen(balance, charge, site.currency, topup_options=options)
     if status == "price-changed":
         raise PriceChanged(shown_price or 0, item.price, site.currency)
     if status == "currency":
@@ -204,11 +247,15 @@ async def purchase(
         raise IdempotencyKeyReused(
             f"Idempotency-Key {idempotency.key if idempotency else ''!r} was used with another body"
         )
+    if status == "rate-limited":
+        ratelimit.refuse(attempts.per_window, "unlock attempts by this wallet", attempts.window_s, now_ms)
     if status in ("no-wallet", "stale"):
         raise UnknownWallet()
     raise RuntimeError(f"unlock script returned unknown status {status!r}")
 
 
+# The script's statuses that grant the item: bought or owned, a replay, under a pass, free under the cap.
+_GRANTED = frozenset(("ok", "replay", "pass", "capfree"))
 _OUTCOMES: dict[str, Any] = {}  # the counter of each script status, bound once: labels() costs ~1 µs a call
 
 
@@ -230,6 +277,9 @@ class Granted(NamedTuple):
     currency: str
     content: str | None  # the hosted content, if the publisher hosts it here
     replayed: bool = False
+    access: str = PURCHASE
+    access_until_ms: int | None = None  # when the access ends; None = for good
+    undo: dict[str, int | str] | None = None  # the reader may still undo the purchase: its id, price, until
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -239,6 +289,9 @@ class Granted(NamedTuple):
             "charged": self.charged,
             "purchase_id": self.purchase_id,
             "currency": self.currency,
+            "access": self.access,
+            "access_until": self.access_until_ms,
+            "undo": self.undo,
         }
         if self.content is not None:
             out["content"] = self.content
@@ -257,6 +310,7 @@ class Unlocks:
         addresses: Addresses,
         *,
         tab_wallets_per_ip: int,
+        attempts: UnlockAttempts = UNLIMITED,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -264,6 +318,7 @@ class Unlocks:
         self.links = links
         self.addresses = addresses
         self.tab_wallets_per_ip = tab_wallets_per_ip
+        self.attempts = attempts  # unlock attempts a wallet may make in each window
 
     async def unlock(
         self,
@@ -283,10 +338,11 @@ class Unlocks:
         """
         item_id = check_item_id(item_id)
         purchase_id = new_purchase_id()
+        now_s = now_ms // 1000
         # The token of the purchase this request will most likely make is signed while Redis
         # decides; it is thrown away unless that very purchase is what the script reports.
         claims = self.tokens.claims(
-            site=site_id, item=item_id, purchase_id=purchase_id, wallet_id=wallet.wallet_id, now_s=now_ms // 1000
+            site=site_id, item=item_id, purchase_id=purchase_id, wallet_id=wallet.wallet_id, now_s=now_s
         )
         pending = self.tokens.sign_soon(claims)
         done = await purchase(
@@ -301,18 +357,31 @@ class Unlocks:
             purchase_id=purchase_id,
             tab_quota=TabQuota(self.addresses, client_ip, self.tab_wallets_per_ip),
             links=self.links,
+            attempts=self.attempts,
         )
-        if done.purchase_id != purchase_id or done.site.id != site_id or done.item.id != item_id:
-            # Owned before, or a replay of an earlier request: the token names that purchase.
+        until_s = None if done.access_until_ms is None else done.access_until_ms // 1000
+        if (
+            done.purchase_id != purchase_id
+            or done.site.id != site_id
+            or done.item.id != item_id
+            or (until_s is not None and until_s < claims["exp"])
+        ):
+            # Owned before, under a pass, a replay of an earlier request, or access that ends
+            # before the token would: the token names that purchase and ends with the access.
             claims = self.tokens.claims(
                 site=done.site.id,
                 item=done.item.id,
                 purchase_id=done.purchase_id,
                 wallet_id=wallet.wallet_id,
-                now_s=now_ms // 1000,
+                now_s=now_s,
+                access_until_s=until_s,
             )
             pending = self.tokens.sign_soon(claims)
         content = await item_content(self.store, done.site.id, done.item.id) if done.item.has_content else None
+        undo: dict[str, int | str] | None = None
+        if done.charged and done.purchase_id == purchase_id and done.site.refund_window:
+            # A purchase this very request made; the card read checks every rule of an undo.
+            undo = {"purchase_id": purchase_id, "price": done.charged, "until": now_ms + done.site.refund_window * 1000}
         return Granted(
             await pending.token(),
             claims["exp"],
@@ -322,38 +391,7 @@ class Unlocks:
             done.site.currency,
             content,
             done.replayed,
+            done.access,
+            done.access_until_ms,
+            undo,
         )
-
-    async def reader_state(
-        self, wallet: WalletRef | None, *, site_id: str, item_id: str, now_ms: int
-    ) -> dict[str, Any]:
-        """What the card needs about its reader: wallet or not, balance, and — when the item is
-        owned — a fresh token and the hosted content, so a returning reader needs no click.
-
-        Raises ``UnknownSite``/``UnknownItem`` (404) first, then ``UnknownWallet`` (401).
-        """
-        site = await self.catalog.site(site_id)
-        item = await self.catalog.item(site.id, check_item_id(item_id))
-        if wallet is None:
-            return {"wallet": False, "currency": site.currency, "owned": False}
-        standing = await item_standing(self.store, wallet, site.id, item.id)
-        if standing.purchase_id is None:
-            return {"wallet": True, "currency": standing.currency, "balance": standing.balance, "owned": False}
-        claims = self.tokens.claims(
-            site=site.id,
-            item=item.id,
-            purchase_id=standing.purchase_id,
-            wallet_id=wallet.wallet_id,
-            now_s=now_ms // 1000,
-        )
-        content = await item_content(self.store, site.id, item.id) if item.has_content else None
-        granted = Granted(
-            await self.tokens.sign(claims),
-            claims["exp"],
-            standing.balance,
-            0,
-            standing.purchase_id,
-            standing.currency,
-            content,
-        )
-        return {"wallet": True, "owned": True, **granted.public()}

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from coinslot import keyspace, ratelimit
-from coinslot.errors import UnknownWallet
+from coinslot.errors import InvalidBody, UnknownWallet
 from coinslot.ids import new_id
 from coinslot.money import check_currency
+from coinslot.refunds import WalletFields, undo_until
 from coinslot.store import Store
 from coinslot.tokens import WalletRef
 
 RECENT_LEDGER_LINES = 20
+# site ids → their refund windows (s): how a view of receipts learns the sites' windows
+RefundWindows = Callable[[set[str]], Awaitable[dict[str, int]]]
 
 
 async def create_wallet(
@@ -60,17 +63,28 @@ async def check_wallet(store: Store, ref: WalletRef) -> str:
     return str(currency)
 
 
-async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
-    """Balance, receipts and recent ledger lines, as the reader may see them."""
+async def wallet_view(store: Store, ref: WalletRef, *, refund_windows: RefundWindows, now_ms: int) -> dict[str, Any]:
+    """Balance, budget, receipts (with until when each may be undone) and recent ledger lines."""
     k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(k.wallet, ["currency", "balance", "gen", "frozen"])
+        pipe.hgetall(k.wallet)
         pipe.hvals(k.purchases)
         pipe.lrange(k.ledger, -RECENT_LEDGER_LINES, -1)
-        (currency, balance, gen, frozen), purchases, ledger = await pipe.execute()
-    if currency is None or gen != str(ref.generation):
+        wallet, purchases, ledger = await pipe.execute()
+    if not wallet.get("currency") or wallet.get("gen") != str(ref.generation):
         raise UnknownWallet()
     receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
+    windows = await refund_windows({r["site"] for r in receipts})
+    for receipt in receipts:
+        site = receipt["site"]
+        fields = WalletFields(
+            wallet.get(keyspace.UNDOS_FIELD),
+            wallet.get(keyspace.pass_field(site)),
+            wallet.get(keyspace.cap_field(site)),
+        )
+        until = undo_until(receipt, fields, refund_window_s=windows.get(site, 0), now_ms=now_ms)
+        if until is not None:
+            receipt["undo_until"] = until
     account = keyspace.wallet_account(ref.wallet_id)
     lines = []
     for raw in reversed(ledger):
@@ -86,40 +100,102 @@ async def wallet_view(store: Store, ref: WalletRef) -> dict[str, Any]:
                 **({"site": entry["site"]} if "site" in entry else {}),
             }
         )
+    budget = wallet.get(keyspace.BUDGET_FIELD)
     return {
         "wallet_id": ref.wallet_id,
-        "currency": currency,
-        "balance": int(balance),
-        "frozen": frozen == "1",
+        "currency": wallet["currency"],
+        "balance": int(wallet["balance"]),
+        "frozen": wallet.get("frozen") == "1",
+        "budget": DEFAULT_BUDGET if budget is None else int(budget),
+        "recovery_code": keyspace.RECOVERY_FIELD in wallet,
         "purchases": receipts,
         "ledger": lines,
     }
 
 
+DEFAULT_BUDGET = 100  # minor units: €1.00 in one click, unless the reader sets otherwise
+MAX_BUDGET = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class ItemStanding:
-    """What one wallet holds for one item: its balance, and the purchase that owns the item, if any."""
+    """What one wallet holds for one item and its site, as the card shows it."""
 
     currency: str
     balance: int  # minor units
-    purchase_id: str | None
+    budget: int  # what one click may pay without asking again
+    owned: str | None  # the owned hash's value: the purchase (or grant) id, and when it ends
+    pass_value: str | None  # the wallet's pass on the site (keyspace.pass_field)
+    cap_value: str | None  # the daily cap's count on the site (keyspace.cap_field)
+    undos: str | None  # the reader's recent undos (keyspace.UNDOS_FIELD)
+    receipt: dict[str, Any] | None  # the purchase that owns the item, if a purchase does
+
+    @property
+    def purchase_id(self) -> str | None:
+        return self.owned.split("|", 1)[0] if self.owned else None
 
 
-async def owned_items(store: Store, ref: WalletRef, site_id: str, item_ids: Sequence[str]) -> dict[str, bool]:
-    """Which of the site's items the wallet owns, in one round trip."""
-    fields = [keyspace.owned_field(site_id, i) for i in item_ids]
-    values = await store.redis.hmget(keyspace.wallet_keys(ref.wallet_id).owned, fields)
-    return {i: v is not None for i, v in zip(item_ids, values, strict=True)}
+def _owns(value: str | None, now_ms: int) -> bool:
+    """Whether an owned hash value still grants its item: for good, or until the time after its id."""
+    if value is None:
+        return False
+    parts = value.split("|")
+    return len(parts) == 1 or int(parts[1]) > now_ms
 
 
-async def item_standing(store: Store, ref: WalletRef, site_id: str, item_id: str) -> ItemStanding:
-    """Balance and ownership of one item in one round trip, for the card a reader sees."""
+async def owned_items(
+    store: Store, ref: WalletRef, site_id: str, item_ids: Sequence[str], *, now_ms: int
+) -> dict[str, bool]:
+    """Which of the site's items the wallet owns now (a pass covers them all), in one round trip."""
     k = keyspace.wallet_keys(ref.wallet_id)
-    currency, balance, gen, owned = await store.run(
-        "standing", [k.wallet, k.owned], [keyspace.owned_field(site_id, item_id)]
+    async with store.redis.pipeline(transaction=False) as pipe:  # one slot: one node on a Cluster
+        pipe.hmget(k.owned, [keyspace.owned_field(site_id, i) for i in item_ids])
+        pipe.hmget(k.wallet, ["gen", keyspace.pass_field(site_id)])
+        values, (gen, pass_value) = await pipe.execute()
+    if gen != str(ref.generation):  # erased, or recovered elsewhere: this token no longer speaks for it
+        raise UnknownWallet()
+    covered = pass_value is not None and int(pass_value.split("|", 1)[0]) > now_ms
+    return {i: _owns(v, now_ms) or covered for i, v in zip(item_ids, values, strict=True)}
+
+
+async def item_standing(
+    store: Store, ref: WalletRef, site_id: str, item_id: str, *, is_pass: bool, now_ms: int
+) -> ItemStanding:
+    """Balance, budget and what grants the item, in one round trip, for the card a reader sees.
+
+    A pass that covers the item is marked as having served (it can no longer be undone).
+    """
+    k = keyspace.wallet_keys(ref.wallet_id)
+    currency, balance, gen, budget, owned, pass_value, cap_value, undos, receipt = await store.run(
+        "standing",
+        [k.wallet, k.owned, k.purchases],
+        [
+            keyspace.owned_field(site_id, item_id),
+            keyspace.pass_field(site_id),
+            keyspace.cap_field(site_id),
+            now_ms,
+            "pass" if is_pass else "item",
+            ref.generation,
+        ],
     )
     if currency is None or gen != str(ref.generation):
         raise UnknownWallet()
-    # The owned field holds the purchase id, as the unlock script writes it (before any '|').
-    purchase_id = str(owned).split("|", 1)[0] if owned else None
-    return ItemStanding(str(currency), int(balance), purchase_id)
+    return ItemStanding(
+        str(currency),
+        int(balance),
+        DEFAULT_BUDGET if budget is None else int(budget),
+        owned,
+        pass_value,
+        cap_value,
+        undos,
+        json.loads(receipt) if receipt else None,
+    )
+
+
+async def set_budget(store: Store, ref: WalletRef, budget: int) -> int:
+    """Set what one click may pay without the card asking again (0 = always ask)."""
+    if not 0 <= budget <= MAX_BUDGET:
+        raise InvalidBody(f"budget {budget} must be between 0 and {MAX_BUDGET} minor units", [{"field": "budget"}])
+    if not await store.run("budget", [keyspace.wallet_key(ref.wallet_id)], [ref.generation, budget]):
+        raise UnknownWallet()
+    return budget

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from coinslot import catalog, statements, vouchers
+from coinslot import catalog, refunds, statements, vouchers
 from coinslot.errors import InvalidQuery
 from coinslot.http.context import services
 from coinslot.http.credentials import require_site
@@ -46,6 +46,16 @@ async def list_items(request: Request) -> Response:
     names = await catalog.list_items(svc.store, site.id)
     found = await svc.catalog.items(site.id, names)
     return JSONResponse({"items": [i.public(site.currency) for i in found.values() if i is not None]}, headers=NO_STORE)
+
+
+async def refund_purchase(request: Request) -> Response:
+    """The publisher's goodwill refund of a purchase on its site (not counted against the reader's undos)."""
+    svc = services(request)
+    site = await require_site(request)
+    done = await refunds.publisher_refund(
+        svc.store, svc.catalog, site.id, request.path_params["purchase_id"], now_ms=svc.clock.now_ms()
+    )
+    return JSONResponse(done.public(), headers=NO_STORE)
 
 
 async def create_voucher(request: Request) -> Response:

@@ -209,16 +209,14 @@ async def placeholders(request: Request) -> Response:
 
 
 async def reader_state(request: Request) -> Response:
-    """The one credentialed read a card makes (coinslot.unlocks.Unlocks.reader_state)."""
+    """The one credentialed read a card makes (coinslot.cardreads)."""
     svc = services(request)
     site_id, item_id, now_ms = request.path_params["site"], request.path_params["item"], svc.clock.now_ms()
     try:
-        state = await svc.unlocks.reader_state(
-            optional_wallet(request), site_id=site_id, item_id=item_id, now_ms=now_ms
-        )
+        state = await svc.card_reads.read(optional_wallet(request), site_id=site_id, item_id=item_id, now_ms=now_ms)
     except UnknownWallet:
         if not uses_cookie(request, svc):
             raise
         # A cookie naming a wallet that is gone (or was recovered elsewhere): the card starts afresh.
-        state = await svc.unlocks.reader_state(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
+        state = await svc.card_reads.read(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
     return PrivateJSONResponse(state)

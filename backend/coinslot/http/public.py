@@ -47,7 +47,8 @@ async def offers(request: Request) -> Response:
     site = await svc.catalog.site(site_id)
     found = await svc.catalog.items(site.id, names)
     ref = optional_wallet(request)
-    owned = await wallets.owned_items(svc.store, ref, site.id, names) if ref is not None else {}
+    now_ms = svc.clock.now_ms()
+    owned = await wallets.owned_items(svc.store, ref, site.id, names, now_ms=now_ms) if ref is not None else {}
     out: list[dict[str, Any]] = []
     for name in names:
         item = found.get(name)

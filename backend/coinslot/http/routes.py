@@ -12,7 +12,16 @@ from starlette.routing import BaseRoute, Route
 from coinslot.http import admin, checkout, embed, public, wallet, webhooks
 from coinslot.http.openapi import Doc, openapi
 from coinslot.http.problems import BareEndpoint
-from coinslot.http.schemas import ItemPut, RedeemBody, TopupBody, UnlockBody, VoucherCreate, WalletCreate
+from coinslot.http.schemas import (
+    BudgetBody,
+    ItemPut,
+    RecoverBody,
+    RedeemBody,
+    TopupBody,
+    UnlockBody,
+    VoucherCreate,
+    WalletCreate,
+)
 
 # (method, path) → endpoint and its documentation; openapi.json is built from this table.
 API: list[tuple[str, str, Any, Doc]] = [
@@ -99,6 +108,30 @@ API: list[tuple[str, str, Any, Doc]] = [
         ),
     ),
     (
+        "PATCH",
+        "/v1/wallet",
+        wallet.set_budget,
+        Doc(
+            "Set the reader's one-click budget: the card asks once more above it",
+            auth="wallet",
+            body=BudgetBody,
+            responses={200: "the budget", 401: "", 413: "", 422: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/purchases/{purchase_id}/refund",
+        wallet.undo_purchase,
+        Doc(
+            "The reader's undo of a purchase: within the site's refund window, at most 3 in 30 days, "
+            "not a pass that served, not on a day with items free under the daily cap (money rule 8)",
+            auth="wallet",
+            responses={200: "refunded, with the balance", 401: "", 404: "not this wallet's purchase", 409: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
         "GET",
         "/v1/wallet/export",
         wallet.export_wallet,
@@ -167,6 +200,17 @@ API: list[tuple[str, str, Any, Doc]] = [
             auth="secret",
             body=ItemPut,
             responses={200: "item", 401: "", 422: ""},
+            tags=("admin",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/admin/purchases/{purchase_id}/refund",
+        admin.refund_purchase,
+        Doc(
+            "Refund a purchase made on the site, as goodwill (any time; not counted against the reader's undos)",
+            auth="secret",
+            responses={200: "refunded", 401: "", 404: "not a purchase on this site", 409: "already refunded"},
             tags=("admin",),
         ),
     ),
@@ -299,47 +343,33 @@ API: list[tuple[str, str, Any, Doc]] = [
 ]
 
 
+# Recovery codes (coinslot.recovery).
+API += [
+    (
+        "POST",
+        "/v1/wallet/recovery-code",
+        wallet.issue_recovery_code,
+        Doc(
+            "Save a recovery code for the wallet, shown once; it replaces the code saved before",
+            auth="wallet",
+            responses={201: "code (24 characters in groups of four) and created_at (ms)", 401: ""},
+            tags=("wallet",),
+        ),
+    ),
+    (
+        "POST",
+        "/v1/wallets/recover",
+        wallet.recover_wallet,
+        Doc(
+            "Exchange a recovery code for a new token of its wallet (every older token stops working); "
+            "the card gets it as its cookie, other callers in the body",
+            body=RecoverBody,
+            responses={200: "wallet_id, balance, currency (and token)", 400: "", 413: "", 422: "", 429: ""},
+            tags=("wallet",),
+        ),
+    ),
+]
+
+
 def routes() -> list[BaseRoute]:
     return [Route(path, endpoint, methods=[method]) for method, path, endpoint, _doc in API]
-
-
-class Lanes:
-    """The API's bare endpoints, found by method and path without Starlette's middleware and router.
-
-    A path with parameters matches segment by segment (a parameter takes one non-empty segment,
-    as Starlette's default convertor does); anything else goes to the router.
-    """
-
-    def __init__(self, api: list[tuple[str, str, Any, Doc]]) -> None:
-        self.fixed: dict[tuple[str, str], BareEndpoint] = {}
-        self.templated: dict[tuple[str, int, str], list[tuple[list[str], BareEndpoint]]] = {}
-        for method, path, endpoint, _doc in api:
-            if not isinstance(endpoint, BareEndpoint):
-                continue
-            if "{" not in path:
-                self.fixed[method, path] = endpoint
-                continue
-            segments = path.split("/")
-            if segments[1].startswith("{"):
-                raise ValueError(f"a lane's path must start with a fixed segment: {path}")
-            self.templated.setdefault((method, len(segments), segments[1]), []).append((segments, endpoint))
-
-    def match(self, method: str, path: str) -> tuple[BareEndpoint, dict[str, str] | None] | None:
-        endpoint = self.fixed.get((method, path))
-        if endpoint is not None:
-            return endpoint, None
-        segments = path.split("/")
-        if len(segments) < 2:
-            return None
-        for template, endpoint in self.templated.get((method, len(segments), segments[1]), ()):
-            params: dict[str, str] = {}
-            for fixed, given in zip(template, segments, strict=True):
-                if fixed.startswith("{"):
-                    if not given:
-                        break
-                    params[fixed[1:-1]] = given
-                elif fixed != given:
-                    break
-            else:
-                return endpoint, params
-        return None

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from coinslot.catalog import MAX_PRICE
 from coinslot.errors import InvalidQuery
 from coinslot.vouchers import MAX_VOUCHER
+from coinslot.wallets import MAX_BUDGET
 
 Strict = ConfigDict(extra="forbid", strict=True)
 MAX_OFFER_ITEMS = 50
@@ -23,6 +24,11 @@ class UnlockBody(BaseModel):
     site: str = Field(min_length=1, max_length=64)
     item: str = Field(min_length=1, max_length=64)
     price: int | None = Field(default=None, ge=0, le=MAX_PRICE, description="the price the reader was shown")
+
+
+class BudgetBody(BaseModel):
+    model_config = Strict
+    budget: int = Field(ge=0, le=MAX_BUDGET, description="minor units one click may pay without asking again")
 
 
 class TopupBody(BaseModel):
@@ -52,6 +58,11 @@ class VoucherCreate(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{4,62}[A-Za-z0-9]$",
         description="letters and digits (dashes and spaces ignored); random with 80 bits when omitted",
     )
+
+
+class RecoverBody(BaseModel):
+    model_config = Strict
+    code: str = Field(min_length=1, max_length=64, description="the recovery code; case, spaces and dashes ignored")
 
 
 def requested_items(request: Request) -> list[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coinslot import privacy, topups, vouchers, wallets
+from coinslot import privacy, recovery, refunds, topups, vouchers, wallets
 from coinslot.http.context import services
 from coinslot.http.credentials import (
     clear_wallet_cookie,
@@ -18,7 +19,7 @@ from coinslot.http.credentials import (
     uses_cookie,
 )
 from coinslot.http.problems import PrivateJSONResponse, read_json
-from coinslot.http.schemas import RedeemBody, TopupBody, UnlockBody, WalletCreate
+from coinslot.http.schemas import BudgetBody, RecoverBody, RedeemBody, TopupBody, UnlockBody, WalletCreate
 from coinslot.idempotency import Idempotency
 from coinslot.ratelimit import PerAddress
 
@@ -53,7 +54,24 @@ async def create_wallet(request: Request) -> Response:
 
 async def get_wallet(request: Request) -> Response:
     svc = services(request)
-    return private_json(await wallets.wallet_view(svc.store, require_wallet(request)))
+    ref = require_wallet(request)
+    windows = functools.partial(refunds.refund_windows, svc.catalog)
+    return private_json(await wallets.wallet_view(svc.store, ref, refund_windows=windows, now_ms=svc.clock.now_ms()))
+
+
+async def set_budget(request: Request) -> Response:
+    svc = services(request)
+    ref = require_wallet(request)
+    body, _ = await read_json(request, BudgetBody, svc.settings.max_body_bytes)
+    return private_json({"budget": await wallets.set_budget(svc.store, ref, body.budget)})
+
+
+async def undo_purchase(request: Request) -> Response:
+    svc = services(request)
+    ref = require_wallet(request)
+    purchase_id = request.path_params["purchase_id"]
+    done = await refunds.reader_undo(svc.store, svc.catalog, ref, purchase_id, now_ms=svc.clock.now_ms())
+    return private_json(done.public())
 
 
 async def export_wallet(request: Request) -> Response:
@@ -127,3 +145,29 @@ async def redeem_voucher(request: Request) -> Response:
     tries = PerAddress(await client_address(request, now_ms), svc.settings.failed_redeems_per_ip_per_hour)
     amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms, tries=tries)
     return private_json({"credited": amount, "balance": balance, "currency": currency})
+
+
+async def issue_recovery_code(request: Request) -> Response:
+    svc = services(request)
+    issued = await svc.recovery.issue(require_wallet(request), now_ms=svc.clock.now_ms())
+    return private_json(issued.public(), status_code=201)
+
+
+async def recover_wallet(request: Request) -> Response:
+    """No credential: the code is one. The card gets the new token as its cookie only, never in
+    the body its script reads; any other caller gets it in the body."""
+    svc = services(request)
+    body, _ = await read_json(request, RecoverBody, svc.settings.max_body_bytes)
+    now_ms = svc.clock.now_ms()
+    limits = recovery.Limits(
+        await client_address(request, now_ms),
+        per_address=svc.settings.failed_recoveries_per_ip_per_hour,
+        per_prefix=svc.settings.failed_recoveries_per_prefix_per_hour,
+    )
+    recovered = await svc.recovery.recover(body.code, now_ms=now_ms, limits=limits)
+    token = svc.wallet_tokens.sign(recovered.ref)
+    if uses_cookie(request, svc):
+        response = private_json(recovered.public())
+        set_wallet_cookie(response, token)
+        return response
+    return private_json({**recovered.public(), "token": token})
