@@ -136,16 +136,19 @@
   const unlocked = (data, fresh) => {
     state.balance = data.balance;
     state.wallet = true;
-    showBalance();
+    showBalance(!fresh); // a re-read tells the other cards nothing new (and must not set them re-reading)
     const first = root.dataset.state !== 'unlocked';
     root.dataset.state = 'unlocked';
     buy.hidden = passButton.hidden = topup.hidden = ask.hidden = true;
     note.textContent = '';
     if (data.undo !== undefined) state.undo = data.undo;
-    receipt.textContent = data.access === 'pass' && data.access_until
-      ? fill(t.inPass, {time: at(data.access_until)})
-      : data.access === 'cap' ? t.capOpen
-        : !fresh || !data.charged ? t.owned : fill(t.receipt, {amount: fmt(data.charged), title: cfg.title});
+    // A re-read of what is already open keeps its receipt, unless a pass or the cap now covers it.
+    if (first || fresh || data.access === 'pass' || data.access === 'cap') {
+      receipt.textContent = data.access === 'pass' && data.access_until
+        ? fill(t.inPass, {time: at(data.access_until)})
+        : data.access === 'cap' ? t.capOpen
+          : !fresh || !data.charged ? t.owned : fill(t.receipt, {amount: fmt(data.charged), title: cfg.title});
+    }
     showUndo();
     if (fresh) {
       say(t.unlocked, 'ok');
@@ -565,11 +568,13 @@
     if (channel) {
       channel.onmessage = (e) => {
         if (typeof e.data.balance !== 'number') return;
+        const known = state.wallet;
         state.wallet = true;
         state.balance = e.data.balance;
         showBalance(true);
-        // A pass, a refund, a restored wallet or the cap may change what this card may open.
-        if (e.data.sync || state.cap) load().catch((err) => warn('reader state unavailable: ' + err.message));
+        // A pass, a refund, a restored wallet or the cap may change what this card may open, or whether
+        // its Undo still stands; and a card that read before there was a wallet knows no cap or budget.
+        if (e.data.sync || state.cap || state.undo || !known) load().catch((err) => warn('reader state unavailable: ' + err.message));
       };
     }
     post({type: 'ready'});
