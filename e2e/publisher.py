@@ -14,7 +14,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import Stack
+from playwright.sync_api import Page
+
+from conftest import SCREENSHOTS, Stack
 
 _pages = itertools.count(1)
 
@@ -82,3 +84,10 @@ def new_site(stack: Stack, name: str, *, daily_cap: int = 0, refund_window: int 
 
 def story(*paragraphs: str) -> str:
     return "".join(f"<p>{p}</p>" for p in paragraphs)
+
+
+def shot_item(page: Page, item: str, name: str) -> None:
+    """A screenshot of one item (teaser, content, card), scrolled into view: a full-page capture
+    leaves a cross-site frame below the fold unpainted."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.locator(f'[data-coinslot-item="{item}"]').screenshot(path=str(SCREENSHOTS / f"{name}.png"))
