@@ -66,7 +66,7 @@ def test_the_locks_were_made_from_this_pyproject() -> None:
         ('"orjson>=3.10",', '"orjson>=3.10",\n    "rich>=13",'),  # added
         ('    "orjson>=3.10",\n', ""),  # removed
         ('"orjson>=3.10"', '"orjson>=3.11"'),  # range moved
-        ('e2e = ["playwright>=1.45"]', 'e2e = ["playwright>=1.45", "axe-playwright-python"]'),  # an extra's
+        ('"axe-playwright-python>=0.1.8"', '"axe-playwright-python>=0.1.8", "pytest-playwright"'),  # an extra's
         ('requires = ["setuptools>=69"]', 'requires = ["setuptools>=69", "wheel"]'),  # the build's
     ],
 )
