@@ -23,7 +23,7 @@
   const inParent = window.parent !== window && cfg.origin;
   // budget: what one click may pay (minor units), until the card read tells the reader's own.
   const state = {wallet: null, balance: 0, busy: false, polling: 0, popup: null, price: cfg.price, budget: 100,
-    cap: null, pass: cfg.site_pass || null, undo: null, passUndo: null, topped: false};
+    cap: null, pass: cfg.site_pass || null, undo: null, topped: false};
   const money = new Intl.NumberFormat(cfg.lang, {style: 'currency', currency: cfg.currency || 'EUR',
     minimumFractionDigits: cfg.shown, maximumFractionDigits: cfg.shown});
   // Minor units per the server (ISO 4217), written as the language writes them: as the server does.
@@ -123,7 +123,7 @@
   // "Paid €0.19 · Undo (9 min left)" while the reader may still take it back; gone when time is up.
   let undoTimer = 0;
   const showUndo = () => {
-    const u = state.undo || state.passUndo;
+    const u = state.undo;
     const left = u ? Math.ceil((u.until - Date.now()) / 60000) : 0;
     clearTimeout(undoTimer);
     undoLine.hidden = left <= 0 || root.dataset.state !== 'unlocked';
@@ -167,7 +167,7 @@
     root.dataset.state = 'offer';
     buy.hidden = false;
     receipt.textContent = '';
-    state.undo = state.passUndo = null;
+    state.undo = null;
     showUndo();
     offer();
     post({type: 'locked', item: cfg.item});
@@ -238,8 +238,8 @@
   };
 
   // The pass opens every item of the site: this card reads its item again, the page's other cards too.
+  // (No Undo for it here: reading under a pass uses it, and a used pass cannot be undone.)
   const passBought = async (data) => {
-    state.passUndo = data.undo || null;
     state.balance = data.balance;
     showBalance(false, true);
     await load();
@@ -551,8 +551,7 @@
       buy.focus();
     });
     $('undo-button').addEventListener('click', () => {
-      const u = state.undo || state.passUndo;
-      if (u) refund(u.purchase_id, say).catch(failed);
+      if (state.undo) refund(state.undo.purchase_id, say).catch(failed);
     });
     voucher.addEventListener('submit', guarded(redeem));
     opener.addEventListener('click', quiet(openPanel));
