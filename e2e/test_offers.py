@@ -48,9 +48,15 @@ def test_a_pass_bought_beside_the_price_opens_every_item(stack: Stack, reader: R
     expect(content(page, "rail")).to_contain_text("Trains stop")  # the page's other card opened too
     expect(rail.get_by_text(re.compile(r"^Included in your pass until"))).to_be_visible()
     expect(rates.get_by_text(re.compile(r"^Included in your pass until .*\d:\d\d"))).to_be_visible()
-    expect(rates.locator("#undo")).to_contain_text("Paid €0.99 · Undo (10 min left)")
+    expect(rates.locator("#undo")).to_be_hidden()  # reading under the pass used it: no undo offered
     expect(rates.locator("#balance")).to_have_text("Wallet balance: €4.01")
     shot(page, "64-pass-bought")
+    press(rates, rates.get_by_role("button", name="Wallet"))
+    receipt = rates.get_by_role("listitem").filter(has_text="Day pass: every story today")
+    expect(receipt).to_contain_text(re.compile(r"€0\.99 · .* · pass until .*\d:\d\d"))
+    expect(receipt.get_by_role("button")).to_have_count(0)
+    shot(page, "64-pass-in-the-wallet")
+    rates.get_by_role("button", name="Close").click()
 
     # Another page of the site, later: open at once, no click, nothing charged.
     later = reader.page()
@@ -63,6 +69,17 @@ def test_a_pass_bought_beside_the_price_opens_every_item(stack: Stack, reader: R
     assert w["balance"] == 500 - 99
     assert [(p["item"], p["charged"]) for p in w["purchases"]] == [("day-pass", 99)]
     assert reader.errors == []
+
+
+def test_a_longer_pass_is_offered_for_its_days(stack: Stack, reader: Reader) -> None:
+    pub = new_site(stack, "The Weekly Almanac")
+    pub.item("week-pass", "Three days of everything", 249, pass_hours=72)
+    pub.item("tides", "The tides this week", 19, content=story("Spring tides on Thursday."))
+    page = reader.page()
+    page.goto(pub.page("tides"))
+    c = card(page, "tides")
+    expect(c.get_by_role("button", name="€2.49 for 3 days")).to_be_visible()
+    expect(c.get_by_role("button", name="€0.19 this article")).to_be_visible()
 
 
 def test_the_daily_cap_makes_the_rest_of_the_day_free(stack: Stack, reader: Reader) -> None:
