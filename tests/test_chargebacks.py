@@ -512,6 +512,25 @@ async def test_refund_of_spent_money_freezes_the_wallet_until_a_topup_covers_it(
     await clean(store)
 
 
+async def test_undoing_a_purchase_that_brings_a_frozen_wallet_back_to_zero_thaws_it(
+    api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
+) -> None:
+    site = await api.site()
+    await api.item(site, "spent", 300)
+    wallet = await api.wallet()
+    pi = await paid_topup(stripe_client, stripe_stub, wallet, 500)
+    bought = (await api.unlock(wallet, site[0], "spent")).json()
+    await deliver(stripe_client, "refund.created", refund(pi, amount=500, status="succeeded", refund_id="re_undo"))
+    assert (await wallet_view(stripe_client, wallet))["frozen"] is True
+
+    undone = await stripe_client.post(f"/v1/purchases/{bought['purchase_id']}/refund", headers=auth(wallet))
+
+    assert undone.status_code == 200, undone.text
+    view = await wallet_view(stripe_client, wallet)
+    assert (view["balance"], view["frozen"]) == (0, False)
+    await clean(store)
+
+
 async def test_a_won_dispute_thaws_the_wallet_it_froze(
     api: Api, stripe_client: httpx.AsyncClient, stripe_stub: StripeStub, store: Store
 ) -> None:

@@ -98,6 +98,25 @@ async def test_buying_a_pass_that_still_runs_charges_nothing_and_another_site_is
     assert elsewhere.json()["charged"] == 19
 
 
+async def test_a_replayed_unlock_says_again_what_granted_it(api: Api) -> None:
+    site = await api.site(daily_cap=10)
+    await api.item(site, "pass", 50, pass_hours=2)
+    await api.item(site, "a", 10)
+    await api.item(site, "b", 10)
+    by_pass, by_cap = await api.wallet(), await api.wallet()
+    for wallet in (by_pass, by_cap):
+        await api.fund(site, wallet, 100)
+    await api.unlock(by_pass, site[0], "pass")
+    await api.unlock(by_cap, site[0], "a")
+    for wallet, access in ((by_pass, "pass"), (by_cap, "cap")):
+        first = await api.unlock(wallet, site[0], "b", key="k1")
+        again = await api.unlock(wallet, site[0], "b", key="k1")
+        assert again.headers["idempotent-replayed"] == "true"
+        fields = ("purchase_id", "charged", "balance", "access", "access_until")
+        assert [again.json()[f] for f in fields] == [first.json()[f] for f in fields]
+        assert (first.json()["access"], first.json()["charged"]) == (access, 0)
+
+
 async def test_a_token_under_a_pass_never_outlives_it(api: Api) -> None:
     site = await api.site()
     await api.item(site, "hour", 50, pass_hours=1)

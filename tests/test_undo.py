@@ -124,15 +124,19 @@ async def test_a_pass_that_served_cannot_be_undone_one_that_did_not_can(api: Api
     site = await api.site()
     await api.item(site, "pass", 99, pass_hours=24)
     await api.item(site, "a", 19)
-    used, unused = await api.wallet(), await api.wallet()
-    for wallet in (used, unused):
+    read, unlocked, unused = await api.wallet(), await api.wallet(), await api.wallet()
+    for wallet in (read, unlocked, unused):
         await api.fund(site, wallet, 200)
 
-    pass_ = await bought(api, used, site[0], "pass")
-    await card(api, used, site[0], "a")  # the card opened an item under the pass: it served
-    assert (await card(api, used, site[0], "pass"))["undo"] is None
-    refused = await undo(api, used, pass_["purchase_id"])
-    assert (refused.status_code, problem(refused)) == (409, "refund-pass-used")
+    for wallet in (read, unlocked):
+        pass_ = await bought(api, wallet, site[0], "pass")
+        if wallet == read:
+            await card(api, wallet, site[0], "a")  # the card opened an item under the pass: it served
+        else:
+            assert (await api.unlock(wallet, site[0], "a")).json()["access"] == "pass"
+        assert (await card(api, wallet, site[0], "pass"))["undo"] is None
+        refused = await undo(api, wallet, pass_["purchase_id"])
+        assert (refused.status_code, problem(refused)) == (409, "refund-pass-used")
 
     idle = await bought(api, unused, site[0], "pass")
     assert (await undo(api, unused, idle["purchase_id"])).status_code == 200

@@ -30,6 +30,7 @@ from coinslot.errors import (
     UnknownWallet,
 )
 from coinslot.ledger import wallet_ids
+from coinslot.metrics import PURCHASE_REFUNDS
 from coinslot.store import Store
 from coinslot.tokens import WalletRef
 
@@ -131,6 +132,7 @@ async def refund(
         ],
     )
     status = result[0]
+    PURCHASE_REFUNDS.labels(by, status).inc()
     if status == "ok":
         return Refunded(purchase_id, int(result[1]), int(result[2]), receipt["currency"])
     if status == "unknown":

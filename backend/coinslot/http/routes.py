@@ -35,7 +35,8 @@ API: list[tuple[str, str, Any, Doc]] = [
             auth="wallet",
             body=UnlockBody,
             responses={
-                200: "token, balance, charged, purchase_id",
+                200: "token, expires_at, balance, charged, purchase_id, access (purchase, pass or cap), "
+                "access_until, undo",
                 401: "",
                 402: "",
                 404: "",
@@ -334,7 +335,8 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/card/{site}/{item}",
         BareEndpoint(embed.reader_state),
         Doc(
-            "The card's one credentialed read: wallet, balance, owned (then a fresh token and content)",
+            "The card's one credentialed read: wallet, balance, budget, the daily cap, the site's pass, "
+            "owned (then a fresh token, content, access and undo)",
             auth="wallet",
             responses={200: "reader state", 401: "", 404: ""},
             tags=("widget",),

@@ -13,7 +13,7 @@ if not raw then return {'unknown'} end
 local r = cjson.decode(raw)
 if ARGV[8] ~= '' and r.site ~= ARGV[8] then return {'unknown'} end
 local pass_f, cap_f = PASS_FIELD_PREFIX .. r.site, CAP_FIELD_PREFIX .. r.site
-local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'seq', UNDOS_FIELD, pass_f, cap_f)
+local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'seq', UNDOS_FIELD, pass_f, cap_f, 'frozen')
 if not w[1] or not w[3] then return {'no-wallet'} end
 if by == 'reader' and w[3] ~= ARGV[4] then return {'stale'} end
 if r.refunded_at then return {'already', r.refunded_at} end
@@ -56,6 +56,8 @@ if r.day then
   end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
+-- A chargeback may have frozen the wallet below zero; money back that brings it to zero thaws it.
+if w[8] == '1' and balance >= 0 then redis.call('HDEL', KEYS[1], 'frozen') end
 
 -- The refund ends the ownership: what the purchase granted, unless something else grants it now.
 local owned = r.site .. OWNED_FIELD_SEPARATOR .. r.item
