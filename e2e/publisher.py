@@ -70,10 +70,10 @@ class Publisher:
         return f"{self.stack.stranger}/{name}"
 
 
-def new_site(stack: Stack, name: str, *, daily_cap: int = 0, refund_window: int = 0) -> Publisher:
+def new_site(stack: Stack, name: str, *, daily_cap: int = 0, refund_window: int = 0, tab_limit: int = 0) -> Publisher:
     """A site that allows the stranger's origin, made with the CLI as a publisher would."""
     args = ["site", "create", "--name", name, "--origin", stack.stranger]
-    args += ["--daily-cap", str(daily_cap), "--refund-window", str(refund_window)]
+    args += ["--daily-cap", str(daily_cap), "--refund-window", str(refund_window), "--tab-limit", str(tab_limit)]
     done = subprocess.run(
         [sys.executable, "-m", "coinslot.cli", *args], env=stack.env, capture_output=True, text=True, check=False
     )

@@ -250,3 +250,17 @@ def test_offers_on_a_phone(stack: Stack, browser: Browser, ledger: Publisher, la
         shot(page, f"71-phone-receipt-{lang}-{theme}")
     finally:
         context.close()
+
+
+def test_above_the_budget_on_a_tab_the_card_asks_before_it_runs_one(stack: Stack, reader: Reader) -> None:
+    """With nothing in the wallet a top-up is the reader's say-so; on a tab nothing else would ask."""
+    pub = new_site(stack, "The Slate", tab_limit=500)
+    pub.item("feature", "The long feature", 250, content=story("Twelve thousand words, worth each one."))
+    page = reader.page()
+    page.goto(pub.page("feature"))
+    c = card(page, "feature")
+    press(c, c.get_by_role("button", name="Unlock for €2.50"))
+    expect(c.get_by_role("status")).to_have_text("€2.50 is above your one-click limit of €1.00 — Pay €2.50?")
+    press(c, c.get_by_role("button", name="Pay €2.50"))
+    expect(content(page, "feature")).to_contain_text("Twelve thousand words")
+    assert wallet(stack, reader)["balance"] == -250  # on the tab, as the reader agreed

@@ -77,6 +77,21 @@ async def test_widget_files_are_within_their_size_budgets() -> None:
     assert card <= 12 * 1024 - 2048, f"card.js + card.css are {card} bytes gzipped; the page itself needs room"
 
 
+async def test_the_card_page_offers_the_sites_pass_before_any_read_and_follows_its_price(api: Api) -> None:
+    site = await api.site(origins=[SITE_ORIGIN])
+    await api.item(site, "a", 19)
+    plain = config((await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).text)
+    assert plain["site_pass"] is None
+    await api.item(site, "day", 99, pass_hours=24, title="All of today")
+    offered = config((await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).text)
+    assert offered["site_pass"] == {"item": "day", "title": "All of today", "price": 99, "pass_hours": 24}
+    await api.item(site, "day", 149, pass_hours=24, title="All of today")
+    repriced = config((await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).text)
+    assert repriced["site_pass"]["price"] == 149  # type: ignore[index]
+    itself = config((await api.client.get(f"/embed/{site[0]}/day", params={"origin": SITE_ORIGIN})).text)
+    assert itself["site_pass"] is None  # the pass's own card does not offer it beside itself
+
+
 async def test_card_is_rendered_with_title_and_price_and_framed_only_by_the_sites_origins(api: Api) -> None:
     site = await api.site(origins=[SITE_ORIGIN, "https://news.example.com"])
     await api.item(site, "a", 19, title="Heat <wave> & more")
@@ -112,7 +127,6 @@ async def test_a_rendered_card_follows_a_new_price_or_title_at_once(api: Api) ->
     assert "Unlock for €0.19" in first.text and "Before" in first.text
 
     await api.item(site, "a", 25, title="After")
-    api.client.app.state.services.catalog.invalidate(site[0])  # type: ignore[attr-defined]
     second = await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})
     assert "Unlock for €0.25" in second.text and "After" in second.text and "Before" not in second.text
     assert config(second.text)["price"] == 25
@@ -180,7 +194,7 @@ async def test_reader_state_without_a_wallet(api: Api) -> None:
     site = await api.site()
     await api.item(site, "a", 19)
     r = await api.client.get(f"/v1/card/{site[0]}/a", headers=CARD_GET)
-    assert r.json() == {"wallet": False, "currency": "EUR", "owned": False, "site_pass": None}
+    assert r.json() == {"wallet": False, "currency": "EUR", "owned": False, "tab_limit": 0, "site_pass": None}
     assert r.headers["cache-control"] == "no-store"
 
 
@@ -198,6 +212,7 @@ async def test_card_cookie_wallet_sees_balance_then_owned_with_a_fresh_token_and
         "currency": "EUR",
         "balance": 100,
         "budget": 100,
+        "tab_limit": 0,
         "owned": False,
         "cap": None,
         "site_pass": None,
@@ -265,7 +280,6 @@ async def test_changing_a_sites_origins_moves_where_its_cards_may_be_framed(api:
     await api.item(site, "a", 19)
     assert (await api.client.get(f"/embed/{site[0]}/a", params={"origin": SITE_ORIGIN})).status_code == 200
     await catalog.set_origins(api.store, site[0], ["https://News.example.com/"])
-    api.client.app.state.services.catalog.invalidate(site[0])  # type: ignore[attr-defined]
     moved = await api.client.get(f"/embed/{site[0]}/a", params={"origin": "https://news.example.com"})
     assert moved.status_code == 200
     assert moved.headers["content-security-policy"].endswith("frame-ancestors https://news.example.com")

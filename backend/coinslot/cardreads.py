@@ -74,7 +74,8 @@ class CardReads:
             "wallet": False,
             "currency": site.currency,
             "owned": False,
-            "site_pass": None if offer is None or offer.id == item.id else _offer(offer),
+            "tab_limit": site.tab_limit,  # how far below zero an unlock may go here without a top-up
+            "site_pass": None if offer is None or offer.id == item.id else offered_pass(offer),
         }
         if wallet is None:
             return out
@@ -123,5 +124,6 @@ class CardReads:
         return out
 
 
-def _offer(item: Item) -> dict[str, Any]:
+def offered_pass(item: Item) -> dict[str, Any]:
+    """The site's pass as the card offers it beside an item's price."""
     return {"item": item.id, "title": item.title, "price": item.price, "pass_hours": item.pass_hours}

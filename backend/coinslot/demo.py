@@ -39,6 +39,7 @@ class DemoItem:
     title: str
     price: int  # minor units
     content: str | None
+    pass_hours: int | None = None  # a pass: every item of its site while it runs
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DemoSite:
     name: str
     tab_limit: int
     items: tuple[DemoItem, ...]
+    daily_cap: int = 0  # minor units a wallet pays the site in a day at most (0 = no cap)
 
 
 SITES = (
@@ -151,6 +153,33 @@ SITES = (
             ),
         ),
     ),
+    DemoSite(
+        "site_demo_weekly",
+        "The Weekly Review",
+        0,
+        (
+            DemoItem(
+                "review-rivers",
+                "The rivers that came back",
+                30,
+                _story("Thirty years after the factories closed, salmon swim past the old mill again."),
+            ),
+            DemoItem(
+                "review-trains",
+                "Night trains, round two",
+                30,
+                _story("Sleeper cars are back on eleven routes, and most of them sell out by Thursday."),
+            ),
+            DemoItem(
+                "review-seeds",
+                "A library that lends seeds",
+                30,
+                _story("Borrow a packet in spring, bring back seeds from your harvest in autumn."),
+            ),
+            DemoItem("day-pass", "Day pass: every story today", 79, None, pass_hours=24),
+        ),
+        daily_cap=50,
+    ),
 )
 
 
@@ -160,16 +189,29 @@ async def seed(store: Store, origin: str, *, now_ms: int) -> dict[str, Any]:
     for spec in SITES:
         try:
             site, secret = await catalog.create_site(
-                store, name=spec.name, origins=[origin], tab_limit=spec.tab_limit, site_id=spec.id, now_ms=now_ms
+                store,
+                name=spec.name,
+                origins=[origin],
+                tab_limit=spec.tab_limit,
+                daily_cap=spec.daily_cap,
+                site_id=spec.id,
+                now_ms=now_ms,
             )
             made["sites"][spec.id] = secret
         except DuplicateCode:
             origins = await catalog.set_origins(store, spec.id, [origin])
-            site = Site(spec.id, spec.name, "EUR", "UTC", origins, tab_limit=spec.tab_limit)
+            site = Site(spec.id, spec.name, "EUR", "UTC", origins, tab_limit=spec.tab_limit, daily_cap=spec.daily_cap)
             made["sites"][spec.id] = None  # its secret key was shown when it was first made
         for item in spec.items:
             await catalog.put_item(
-                store, site, item.id, title=item.title, price=item.price, content_html=item.content, now_ms=now_ms
+                store,
+                site,
+                item.id,
+                title=item.title,
+                price=item.price,
+                content_html=item.content,
+                pass_hours=item.pass_hours,
+                now_ms=now_ms,
             )
     news = await catalog.Catalog(store).site(SITES[0].id)
     with contextlib.suppress(DuplicateCode):

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from coinslot import widget
+from coinslot.cardreads import offered_pass, site_pass
 from coinslot.catalog import check_item_id
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
 from coinslot.http.context import services
@@ -159,6 +160,8 @@ async def card(request: Request) -> Response:
         page = notice(t["unavailable"], f"unknown item {item_id!r} on {site.id}", origin=origin)
         return _card_page(request, page, key=None, status=404, ancestors=ancestors, cache_control=CARD_CACHE)
     colours = widget.accent_colours(q.get("accent"))
+    pass_item = await site_pass(svc.catalog, site) if site.pass_item else None
+    pass_offer = None if pass_item is None or pass_item.id == item.id else offered_pass(pass_item)
 
     def offer() -> dict[str, Any]:
         config = widget.card_config(
@@ -171,6 +174,7 @@ async def card(request: Request) -> Response:
             digits=minor_digits(site.currency),
             shown=shown_digits(site.currency),
             origin=origin,
+            site_pass=pass_offer,
             **colours,
         )
         price = format_amount(item.price, site.currency, lang)
@@ -179,7 +183,7 @@ async def card(request: Request) -> Response:
             "price_text": widget.price_text(item, site, lang)
         }
 
-    key = (site, item, lang, theme, colours["accent"], origin)
+    key = (site, item, pass_item, lang, theme, colours["accent"], origin)
     return _card_page(request, offer, key=key, status=200, ancestors=ancestors, cache_control=CARD_CACHE)
 
 

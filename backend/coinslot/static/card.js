@@ -23,7 +23,7 @@
   const inParent = window.parent !== window && cfg.origin;
   // budget: what one click may pay (minor units), until the card read tells the reader's own.
   const state = {wallet: null, balance: 0, busy: false, polling: 0, popup: null, price: cfg.price, budget: 100,
-    cap: null, pass: cfg.site_pass || null, undo: null, topped: false};
+    cap: null, pass: cfg.site_pass || null, undo: null, topped: false, tab: 0};
   const money = new Intl.NumberFormat(cfg.lang, {style: 'currency', currency: cfg.currency || 'EUR',
     minimumFractionDigits: cfg.shown, maximumFractionDigits: cfg.shown});
   // Minor units per the server (ISO 4217), written as the language writes them: as the server does.
@@ -181,6 +181,7 @@
     state.wallet = d.wallet;
     state.balance = d.balance || 0;
     state.budget = d.budget == null ? state.budget : d.budget;
+    state.tab = d.tab_limit || 0;
     state.cap = d.cap || null;
     if (d.site_pass !== undefined) state.pass = d.site_pass;
     showBalance(true);
@@ -212,9 +213,9 @@
     say(t.working);
     if (!(await ensureWallet()) || root.dataset.state === 'unlocked') return setBusy(false);
     const cost = charge(pass);
-    // Above the budget, a click that would pay asks once more; one that cannot pay leads to a top-up,
-    // which is the reader's own say-so.
-    if (!sure && cost > state.budget && state.balance >= cost) return confirmPay(pass, cost);
+    // Above the budget, a click that would pay asks once more; one that cannot pay (not even on the
+    // site's tab) leads to a top-up instead, which is the reader's own say-so.
+    if (!sure && cost > state.budget && state.balance - cost >= -state.tab) return confirmPay(pass, cost);
     const price = pass ? state.pass.price : state.price;
     const r = await call('POST', '/v1/unlocks', {site: cfg.site, item: pass ? state.pass.item : cfg.item, price});
     if (r.status === 200) return pass ? passBought(r.data) : unlocked(r.data, true);
