@@ -102,6 +102,7 @@ Coinslot demo (payments: {settings.payments})
     conference (EUR 1.50)     {origin}/events/keynote.html
     app feature (EUR 0.99)    {origin}/app/storage.html
     site with a tab           {origin}/gazette/fair.html
+    daily cap, day pass, undo {origin}/weekly/
   voucher code  {made["voucher"]} (EUR 5.00), or "Add EUR 5.00" in the card and press Pay in the TEST MODE window
   snippet       <script src="{loader_url(backend)}" integrity="{asset("coinslot.js").integrity}"
                   crossorigin="anonymous" data-site="site_demo_news" async></script>
