@@ -56,6 +56,8 @@ if r.day then
   end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
+-- A wallet a Stripe refund or dispute froze is thawed by money that brings it back to zero, as credit.lua does.
+if balance >= 0 then redis.call('HDEL', KEYS[1], 'frozen') end
 
 -- The refund ends the ownership: what the purchase granted, unless something else grants it now.
 local owned = r.site .. OWNED_FIELD_SEPARATOR .. r.item
