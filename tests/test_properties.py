@@ -701,7 +701,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def path(self, wallet: Wallet, body: dict[str, Any], key: str | None) -> tuple[str, int]:
         """Which way the model says an unlock goes, and what it would charge, without changing the model.
 
-        In the order DESIGN.md's words imply: a replay is the recorded outcome; what the wallet owns
+        In this order: a replay is the recorded outcome; what the wallet owns
         (and a running pass, for any item but a pass) is granted again for nothing, at any price
         shown and even to a frozen wallet; then the price shown, frozen, the daily cap (which a pass
         counts toward but never rides free on) and the balance against the tab.
