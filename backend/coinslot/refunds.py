@@ -112,7 +112,12 @@ async def refund(
     or a ``RefundRefused`` (409) naming the rule.
     """
     k = keyspace.wallet_keys(wallet_id)
-    raw = await store.redis.hget(k.purchases, purchase_id)
+    async with store.redis.pipeline(transaction=False) as pipe:  # one slot: one node on a Cluster
+        pipe.hget(k.purchases, purchase_id)
+        pipe.hget(k.wallet, "gen")
+        raw, gen = await pipe.execute()
+    if generation is not None and gen != str(generation):
+        raise UnknownWallet()  # a token a recovery ended learns nothing, not even which purchases are the wallet's
     if raw is None:
         raise UnknownPurchase(f"no purchase {purchase_id!r} here")
     receipt = json.loads(raw)
