@@ -25,13 +25,6 @@ HOUR_MS = 3600 * 1000
 UNDOS_PER_PERIOD = 3  # rule 8: at most 3 undos per wallet
 UNDO_PERIOD_MS = 30 * 24 * HOUR_MS  # per 30 days
 
-# A known difference from DESIGN.md, the one place where the model says what the server does instead:
-# the server refuses to undo a pass that a newer pass replaced as the wallet's pass on the site (or whose
-# replacement was refunded), served or not, because it keeps only the newest pass's "used" flag. Rule 8
-# refuses only a pass that served. tests/test_issue15_findings.py holds it as a strict xfail; when the
-# server is fixed, that test fails as XPASS — then set this to False and the machine checks the rule whole.
-SUPERSEDED_PASS_COUNTS_AS_SERVED = True
-
 
 @dataclass(frozen=True)
 class SiteRules:
@@ -203,9 +196,7 @@ def undo_verdict(wallet: Wallet, purchase_id: str, rules: SiteRules, *, by: str,
     if wallet.recent_undos(now_ms) >= UNDOS_PER_PERIOD:
         return "refund-limit-reached"
     if receipt.is_pass:
-        current = wallet.passes.get(receipt.site)
-        superseded = current is None or current.id != purchase_id
-        if purchase_id in wallet.served or (superseded and SUPERSEDED_PASS_COUNTS_AS_SERVED):
+        if purchase_id in wallet.served:
             return "refund-pass-used"
     if receipt.day is not None and wallet.cap_free(receipt.site, receipt.day):
         return "refund-cap-day"

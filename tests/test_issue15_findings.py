@@ -1,7 +1,7 @@
 """What the state machine in test_properties.py found once it modelled undo and recovery (issue 15),
 each shrunk to its smallest example — on standalone Redis and Cluster.
 
-Both were fixed where they were found; these keep them fixed.
+All three were fixed where they were found; these keep them fixed.
 """
 
 from __future__ import annotations
@@ -75,12 +75,6 @@ async def test_a_token_a_recovery_ended_learns_nothing_from_an_undo(api: Api) ->
         assert (r.status_code, r.json()["type"].rsplit("/", 1)[-1]) == (401, "unknown-wallet")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="refund.lua refuses a pass that is no longer the wallet's pass on the site (a newer one took its "
-    "place) as 'refund-pass-used', though nothing was unlocked under it: the pass field keeps only the newest "
-    "pass's 'used' flag. DESIGN.md rule 8 refuses only a pass under which anything was unlocked.",
-)
 async def test_a_pass_that_never_served_can_be_undone_after_a_newer_pass_replaced_it(api: Api) -> None:
     # Shrunk from: buy a 1-hour pass, read nothing under it; at its end buy the pass again; undo the first
     # (within the site's 2-day window): 409 refund-pass-used. The card and the wallet view offer no undo either.

@@ -103,7 +103,7 @@ class CardReads:
         )
         undo = None
         if access == PURCHASE and standing.receipt is not None:
-            fields = WalletFields(standing.undos, standing.pass_value, standing.cap_value)
+            fields = WalletFields(standing.undos, standing.cap_value)
             until = undo_until(standing.receipt, fields, refund_window_s=site.refund_window, now_ms=now_ms)
             if until is not None:
                 undo = {"purchase_id": purchase_id, "price": standing.receipt["charged"], "until": until}

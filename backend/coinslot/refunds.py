@@ -54,7 +54,6 @@ class WalletFields(NamedTuple):
     """The fields of a wallet's hash that the rules of an undo read, for one site (None when absent)."""
 
     undos: str | None
-    pass_value: str | None  # keyspace.pass_field
     cap_value: str | None  # keyspace.cap_field
 
 
@@ -71,10 +70,8 @@ def undo_until(receipt: dict[str, Any], fields: WalletFields, *, refund_window_s
     recent = [int(at) for at in (fields.undos or "").split(",") if at and int(at) > now_ms - UNDO_PERIOD_MS]
     if len(recent) >= UNDOS_PER_PERIOD:
         return None
-    if receipt.get("kind") == KIND_PASS:
-        parts = (fields.pass_value or "").split("|")
-        if len(parts) != 3 or parts[1] != receipt["id"] or parts[2] == "1":
-            return None
+    if receipt.get("kind") == KIND_PASS and receipt.get("served_at") is not None:
+        return None
     day = receipt.get("day")
     if day is not None and fields.cap_value:
         cap_day, _spent, free, earlier = fields.cap_value.split("|", 3)

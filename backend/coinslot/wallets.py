@@ -77,11 +77,7 @@ async def wallet_view(store: Store, ref: WalletRef, *, refund_windows: RefundWin
     windows = await refund_windows({r["site"] for r in receipts})
     for receipt in receipts:
         site = receipt["site"]
-        fields = WalletFields(
-            wallet.get(keyspace.UNDOS_FIELD),
-            wallet.get(keyspace.pass_field(site)),
-            wallet.get(keyspace.cap_field(site)),
-        )
+        fields = WalletFields(wallet.get(keyspace.UNDOS_FIELD), wallet.get(keyspace.cap_field(site)))
         until = undo_until(receipt, fields, refund_window_s=windows.get(site, 0), now_ms=now_ms)
         if until is not None:
             receipt["undo_until"] = until

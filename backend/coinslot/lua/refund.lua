@@ -27,11 +27,7 @@ if by == 'reader' then
   local ends = r.at + tonumber(ARGV[5])
   if now >= ends then return {'window-closed', ends} end
   if #recent >= tonumber(ARGV[6]) then return {'limit', tonumber(recent[#recent - tonumber(ARGV[6]) + 1]) + tonumber(ARGV[7])} end
-  if r.kind == 'pass' then
-    -- A pass that another pass outlasted is no longer the field's: whether it served is unknown.
-    local pass_id, used = string.match(w[6] or '', '^%d+|([^|]*)|(%d)$')
-    if pass_id ~= pid or used == '1' then return {'pass-used'} end
-  end
+  if r.kind == 'pass' and r.served_at then return {'pass-used'} end
   if r.day then
     local day, free, earlier = string.match(w[7] or '', '^([^|]*)|%d+|(%d+)|(.*)$')
     if (day == r.day and tonumber(free) > 0) or string.find(',' .. (earlier or '') .. ',', ',' .. r.day .. ',', 1, true) then

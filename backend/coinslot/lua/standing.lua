@@ -12,10 +12,17 @@ local ends = held and string.match(held, '^[^|]*|(%d+)')
 if ends and tonumber(ends) <= now then held = false end
 local receipt = held and redis.call('HGET', KEYS[3], string.match(held, '^[^|]*')) or false
 if not held and w[5] and ARGV[5] ~= 'pass' and w[3] == ARGV[6] then
-  -- The card opens a covered item with no click: the pass has served, and can no longer be undone.
+  -- The card opens a covered item with no click: the pass has served, and can no longer be undone
+  -- (its receipt says so, as in unlock.lua).
   local pass_ends, pass_id, used = string.match(w[5], '^(%d+)|([^|]*)|(%d)$')
   if tonumber(pass_ends) > now and used ~= '1' then
     redis.call('HSET', KEYS[1], ARGV[2], pass_ends .. '|' .. pass_id .. '|1')
+    local rec = redis.call('HGET', KEYS[3], pass_id)
+    if rec then
+      local r = cjson.decode(rec)
+      r.served_at = now
+      redis.call('HSET', KEYS[3], pass_id, cjson.encode(r))
+    end
   end
 end
 return {w[1], w[2], w[3], w[4] or false, held or false, w[5] or false, w[6] or false, w[7] or false, receipt}

@@ -60,8 +60,17 @@ local is_pass = ARGV[17] == 'pass'
 if not done and w[6] and not is_pass then
   local ends, pass_id, used = string.match(w[6], '^(%d+)|([^|]*)|(%d)$')
   if tonumber(ends) > now then
-    -- Under the pass nothing is bought; the pass can no longer be undone once it served.
-    if used ~= '1' then redis.call('HSET', KEYS[1], pass_field, ends .. '|' .. pass_id .. '|1') end
+    -- Under the pass nothing is bought. Once it served it can no longer be undone: its receipt says
+    -- so (rarely written: once per pass), the field only spares reading the receipt again.
+    if used ~= '1' then
+      redis.call('HSET', KEYS[1], pass_field, ends .. '|' .. pass_id .. '|1')
+      local rec = redis.call('HGET', KEYS[3], pass_id)
+      if rec then
+        local r = cjson.decode(rec)
+        r.served_at = now
+        redis.call('HSET', KEYS[3], pass_id, cjson.encode(r))
+      end
+    end
     status, pid, access_until, access, done = 'pass', pass_id, ends, 'pass', true
   end
 end
