@@ -83,6 +83,14 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
 
         await asyncio.gather(*(redeem(ref) for ref in buyers))
         funded = used_memory(r)
+
+        def purchase_keys(ref: WalletRef) -> list[str]:
+            k = keys.wallet_keys(ref.wallet_id)
+            return [k.owned, k.purchases, k.ledger]
+
+        # Before its first purchase a buyer's purchase keys hold only the voucher's ledger line, so
+        # their growth over its purchases is what purchases cost.
+        before_buying = statistics.mean(usage(r, purchase_keys(b)) for b in buyers[:SAMPLE])
         cache = Catalog(store)
 
         async def buy(ref: WalletRef, item: int) -> None:
@@ -96,16 +104,8 @@ async def fill(url: str, wallet_count: int, purchase_count: int, r: redis.Redis)
         made = len(buyers) * PER_WALLET_PURCHASES
         figures["purchases"] = made
         figures["purchase_used"] = (used_memory(r) - funded) / made
-
-        def purchase_keys(ref: WalletRef) -> list[str]:
-            k = keys.wallet_keys(ref.wallet_id)
-            return [k.owned, k.purchases, k.ledger]
-
-        # The purchase keys of a buyer before its first purchase held nothing but the voucher's
-        # ledger line, so their size over its purchases is what purchases cost.
-        voucher_line = statistics.mean(usage(r, [keys.wallet_keys(b.wallet_id).ledger]) for b in buyers[:1])
         per_buyer = statistics.mean(usage(r, purchase_keys(b)) for b in buyers[:SAMPLE])
-        figures["purchase_keys"] = (per_buyer - voucher_line) / PER_WALLET_PURCHASES
+        figures["purchase_keys"] = (per_buyer - before_buying) / PER_WALLET_PURCHASES
     finally:
         await store.close()
     return figures

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from coinslot import keyspace as keys
 from coinslot import ledger
 from coinslot.clock import FrozenClock
+from coinslot.ledger import parse_entry
 from coinslot.store import Store
 
 from api import Api, auth
@@ -717,7 +718,9 @@ async def test_reconcile_reports_a_refund_debited_or_given_back_wrongly(
     created = refund(pi, amount=200, status="pending", refund_id="re_t")
     await deliver(stripe_client, "refund.created", created)
     await deliver(stripe_client, "refund.failed", {**created, "status": "failed"})
-    topup, debit, back = [json.loads(e) for e in await store.redis.lrange(keys.wallet_keys(wallet_id).ledger, 0, -1)]
+    topup, debit, back = [
+        parse_entry(e, wallet_id) or {} for e in await store.redis.lrange(keys.wallet_keys(wallet_id).ledger, 0, -1)
+    ]
     await clean(store)
 
     rewritten = {

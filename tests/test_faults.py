@@ -30,6 +30,7 @@ from coinslot import keyspace as keys
 from coinslot.clock import FrozenClock
 from coinslot.embedded import EmbeddedRedis
 from coinslot.keyring import KeyRing
+from coinslot.ledger import parse_entry
 from coinslot.store import Store, connect
 
 from api import Api, auth
@@ -120,7 +121,7 @@ async def test_acknowledged_requests_survive_redis_killed_mid_load(
             for wallet in wallets:
                 ref = await api.wallet_id(wallet)
                 k = keys.wallet_keys(ref)
-                entries = [json.loads(e) for e in await store.redis.lrange(k.ledger, 0, -1)]
+                entries = [parse_entry(e, ref) or {} for e in await store.redis.lrange(k.ledger, 0, -1)]
                 refs = {e["ref"] for e in entries}
                 assert ack.purchases[wallet] <= refs, "an acknowledged unlock is missing"
                 for topup in ack.topups[wallet]:
@@ -260,7 +261,9 @@ async def test_a_cluster_master_failing_over_mid_load_doubles_nothing_and_the_bo
             lost = 0
             for wallet in wallets:
                 ref = await api.wallet_id(wallet)
-                entries = [json.loads(e) for e in await store.redis.lrange(keys.wallet_keys(ref).ledger, 0, -1)]
+                entries = [
+                    parse_entry(e, ref) or {} for e in await store.redis.lrange(keys.wallet_keys(ref).ledger, 0, -1)
+                ]
                 items = [e["item"] for e in entries if e["kind"] == "unlock"]
                 assert len(items) == len(set(items)), "an item was charged twice"
                 lost += len(ack.purchases[wallet] - {e["ref"] for e in entries})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from importlib import resources
 from typing import Any
@@ -14,6 +13,7 @@ from coinslot import catalog, chargebacks, keyspace, topups, unlocks, vouchers, 
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import FrozenClock
+from coinslot.ledger import parse_entry
 from coinslot.payments import DisputeReport, RefundReport
 from coinslot.payments.testmode import BuiltinCheckout
 from coinslot.scripts import SCRIPTS, Script, prelude
@@ -41,6 +41,7 @@ async def test_the_lua_names_are_the_python_names(standalone_store: Store) -> No
             "CAP_FIELD_PREFIX .. ARGV[1]": keyspace.cap_field(a),
             "UNDOS_FIELD": keyspace.UNDOS_FIELD,
             "BUDGET_FIELD": keyspace.BUDGET_FIELD,
+            "UNLOCK_LINE_TAG": keyspace.UNLOCK_LINE_TAG,
             "site_revenue_account(ARGV[1])": keyspace.site_revenue_account(a),
             "wallet_id_of(ARGV[3])": b,
             "wallet_account(ARGV[1])": keyspace.wallet_account(a),
@@ -114,7 +115,7 @@ def test_the_prelude_keeps_the_scripts_line_numbers() -> None:
         assert source.endswith(body) and source.count("\n") == body.count("\n")
     # The hot path defines strings and no function: a closure would be made on every run.
     unlock = prelude(resources.files("coinslot").joinpath("lua", "unlock.lua").read_text())
-    strings = ("OWNED_FIELD_SEPARATOR", "TAB_FIELD_PREFIX", "PASS_FIELD_PREFIX", "CAP_FIELD_PREFIX")
+    strings = ("OWNED_FIELD_SEPARATOR", "TAB_FIELD_PREFIX", "PASS_FIELD_PREFIX", "CAP_FIELD_PREFIX", "UNLOCK_LINE_TAG")
     assert unlock == "".join(keyspace.LUA[name] + " " for name in strings)
     assert prelude(resources.files("coinslot").joinpath("lua", "snapshot.lua").read_text()) == ""
     assert prelude("-- no tab_field here\nreturn 1 -- nor wallet_account") == ""  # comments cost nothing
@@ -128,7 +129,9 @@ def test_the_prelude_keeps_the_scripts_line_numbers() -> None:
 
 
 async def ledger(store: Store, wallet_id: str) -> list[dict[str, Any]]:
-    return [json.loads(e) for e in await store.redis.lrange(keyspace.wallet_keys(wallet_id).ledger, 0, -1)]
+    return [
+        parse_entry(e, wallet_id) or {} for e in await store.redis.lrange(keyspace.wallet_keys(wallet_id).ledger, 0, -1)
+    ]
 
 
 def accounts(entry: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from coinslot import cli, ledger
 from coinslot import keyspace as keys
 from coinslot.clock import FrozenClock
 from coinslot.keyring import KeyRing
+from coinslot.ledger import parse_entry
 from coinslot.store import Store
 
 from api import Api, auth
@@ -39,7 +40,7 @@ async def top_up(client: httpx.AsyncClient, token: str, amount: int) -> str:
 
 
 async def entries(store: Store, wid: str) -> list[dict[str, Any]]:
-    return [json.loads(raw) for raw in await store.redis.lrange(keys.wallet_keys(wid).ledger, 0, -1)]
+    return [parse_entry(raw, wid) or {} for raw in await store.redis.lrange(keys.wallet_keys(wid).ledger, 0, -1)]
 
 
 async def test_every_kind_of_entry_carries_both_sides_and_sums_to_zero(
@@ -115,7 +116,8 @@ async def _remove_entry(store: Store, wid: str) -> None:
 
 async def _unbalance_entry(store: Store, wid: str) -> None:
     led = keys.wallet_keys(wid).ledger
-    entry = json.loads(await store.redis.lindex(led, -1))
+    # Written out as JSON: an unlock's compact line implies balanced postings, a JSON entry may not.
+    entry = ledger.parse_entry(await store.redis.lindex(led, -1), wid) or {}
     entry["postings"][1]["amount"] += 1  # the site's side only: the wallet's own replay still matches
     await store.redis.lset(led, -1, json.dumps(entry))
 
@@ -156,13 +158,16 @@ async def test_reconcile_reports_tampering_naming_the_wallet(
     assert not any(bystander in p for p in report.problems)
 
 
-@pytest.mark.parametrize("garble", ["amount as a string", "not JSON"])
+GARBLED = {"amount as a string": None, "not JSON": "{not json", "unlock line cut short": "u|2|31|1700000000000|pur_x"}
+
+
+@pytest.mark.parametrize("garble", GARBLED)
 async def test_reconcile_reports_a_garbled_entry_instead_of_crashing(api: Api, store: Store, garble: str) -> None:
     victim, _ = await _two_wallets_with_traffic(api)
     led = keys.wallet_keys(victim).ledger
-    entry = json.loads(await store.redis.lindex(led, -1))
+    entry = ledger.parse_entry(await store.redis.lindex(led, -1), victim) or {}
     entry["postings"][1]["amount"] = str(entry["postings"][1]["amount"])
-    await store.redis.lset(led, -1, json.dumps(entry) if garble == "amount as a string" else "{not json")
+    await store.redis.lset(led, -1, GARBLED[garble] or json.dumps(entry))
 
     report = await ledger.reconcile(store)
 

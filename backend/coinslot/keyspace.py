@@ -47,8 +47,8 @@ class WalletKeys:
         self.tag = tag = "{w:" + wallet_id + "}"  # wallet_key(wallet_id), without the call
         self.wallet = tag
         self.owned = tag + ":own"  # hash: owned_field(site, item) → the purchase id that owns it
-        self.purchases = tag + ":buy"  # hash: purchase id → its receipt (JSON)
-        self.ledger = tag + ":led"  # list of ledger entries (JSON), in sequence
+        self.purchases = tag + ":buy"  # hash: purchase id → its receipt (see "Receipts" below)
+        self.ledger = tag + ":led"  # list of ledger entries, in sequence (see "Ledger lines" below)
         self.credited = tag + ":cred"  # set of the credit references credited (checkout_credit_ref, ...)
 
     def idempotency(self, route: str, key: str) -> str:
@@ -272,6 +272,22 @@ def site_promotions_account(site_id: str) -> str:
     return f"site:{site_id}:promotions"
 
 
+# Ledger lines and receipts -------------------------------------------------------------
+# A purchase's bytes are what a million wallets multiply, so a purchase writes its facts once.
+#
+# Ledger lines: entries are JSON objects, except an unlock's, the entry wallets make most, which is
+# one line: u|<seq>|<balance after>|<at ms>|<purchase id>|<site>|<item>|<currency>|<charged>.
+# Its postings (the wallet's account -charged, the site's revenue +charged) are implied;
+# coinslot.ledger.parse_entry spells them out. Ids never contain "|" (catalog's SITE_ID, ITEM_ID).
+#
+# Receipts, in a wallet's purchases hash: the sequence number of the purchase's ledger line, as a
+# JSON number; or, when there is more to say, a JSON object with "seq" and what the line does not
+# hold: "price" (when the daily cap took part of it), "expires_at" (a pass), "day" (a capped site's
+# day), "served_at" (a pass first used), "refunded_at" and "refunded_by".
+
+UNLOCK_LINE_TAG = "u|"
+
+
 # The same names in Lua ------------------------------------------------------------------
 
 
@@ -324,6 +340,7 @@ LUA: dict[str, str] = {
     "CAP_FIELD_PREFIX": _lua_constant("CAP_FIELD_PREFIX"),
     "UNDOS_FIELD": _lua_constant("UNDOS_FIELD"),
     "BUDGET_FIELD": _lua_constant("BUDGET_FIELD"),
+    "UNLOCK_LINE_TAG": _lua_constant("UNLOCK_LINE_TAG"),
     "wallet_id_of": _lua_wallet_id_of(),
     "wallet_account": _lua_function("wallet_account", wallet_account, "wallet_id"),
     "owned_field": _lua_function("owned_field", owned_field, "site", "item"),

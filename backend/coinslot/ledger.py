@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coinslot import keyspace
+from coinslot.catalog import KIND_ITEM, KIND_PASS
 from coinslot.store import Store
 
 
@@ -56,8 +57,12 @@ async def _load(store: Store, wallet_id: str) -> tuple[dict[str, str], list[str]
     return dict(zip(flat[::2], flat[1::2], strict=True)), entries
 
 
-def _parse_entry(raw: str) -> dict[str, Any] | None:
-    """The entry if it has the shape the scripts write (integer amounts included), else None."""
+def parse_entry(raw: str, wallet_id: str) -> dict[str, Any] | None:
+    """An entry of ``wallet_id``'s ledger with its postings spelled out, if it has the shape the scripts
+    write (integer amounts included), else None. An unlock's compact line (``keyspace``) reads as the
+    JSON object it stands for."""
+    if raw.startswith(keyspace.UNLOCK_LINE_TAG):
+        return _unlock_entry(raw, wallet_id)
     try:
         entry = json.loads(raw)
     except ValueError:
@@ -75,6 +80,73 @@ def _parse_entry(raw: str) -> dict[str, Any] | None:
     return entry
 
 
+def _unlock_entry(raw: str, wallet_id: str) -> dict[str, Any] | None:
+    parts = raw[len(keyspace.UNLOCK_LINE_TAG) :].split("|")
+    if len(parts) != 8 or not all(parts[3:7]):
+        return None
+    seq, balance, at, ref, site, item, currency, charged = parts
+    try:
+        amount = int(charged)
+        numbers = int(seq), int(balance), int(at)
+    except ValueError:
+        return None
+    return {
+        "seq": numbers[0],
+        "balance": numbers[1],
+        "at": numbers[2],
+        "kind": "unlock",
+        "ref": ref,
+        "site": site,
+        "item": item,
+        "currency": currency,
+        "postings": [
+            {"account": keyspace.wallet_account(wallet_id), "amount": -amount},
+            {"account": keyspace.site_revenue_account(site), "amount": amount},
+        ],
+    }
+
+
+def receipt_seq(raw_receipt: str) -> int:
+    """The ledger sequence number of a purchase's line, from its receipt (``keyspace``)."""
+    value = json.loads(raw_receipt)
+    return int(value if isinstance(value, int) else value["seq"])
+
+
+def purchase_record(purchase_id: str, raw_receipt: str, raw_line: str | None, wallet_id: str) -> dict[str, Any]:
+    """A purchase as a reader's receipt shows it: its ledger line's facts and its receipt's state."""
+    value = json.loads(raw_receipt)
+    extra: dict[str, Any] = {} if isinstance(value, int) else {k: v for k, v in value.items() if k != "seq"}
+    entry = parse_entry(raw_line, wallet_id) if raw_line else None
+    if entry is None or entry["ref"] != purchase_id:
+        raise LookupError(f"purchase {purchase_id} of wallet {wallet_id} has no ledger line")
+    charged = -entry["postings"][0]["amount"]
+    return {
+        "id": purchase_id,
+        "site": entry["site"],
+        "item": entry["item"],
+        "kind": KIND_PASS if "expires_at" in extra else KIND_ITEM,
+        "price": extra.pop("price", charged),
+        "charged": charged,
+        "currency": entry["currency"],
+        "at": entry["at"],
+        **extra,
+    }
+
+
+async def purchase_records(store: Store, wallet_id: str, receipts: dict[str, str]) -> list[dict[str, Any]]:
+    """The receipts of ``receipts`` (purchase id → stored receipt), each with its ledger line's facts."""
+    if not receipts:
+        return []
+    seqs = {pid: receipt_seq(raw) for pid, raw in receipts.items()}
+    led = keyspace.wallet_keys(wallet_id).ledger
+    if len(seqs) == 1:
+        lines = {seq: await store.redis.lindex(led, seq - 1) for seq in seqs.values()}
+    else:
+        lines = dict(enumerate(await store.redis.lrange(led, min(seqs.values()) - 1, max(seqs.values()) - 1),
+                               start=min(seqs.values())))  # fmt: skip
+    return [purchase_record(pid, raw, lines.get(seqs[pid]), wallet_id) for pid, raw in receipts.items()]
+
+
 def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str], report: Report) -> None:
     """Replay one wallet's entries against its stored balance; add any problem to ``report``."""
     account = keyspace.wallet_account(wallet_id)
@@ -87,7 +159,7 @@ def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str],
     refunds: dict[str, int] = {}  # refund ref -> what its debit took from the wallet (a negative amount)
     for expected_seq, raw in enumerate(raw_entries, start=1):
         report.entries += 1
-        entry = _parse_entry(raw)
+        entry = parse_entry(raw, wallet_id)
         if entry is None:
             report.problems.append(f"{account} entry {expected_seq}: not a well-formed ledger entry: {raw[:200]!r}")
             continue

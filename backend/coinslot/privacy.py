@@ -10,11 +10,11 @@ provider's accounts are derived from it and ``reconcile`` replays it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from coinslot import keyspace
 from coinslot.errors import TopupPending, UnknownWallet
+from coinslot.ledger import parse_entry, purchase_record, receipt_seq
 from coinslot.store import Store
 from coinslot.tokens import WalletRef
 from coinslot.topups import open_topups, wallet_topups
@@ -29,7 +29,7 @@ async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]
         pipe.hgetall(k.wallet)
         pipe.ttl(k.wallet)
         pipe.hgetall(k.owned)
-        pipe.hvals(k.purchases)
+        pipe.hgetall(k.purchases)
         pipe.lrange(k.ledger, 0, -1)
         pipe.smembers(k.credited)
         pipe.hgetall(k.chargebacks)
@@ -66,8 +66,15 @@ async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]
             for field, purchase in sorted(owned.items())
             for site, _, item in [field.partition(keyspace.OWNED_FIELD_SEPARATOR)]
         ],
-        "purchases": sorted((json.loads(p) for p in purchases), key=lambda p: p["at"]),
-        "ledger": [json.loads(line) for line in ledger],
+        "purchases": sorted(
+            (
+                purchase_record(pid, raw, ledger[seq - 1] if 0 < seq <= len(ledger) else None, ref.wallet_id)
+                for pid, raw in purchases.items()
+                for seq in [receipt_seq(raw)]
+            ),
+            key=lambda p: p["at"],
+        ),
+        "ledger": [parse_entry(line, ref.wallet_id) or {"unreadable": line} for line in ledger],
         "credited": sorted(credited),
         "chargebacks": chargebacks,
         "topups": [t.public() for t in await wallet_topups(store, ref, now_ms=now_ms)],

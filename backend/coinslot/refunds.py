@@ -14,7 +14,6 @@ for the card and the wallet view to show "Undo" only while it would succeed.
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 from coinslot import keyspace
@@ -29,7 +28,7 @@ from coinslot.errors import (
     UnknownSite,
     UnknownWallet,
 )
-from coinslot.ledger import wallet_ids
+from coinslot.ledger import purchase_records, wallet_ids
 from coinslot.metrics import PURCHASE_REFUNDS
 from coinslot.store import Store
 from coinslot.tokens import WalletRef
@@ -117,7 +116,7 @@ async def refund(
         raise UnknownWallet()  # a token a recovery ended learns nothing, not even which purchases are the wallet's
     if raw is None:
         raise UnknownPurchase(f"no purchase {purchase_id!r} here")
-    receipt = json.loads(raw)
+    (receipt,) = await purchase_records(store, wallet_id, {purchase_id: raw})
     site = await catalog.site(receipt["site"])
     result = await store.run(
         "refund",

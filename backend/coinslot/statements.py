@@ -17,7 +17,7 @@ from typing import Any
 
 from coinslot import keyspace
 from coinslot.catalog import Site
-from coinslot.ledger import wallet_ids
+from coinslot.ledger import parse_entry, wallet_ids
 from coinslot.store import Store
 
 # (site id, wallet id) → what stands for the wallet on that site (UnlockTokens.pseudonym)
@@ -32,8 +32,8 @@ async def site_entries(store: Store, site_id: str) -> AsyncIterator[dict[str, An
     prefix = keyspace.site_accounts_prefix(site_id)
     async for wallet_id in wallet_ids(store):
         for raw in await store.redis.lrange(keyspace.wallet_keys(wallet_id).ledger, 0, -1):
-            entry = json.loads(raw)
-            if any(p["account"].startswith(prefix) for p in entry["postings"]):
+            entry = parse_entry(raw, wallet_id)
+            if entry is not None and any(p["account"].startswith(prefix) for p in entry["postings"]):
                 yield {"wallet": wallet_id, **entry}
 
 

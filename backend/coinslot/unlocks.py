@@ -75,7 +75,7 @@ async def _take_tab_quota(store: Store, site: Site, wallet_id: str, address: str
     return bool(await TAB_QUOTA(store.redis, [key], [wallet_id, per_ip, TAB_QUOTA_TTL_S]))
 
 
-TAB_GRANTED = 12  # index in script_args: '1' once the site's per-IP tab quota let this wallet in
+TAB_GRANTED = 11  # index in script_args: '1' once the site's per-IP tab quota let this wallet in
 HOUR_MS = 3600 * 1000
 
 
@@ -98,38 +98,14 @@ def script_args(
     """ARGV of ``lua/unlock.lua``, with the records it stores for a new purchase written here."""
     price = item.price
     is_pass = item.kind == KIND_PASS
-    record: dict[str, Any] = {
-        "id": purchase_id,
-        "site": site.id,
-        "item": item.id,
-        "kind": item.kind,
-        "title": item.title,
-        "price": price,
-        "charged": price,  # the script writes less where the daily cap takes part of the price
-        "currency": site.currency,
-        "at": now_ms,
-    }
+    # The receipt holds only what the purchase's ledger line does not (coinslot.keyspace).
+    extra: dict[str, Any] = {}
     ends = pass_ends_ms(item, now_ms) if is_pass else None
     if ends is not None:
-        record["expires_at"] = ends
+        extra["expires_at"] = ends
     day = site_day(site.timezone, now_ms) if site.daily_cap else None
     if day is not None:
-        record["day"] = day.day  # an undo is refused for a purchase of a day with free unlocks
-    # The script puts the ledger sequence and the balance after the debit in front of the rest.
-    entry_rest = orjson.dumps(
-        {
-            "at": now_ms,
-            "kind": "unlock",
-            "ref": purchase_id,
-            "site": site.id,
-            "item": item.id,
-            "currency": site.currency,
-            "postings": [
-                {"account": keyspace.wallet_account(wallet.wallet_id), "amount": -price},
-                {"account": keyspace.site_revenue_account(site.id), "amount": price},
-            ],
-        }
-    )[1:]
+        extra["day"] = day.day  # an undo is refused for a purchase of a day with free unlocks
     return [
         now_ms,
         wallet.generation,
@@ -141,8 +117,7 @@ def script_args(
         purchase_id,
         idempotency.digest if idempotency else "",
         IDEMPOTENCY_TTL_S,
-        orjson.dumps(record),
-        entry_rest,
+        orjson.dumps(extra)[1:-1] if extra else "",
         "0",
         "" if shown_price is None else shown_price,
         attempts.per_window,

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from coinslot import keyspace, ratelimit
-from coinslot.errors import InvalidBody, UnknownWallet
+from coinslot.catalog import Catalog
+from coinslot.errors import InvalidBody, UnknownSite, UnknownWallet
 from coinslot.ids import new_id
+from coinslot.ledger import parse_entry, purchase_record, purchase_records
 from coinslot.money import check_currency
-from coinslot.refunds import WalletFields, undo_until
+from coinslot.refunds import WalletFields, refund_windows, undo_until
 from coinslot.store import Store
 from coinslot.tokens import WalletRef
 
 RECENT_LEDGER_LINES = 20
-# site ids → their refund windows (s): how a view of receipts learns the sites' windows
-RefundWindows = Callable[[set[str]], Awaitable[dict[str, int]]]
 
 
 async def create_wallet(
@@ -63,20 +62,23 @@ async def check_wallet(store: Store, ref: WalletRef) -> str:
     return str(currency)
 
 
-async def wallet_view(store: Store, ref: WalletRef, *, refund_windows: RefundWindows, now_ms: int) -> dict[str, Any]:
+async def wallet_view(store: Store, ref: WalletRef, *, catalog: Catalog, now_ms: int) -> dict[str, Any]:
     """Balance, budget, receipts (with until when each may be undone) and recent ledger lines."""
     k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(k.wallet)
-        pipe.hvals(k.purchases)
+        pipe.hgetall(k.purchases)
         pipe.lrange(k.ledger, -RECENT_LEDGER_LINES, -1)
         wallet, purchases, ledger = await pipe.execute()
     if not wallet.get("currency") or wallet.get("gen") != str(ref.generation):
         raise UnknownWallet()
-    receipts = sorted((json.loads(p) for p in purchases), key=lambda p: p["at"], reverse=True)
-    windows = await refund_windows({r["site"] for r in receipts})
+    records = await purchase_records(store, ref.wallet_id, purchases)
+    receipts = sorted(records, key=lambda p: p["at"], reverse=True)
+    windows = await refund_windows(catalog, {r["site"] for r in receipts})
+    titles = await _titles(catalog, receipts)
     for receipt in receipts:
         site = receipt["site"]
+        receipt["title"] = titles.get((site, receipt["item"]), receipt["item"])
         fields = WalletFields(wallet.get(keyspace.UNDOS_FIELD), wallet.get(keyspace.cap_field(site)))
         until = undo_until(receipt, fields, refund_window_s=windows.get(site, 0), now_ms=now_ms)
         if until is not None:
@@ -84,7 +86,9 @@ async def wallet_view(store: Store, ref: WalletRef, *, refund_windows: RefundWin
     account = keyspace.wallet_account(ref.wallet_id)
     lines = []
     for raw in reversed(ledger):
-        entry = json.loads(raw)
+        entry = parse_entry(raw, ref.wallet_id)
+        if entry is None:
+            continue  # reconcile reports it; a reader's view shows what can be read
         own = sum(p["amount"] for p in entry["postings"] if p["account"] == account)
         lines.append(
             {
@@ -107,6 +111,21 @@ async def wallet_view(store: Store, ref: WalletRef, *, refund_windows: RefundWin
         "purchases": receipts,
         "ledger": lines,
     }
+
+
+async def _titles(catalog: Catalog, receipts: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """The items' titles as they are now: a receipt keeps ids, not a copy of each title."""
+    wanted: dict[str, set[str]] = {}
+    for r in receipts:
+        wanted.setdefault(r["site"], set()).add(r["item"])
+    titles = {}
+    for site_id, item_ids in wanted.items():
+        try:
+            found = await catalog.items(site_id, item_ids)
+        except UnknownSite:
+            continue
+        titles.update({(site_id, i): item.title for i, item in found.items() if item is not None})
+    return titles
 
 
 DEFAULT_BUDGET = 100  # minor units: €1.00 in one click, unless the reader sets otherwise
@@ -162,9 +181,9 @@ async def item_standing(
     A pass that covers the item is marked as having served (it can no longer be undone).
     """
     k = keyspace.wallet_keys(ref.wallet_id)
-    currency, balance, gen, budget, owned, pass_value, cap_value, undos, receipt = await store.run(
+    currency, balance, gen, budget, owned, pass_value, cap_value, undos, receipt, line = await store.run(
         "standing",
-        [k.wallet, k.owned, k.purchases],
+        [k.wallet, k.owned, k.purchases, k.ledger],
         [
             keyspace.owned_field(site_id, item_id),
             keyspace.pass_field(site_id),
@@ -184,7 +203,7 @@ async def item_standing(
         pass_value,
         cap_value,
         undos,
-        json.loads(receipt) if receipt else None,
+        purchase_record(owned.split("|", 1)[0], receipt, line, ref.wallet_id) if receipt and owned else None,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from starlette.requests import Request
@@ -55,8 +54,7 @@ async def create_wallet(request: Request) -> Response:
 async def get_wallet(request: Request) -> Response:
     svc = services(request)
     ref = require_wallet(request)
-    windows = functools.partial(refunds.refund_windows, svc.catalog)
-    return private_json(await wallets.wallet_view(svc.store, ref, refund_windows=windows, now_ms=svc.clock.now_ms()))
+    return private_json(await wallets.wallet_view(svc.store, ref, catalog=svc.catalog, now_ms=svc.clock.now_ms()))
 
 
 async def set_budget(request: Request) -> Response:

@@ -10,7 +10,18 @@
 local now, pid, by = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local raw = redis.call('HGET', KEYS[3], pid)
 if not raw then return {'unknown'} end
-local r = cjson.decode(raw)
+-- The receipt is the purchase's line number and what the line does not say (keyspace's "Ledger
+-- lines and receipts"); the facts are read from the line.
+local stored = cjson.decode(raw)
+if type(stored) == 'number' then stored = {seq = stored} end
+local line = redis.call('LINDEX', KEYS[4], stored.seq - 1)
+local r = {}
+r.at, r.ref, r.site, r.item, r.currency, r.charged = string.match(line or '',
+  '^' .. UNLOCK_LINE_TAG .. '%d+|%-?%d+|(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)$')
+if r.ref ~= pid then return redis.error_reply('purchase ' .. pid .. ' has no ledger line') end
+r.at, r.charged = tonumber(r.at), tonumber(r.charged)
+r.day, r.served_at, r.refunded_at = stored.day, stored.served_at, stored.refunded_at
+r.kind = stored.expires_at and 'pass' or 'item'
 if ARGV[8] ~= '' and r.site ~= ARGV[8] then return {'unknown'} end
 local pass_f, cap_f = PASS_FIELD_PREFIX .. r.site, CAP_FIELD_PREFIX .. r.site
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'seq', UNDOS_FIELD, pass_f, cap_f, 'frozen')
@@ -61,8 +72,8 @@ local held = redis.call('HGET', KEYS[2], owned)
 if held and string.match(held, '^[^|]*') == pid then redis.call('HDEL', KEYS[2], owned) end
 if r.kind == 'pass' and w[6] and string.match(w[6], '^%d+|([^|]*)|') == pid then redis.call('HDEL', KEYS[1], pass_f) end
 
-r.refunded_at, r.refunded_by = now, by
-redis.call('HSET', KEYS[3], pid, cjson.encode(r))
+stored.refunded_at, stored.refunded_by = now, by
+redis.call('HSET', KEYS[3], pid, cjson.encode(stored))
 redis.call('RPUSH', KEYS[4], cjson.encode({seq = seq, at = now, kind = 'purchase-refund', ref = pid, site = r.site,
   item = r.item, currency = r.currency, balance = balance, by = by,
   postings = {{account = wallet_account(wallet_id_of(KEYS[1])), amount = amount},

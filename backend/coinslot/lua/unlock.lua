@@ -3,13 +3,14 @@
 --       6 the wallet's counter of unlock attempts in this window (coinslot.ratelimit)
 -- ARGV: 1 now_ms, 2 generation, 3 site, 4 item, 5 price, 6 currency, 7 tab_limit,
 --       8 purchase_id, 9 idempotency body digest ('' = no key), 10 idempotency ttl (s),
---       11 the purchase record (JSON), 12 the ledger entry's JSON without its seq and balance, from
---       its first key on ('"at":...}'), 13 tab_granted ('1' when the site's per-IP tab quota allowed
---       it), 14 price the reader was shown ('' = not named), 15 unlock attempts allowed per window,
---       16 the counter's ttl (s), 17 'pass' when the item is a pass, 18 the end of a pass bought
---       now (ms, '' for an item), 19 the site's daily cap (0 = none), 20 the site's day ('' without
---       a cap), 21 when that day ends (ms)
--- The caller writes the records' JSON: cjson here cost Redis more than all the script's commands.
+--       11 what the receipt holds beside the sequence number, as JSON members ('"expires_at":..' or
+--       ''), 12 tab_granted ('1' when the site's per-IP tab quota allowed it), 13 price the reader
+--       was shown ('' = not named), 14 unlock attempts allowed per window, 15 the counter's ttl (s),
+--       16 'pass' when the item is a pass, 17 the end of a pass bought now (ms, '' for an item),
+--       18 the site's daily cap (0 = none), 19 the site's day ('' without a cap), 20 when that day ends
+-- A purchase writes its facts once, in its ledger line; its receipt is that line's sequence number
+-- and the little more (coinslot.keyspace's "Ledger lines and receipts"). No cjson on the way: it
+-- cost Redis more than all the script's commands.
 -- Field names are joined from coinslot.keyspace's constants, defined in front of this script (coinslot.scripts).
 -- Returns {status, ...}: see coinslot/unlocks.py for the meaning of each status.
 local now, gen = tonumber(ARGV[1]), ARGV[2]
@@ -23,8 +24,8 @@ if w[3] ~= gen then return {'stale'} end
 local balance = tonumber(w[2])
 
 local attempts = redis.call('INCR', KEYS[6])
-if attempts == 1 then redis.call('EXPIRE', KEYS[6], ARGV[16]) end
-if attempts > tonumber(ARGV[15]) then return {'rate-limited'} end
+if attempts == 1 then redis.call('EXPIRE', KEYS[6], ARGV[15]) end
+if attempts > tonumber(ARGV[14]) then return {'rate-limited'} end
 
 if digest ~= '' then
   local rec = redis.call('GET', KEYS[5])
@@ -56,7 +57,7 @@ if held then
   -- Otherwise a pass that ended, or a day's free access that ended: bought anew below.
 end
 
-local is_pass = ARGV[17] == 'pass'
+local is_pass = ARGV[16] == 'pass'
 if not done and w[6] and not is_pass then
   local ends, pass_id, used = string.match(w[6], '^(%d+)|([^|]*)|(%d)$')
   if tonumber(ends) > now then
@@ -76,13 +77,13 @@ if not done and w[6] and not is_pass then
 end
 
 if not done then
-  if ARGV[14] ~= '' and tonumber(ARGV[14]) ~= price then return {'price-changed'} end
+  if ARGV[13] ~= '' and tonumber(ARGV[13]) ~= price then return {'price-changed'} end
   if w[4] == '1' then return {'frozen', balance} end
 
   -- Fare capping: charged = min(price, max(0, cap - spent today)); a pass counts but is never free.
-  local cap, charge, cap_value = tonumber(ARGV[19]), price, nil
+  local cap, charge, cap_value = tonumber(ARGV[18]), price, nil
   if cap > 0 then
-    local today = ARGV[20]
+    local today = ARGV[19]
     local day, spent, free, earlier = string.match(w[7] or '', '^([^|]*)|(%d+)|(%d+)|(.*)$')
     spent, free, earlier = tonumber(spent) or 0, tonumber(free) or 0, earlier or ''
     if day ~= today then
@@ -95,7 +96,7 @@ if not done then
     end
     if not is_pass then charge = math.min(price, math.max(0, cap - spent)) end
     if charge == 0 and price > 0 then
-      status, access_until, access, done = 'capfree', ARGV[21], 'cap', true
+      status, access_until, access, done = 'capfree', ARGV[20], 'cap', true
       redis.call('HSET', KEYS[2], owned, pid .. '|' .. access_until .. '|c')
       redis.call('HSET', KEYS[1], cap_field, today .. '|' .. spent .. '|' .. (free + 1) .. '|' .. earlier)
     else
@@ -107,7 +108,7 @@ if not done then
     if balance - charge < 0 then
       if balance - charge < -tab_limit then return {'insufficient', balance, charge} end
       local tab = TAB_FIELD_PREFIX .. site  -- keyspace.tab_field
-      if ARGV[13] ~= '1' and redis.call('HEXISTS', KEYS[1], tab) == 0 then
+      if ARGV[12] ~= '1' and redis.call('HEXISTS', KEYS[1], tab) == 0 then
         return {'tab-quota', balance, charge}
       end
       redis.call('HSET', KEYS[1], tab, ARGV[1])
@@ -122,18 +123,16 @@ if not done then
     end
     -- Its first entry: the wallet holds something now, so it no longer expires as an empty one.
     if seq == 1 then redis.call('PERSIST', KEYS[1]) end
-    local receipt, entry = ARGV[11], '{"seq":' .. seq .. ',"balance":' .. balance .. ',' .. ARGV[12]
+    local receipt = ARGV[11]
     if charge ~= price then
-      -- The cap took part of the price: rare, so the caller's records are rewritten here.
-      local r = cjson.decode(receipt)
-      r.charged = charge
-      receipt = cjson.encode(r)
-      local e = cjson.decode(entry)
-      e.postings[1].amount, e.postings[2].amount = -charge, charge
-      entry = cjson.encode(e)
+      -- The cap took part of the price (rare): the line says what was charged, the receipt the price.
+      receipt = receipt == '' and '"price":' .. price or receipt .. ',"price":' .. price
     end
+    receipt = receipt == '' and seq or '{"seq":' .. seq .. ',' .. receipt .. '}'
+    local line = UNLOCK_LINE_TAG .. seq .. '|' .. balance .. '|' .. ARGV[1] .. '|' .. pid .. '|' .. site
+      .. '|' .. item .. '|' .. currency .. '|' .. charge
     if is_pass then
-      access_until = ARGV[18]
+      access_until = ARGV[17]
       redis.call('HSET', KEYS[2], owned, pid .. '|' .. access_until)
       -- The wallet's pass on the site is the one that lasts longest.
       local ends = w[6] and tonumber(string.match(w[6], '^%d+')) or 0
@@ -144,7 +143,7 @@ if not done then
       redis.call('HSET', KEYS[2], owned, pid)
     end
     redis.call('HSET', KEYS[3], pid, receipt)
-    redis.call('RPUSH', KEYS[4], entry)
+    redis.call('RPUSH', KEYS[4], line)
   end
 end
 
