@@ -19,6 +19,8 @@ export function requireUnlock({ jwksUrl, issuer, site, itemParam = 'item' }) {
   // when a token names an unknown kid (at most every 30 seconds, so forged kids cost little).
   const keys = createRemoteJWKSet(new URL(jwksUrl));
   return async (req, res, next) => {
+    const item = req.params[itemParam];
+    if (item === undefined) return next(new Error(`requireUnlock: the route has no :${itemParam}`)); // else any item passes
     const [scheme, token] = (req.get('authorization') ?? '').split(' ');
     if (scheme !== 'Bearer' || !token) {
       res.status(401).set('WWW-Authenticate', 'Bearer').json({ error: 'an unlock token is required' });
@@ -29,7 +31,7 @@ export function requireUnlock({ jwksUrl, issuer, site, itemParam = 'item' }) {
         algorithms: ['EdDSA'],
         issuer,
         audience: site,
-        subject: req.params[itemParam],
+        subject: item,
         requiredClaims: CLAIMS,
         clockTolerance: 30, // seconds the issuer's clock and ours may differ
       });
