@@ -140,11 +140,18 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 def run(
-    verifier: str, server: Server, token: str, *, cache: Path, site: str = "site_a", item: str = "a"
+    verifier: str,
+    server: Server,
+    token: str,
+    *,
+    cache: Path,
+    issuer: str | None = None,
+    site: str = "site_a",
+    item: str = "a",
 ) -> subprocess.CompletedProcess[str]:
     """The verifier's exit status, stdout and stderr; ``cache`` is its temporary directory, where the JWKS is kept."""
     return subprocess.run(
-        [*VERIFIERS[verifier], server.jwks_url, server.url, site, item, token],
+        [*VERIFIERS[verifier], server.jwks_url, issuer or server.url, site, item, token],
         env={**os.environ, "TMPDIR": str(cache)},
         capture_output=True,
         text=True,
@@ -177,7 +184,13 @@ def expired(server: Server, token: str) -> str:
 
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("tampered", "signature"), ("other site", "aud"), ("other item", "sub"), ("expired", "expired")],
+    [
+        ("tampered", "signature"),
+        ("other site", "aud"),
+        ("other item", "sub"),
+        ("other issuer", "iss"),
+        ("expired", "expired"),
+    ],
 )
 def test_a_bad_token_is_refused_with_a_one_line_reason(
     verifier: str, tokens: Tokens, tmp_path: Path, case: str, reason: str
@@ -186,9 +199,11 @@ def test_a_bad_token_is_refused_with_a_one_line_reason(
         "tampered": (tampered(tokens.fresh), "b"),  # asks for the item the forged claim names
         "other site": (tokens.other_site, "a"),
         "other item": (tokens.fresh, "b"),
+        "other issuer": (tokens.fresh, "a"),
         "expired": (expired(tokens.server, tokens.fresh), "a"),
     }[case]
-    done = run(verifier, tokens.server, token, cache=tmp_path, item=item)
+    issuer = "https://pay.example.com" if case == "other issuer" else None
+    done = run(verifier, tokens.server, token, cache=tmp_path, issuer=issuer, item=item)
     assert done.returncode == 1, done.stdout
     assert done.stdout == ""
     assert re.fullmatch(r"refused: [^\n]+\n", done.stderr), done.stderr
