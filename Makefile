@@ -11,7 +11,7 @@ PORT   ?= 8000
 DEMO_PORT ?= 8001
 
 .PHONY: run test lint typecheck pytest redis-server bench clean demo e2e chromium bench-widget \
-        lockcheck versions lock upgrade
+        lockcheck versions lock upgrade verifiers
 
 # Hash checking makes pip refuse any file, or any dependency, that the lock does not name. The
 # package itself goes in without dependencies and without build isolation, so that nothing is
@@ -58,8 +58,8 @@ run: lockcheck redis-server
 	$(BIN)/coinslot serve --host $(HOST) --port $(PORT)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check backend tests bench requirements
-	$(BIN)/ruff format --check backend tests bench requirements
+	$(BIN)/ruff check backend tests bench requirements docs
+	$(BIN)/ruff format --check backend tests bench requirements docs
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
@@ -67,9 +67,35 @@ typecheck: $(DEV_STAMP)
 	MYPYPATH=tests $(BIN)/mypy tests
 	MYPYPATH=e2e:tests $(BIN)/mypy e2e
 	MYPYPATH=bench $(BIN)/mypy bench
+	$(BIN)/mypy --strict docs/verify/python
 
-pytest: $(DEV_STAMP) redis-server
+pytest: $(DEV_STAMP) redis-server verifiers
 	$(BIN)/pytest
+
+# The token verifier examples in docs/verify/ run under pytest: Debian's node, npm and php-cli (as
+# root; php-cli has sodium built in), and jose from docs/verify/node's lock, which `npm ci` checks
+# against its integrity hashes. jose 6 needs Node 20 or later (WebCrypto and fetch as globals).
+verifiers:
+	@missing=""; \
+	  command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	  command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	  command -v php >/dev/null 2>&1 || missing="$$missing php-cli"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing Debian's$$missing"; \
+	      (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	       (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)); \
+	    else \
+	      echo "no$$missing: tests/test_verifiers.py skips those examples (and fails under CI=true)"; \
+	    fi; \
+	  fi; \
+	  if command -v node >/dev/null 2>&1 && [ "$$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then \
+	    echo "node $$(node --version) is older than 20, which jose 6 needs"; \
+	  fi; \
+	  if command -v npm >/dev/null 2>&1 && \
+	     ! [ docs/verify/node/node_modules/.package-lock.json -nt docs/verify/node/package-lock.json ]; then \
+	    (cd docs/verify/node && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error); \
+	  fi
 
 test: lockcheck versions lint typecheck pytest e2e
 

@@ -28,9 +28,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, *flags: str) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
-    """A real `coinslot serve` process with no COINSLOT_REDIS_URL: it must start its own Redis."""
-    port = free_port()
+def serving(
+    tmp_path: Path, *flags: str, port: int | None = None
+) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """A real `coinslot serve` process with no COINSLOT_REDIS_URL: it must start its own Redis.
+
+    ``port`` lets a test restart a server at the same address (its data stays in ``tmp_path``).
+    """
+    port = port or free_port()
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINSLOT_")}
     env["COINSLOT_DATA_DIR"] = str(data)
