@@ -374,3 +374,29 @@ class BadRecoveryCode(BadRequest):
             "recovery code not recognised: it has 24 letters and digits, as shown when it was saved "
             "(case, spaces and dashes do not matter)"
         )
+
+
+# Publisher webhooks (coinslot.hooks) --------------------------------------------------
+
+
+class WebhookUrlRefused(CoinslotError):
+    """An endpoint URL Coinslot will not post to: not https beyond loopback, or an address it must not reach."""
+
+    status = 422
+    type = "webhook-url-refused"
+    title = "Webhook endpoint refused"
+
+
+class UnknownWebhookEndpoint(NotFound):
+    type = "unknown-webhook-endpoint"
+    title = "Unknown webhook endpoint"
+
+
+class UnknownWebhookEvent(NotFound):
+    type = "unknown-webhook-event"
+    title = "Unknown webhook event"
+
+
+class TooManyWebhookEndpoints(Conflict):
+    type = "too-many-webhook-endpoints"
+    title = "Too many webhook endpoints"
