@@ -376,12 +376,7 @@ class BadRecoveryCode(BadRequest):
         )
 
 
-# Publisher webhooks (coinslot.hooks) --------------------------------------------------
-
-
-class WebhookUrlRefused(CoinslotError):
-    """An endpoint URL Coinslot will not post to: not https beyond loopback, or an address it must not reach."""
-
+class WebhookUrlRefused(CoinslotError):  # webhooks (coinslot.hooks): https beyond loopback, no inward address
     status = 422
     type = "webhook-url-refused"
     title = "Webhook endpoint refused"
