@@ -133,7 +133,9 @@ async def test_a_receiver_that_fails_three_times_gets_the_event_once_per_attempt
         event_id = r.json()["event_id"]
         for n in range(1, 5):
             await until(lambda n=n: len(rx.posts) == n)  # type: ignore[misc]
-            clock.advance(1)  # the next retry (0.05 s × 2^(n-1)) is due
+            while len((await events(hook_client, site[1]))[0]["attempts"]) < n:  # the retry is scheduled
+                await asyncio.sleep(0.02)
+            clock.advance(1)  # and now due (0.05 s × 2^(n-1))
         await asyncio.sleep(0.3)
         assert rx.ids() == [event_id] * 4  # once per attempt, the same id each time
         [logged] = await events(hook_client, site[1])

@@ -4,7 +4,8 @@ A site registers endpoint URLs (admin API, ``coinslot webhook add``). When money
 site — an item bought (``unlock.created``), a pass bought (``pass.started``), a purchase refunded
 (``purchase.refunded``), a top-up started from the site paid (``topup.paid``) — or the publisher
 asks for a ``test.ping``, an event is made and one delivery per subscribed endpoint is queued.
-``coinslot.hookdelivery`` posts them; this module makes and describes them.
+``coinslot.hookevents`` makes and queues them, ``coinslot.hookdelivery`` posts them; this module
+holds the endpoints, the signatures and the rule of where Coinslot may post.
 
 The design, in the order a delivery lives it:
 
