@@ -23,6 +23,7 @@ from coinslot.clock import Clock, SystemClock
 from coinslot.discovery import running_url
 from coinslot.embedded import EmbeddedRedis
 from coinslot.errors import CoinslotError
+from coinslot.hookdelivery import Deliverer
 from coinslot.http.lanes import Lanes
 from coinslot.http.openapi import build
 from coinslot.http.problems import (
@@ -185,6 +186,16 @@ def create_app(
             card_reads=CardReads(store, catalog, unlock_tokens),
             recovery=RecoveryCodes(store, secrets),
         )
+        deliverer = Deliverer(
+            store,
+            the_clock,
+            unlock_tokens.pseudonym,
+            livemode=chosen_payments.livemode,
+            allow_private=settings.webhooks_allow_private,
+            first_retry_s=settings.webhook_first_retry,
+            timeout_s=settings.webhook_timeout,
+        )
+        delivering = asyncio.create_task(deliverer.run())
         subscribed = asyncio.Event()
         follower = asyncio.create_task(_follow_catalog_changes(client, catalog, subscribed))
         # Serve only once changes are heard; if Redis cannot confirm in time, cached entries still expire.
@@ -197,9 +208,11 @@ def create_app(
             yield
         finally:
             # Python 3.11's wait_for (used by redis-py) can swallow one cancel; insist until it stops.
-            while not follower.done():
-                follower.cancel()
-                await asyncio.wait({follower}, timeout=0.1)
+            for task in (follower, delivering):
+                while not task.done():
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=0.1)
+            await deliverer.close()
             await signer.stop()
             if redis is None:
                 await store.close()

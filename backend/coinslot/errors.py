@@ -374,3 +374,24 @@ class BadRecoveryCode(BadRequest):
             "recovery code not recognised: it has 24 letters and digits, as shown when it was saved "
             "(case, spaces and dashes do not matter)"
         )
+
+
+class WebhookUrlRefused(CoinslotError):  # webhooks (coinslot.hooks): https beyond loopback, no inward address
+    status = 422
+    type = "webhook-url-refused"
+    title = "Webhook endpoint refused"
+
+
+class UnknownWebhookEndpoint(NotFound):
+    type = "unknown-webhook-endpoint"
+    title = "Unknown webhook endpoint"
+
+
+class UnknownWebhookEvent(NotFound):
+    type = "unknown-webhook-event"
+    title = "Unknown webhook event"
+
+
+class TooManyWebhookEndpoints(Conflict):
+    type = "too-many-webhook-endpoints"
+    title = "Too many webhook endpoints"

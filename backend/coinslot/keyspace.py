@@ -381,3 +381,34 @@ LUA.update(
     RECOVERY_FIELD=_lua_constant("RECOVERY_FIELD"),
     RECOVERY_AT_FIELD=_lua_constant("RECOVERY_AT_FIELD"),
 )
+
+
+# Publisher webhooks (coinslot.hooks, coinslot.hookdelivery) -----------------------------
+# The queue is one Stream under {hooks} with its retry schedule beside it, so that moving a due
+# retry into the Stream, or acknowledging a delivery and scheduling its retry, is one script on one
+# node. A site's endpoints, events and their attempts live under {hk:<site>}: the admin API reads
+# them together, and no script touches both tags.
+
+HOOK_QUEUE = "{hooks}:q"  # stream: deliveries due now, one entry per (event, endpoint, attempt)
+HOOK_RETRIES = "{hooks}:retry"  # sorted set: a delivery waiting for its retry → when it is due (ms)
+HOOK_GROUP = "deliverers"  # the consumer group every server process reads the queue in
+
+
+def hook_endpoints_key(site_id: str) -> str:
+    """A site's webhook endpoints: endpoint id → its record (JSON: url, events, signing secrets)."""
+    return "{hk:" + site_id + "}:ep"
+
+
+def hook_log_key(site_id: str) -> str:
+    """A site's webhook events, newest last: event id → when it was made (ms)."""
+    return "{hk:" + site_id + "}:log"
+
+
+def hook_event_key(site_id: str, event_id: str) -> str:
+    """One event: its type, time, data, and each endpoint's delivery state."""
+    return "{hk:" + site_id + "}:evt:" + event_id
+
+
+def hook_attempts_key(site_id: str, event_id: str) -> str:
+    """One event's delivery attempts, oldest first (JSON each)."""
+    return "{hk:" + site_id + "}:att:" + event_id

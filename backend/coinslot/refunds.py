@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from coinslot import keyspace
+from coinslot import hookevents, keyspace
 from coinslot.catalog import KIND_PASS, Catalog
 from coinslot.errors import (
     AlreadyRefunded,
@@ -135,6 +135,7 @@ async def refund(
     status = result[0]
     PURCHASE_REFUNDS.labels(by, status).inc()
     if status == "ok":
+        await hookevents.refunded(store, {**receipt, "id": purchase_id}, int(result[1]), by, wallet_id, now_ms)
         return Refunded(purchase_id, int(result[1]), int(result[2]), receipt["currency"])
     if status == "unknown":
         raise UnknownPurchase(f"no purchase {purchase_id!r} here")

@@ -104,6 +104,11 @@ class Settings:
     # group: however many addresses a guesser has, at most this many times 32^4 tries an hour in all).
     failed_recoveries_per_ip_per_hour: int = 10
     failed_recoveries_per_prefix_per_hour: int = 5
+    # Publisher webhooks (coinslot.hooks): endpoints on private or loopback addresses are refused
+    # unless allowed (from_env allows them when test mode runs implicitly, which is loopback only).
+    webhooks_allow_private: bool = False
+    webhook_first_retry: float = 30.0  # seconds before the first retry; each next one waits twice as long
+    webhook_timeout: float = 10.0  # seconds to connect, and again to get an answer
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -184,6 +189,9 @@ class Settings:
             empty_wallet_days=numbers["EMPTY_WALLET_DAYS"],
             failed_recoveries_per_ip_per_hour=get("FAILED_RECOVERIES_PER_IP_PER_HOUR", int, 10),
             failed_recoveries_per_prefix_per_hour=get("FAILED_RECOVERIES_PER_PREFIX_PER_HOUR", int, 5),
+            webhooks_allow_private=get("WEBHOOKS_ALLOW_PRIVATE", bool, get("PAYMENTS") is None and payments == "test"),
+            webhook_first_retry=get("WEBHOOK_FIRST_RETRY", float, 30.0),
+            webhook_timeout=get("WEBHOOK_TIMEOUT", float, 10.0),
         ).checked_limits()
 
     def checked_limits(self) -> Settings:
@@ -191,6 +199,9 @@ class Settings:
         for name in ("TOPUPS_PER_WALLET_PER_HOUR", "TOPUPS_PER_IP_PER_HOUR", "UNLOCKS_PER_WALLET_PER_MINUTE"):
             if getattr(self, name.lower()) <= 0:
                 raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0")
+        for name in ("WEBHOOK_FIRST_RETRY", "WEBHOOK_TIMEOUT"):
+            if not getattr(self, name.lower()) > 0:
+                raise ConfigurationError(f"{PREFIX}{name}={getattr(self, name.lower())} must be > 0 (seconds)")
         # Likewise for recovery: 0 would turn away a reader's right code with the wrong ones.
         for name in ("FAILED_RECOVERIES_PER_IP_PER_HOUR", "FAILED_RECOVERIES_PER_PREFIX_PER_HOUR"):
             if getattr(self, name.lower()) <= 0:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from coinslot import keyspace, ratelimit
+from coinslot import hookevents, keyspace, ratelimit
 from coinslot.errors import IdempotencyKeyReused, NotFound, TopupAmountNotAllowed
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
@@ -267,6 +267,7 @@ async def fulfil(
     CREDITS.labels("topup", status).inc()
     if status == "ok":
         CREDITED_MINOR_UNITS.labels("topup", currency).inc(amount)
+        await hookevents.topup_paid(store, k.topup(topup_id), topup_id, wallet_id, now_ms)
         return Fulfilment.CREDITED
     if status == "duplicate":
         return Fulfilment.ALREADY

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from coinslot import keyspace, ratelimit
+from coinslot import hookevents, keyspace, ratelimit
 from coinslot.addresses import Addresses
 from coinslot.catalog import KIND_PASS, Catalog, Item, Site, check_item_id, item_content
 from coinslot.errors import (
@@ -334,6 +334,8 @@ class Unlocks:
             links=self.links,
             attempts=self.attempts,
         )
+        if done.purchase_id == purchase_id and not done.replayed:  # made by this request: tell the publisher
+            await hookevents.unlocked(self.store, done, wallet.wallet_id, now_ms)
         until_s = None if done.access_until_ms is None else done.access_until_ms // 1000
         if (
             done.purchase_id != purchase_id

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from coinslot.http import admin, checkout, embed, public, wallet, webhooks
+from coinslot.http.hookroutes import HOOK_API
 from coinslot.http.openapi import Doc, openapi
 from coinslot.http.problems import BareEndpoint
 from coinslot.http.schemas import (
@@ -371,6 +372,8 @@ API += [
         ),
     ),
 ]
+
+API += HOOK_API  # publisher webhooks (coinslot.hooks)
 
 
 def routes() -> list[BaseRoute]:
