@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from coinslot import widget
 from coinslot.cardreads import offered_pass, site_pass
-from coinslot.catalog import check_item_id
+from coinslot.catalog import Catalog, Item, Site, check_item_id
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
 from coinslot.http.context import services
 from coinslot.http.cors import allow_site_origin
@@ -108,6 +108,46 @@ def _render(page: dict[str, Any], *, ancestors: str, cache_control: str) -> _Ren
     return _Rendered(body, etag, headers, HTMLResponse(body, headers=headers).raw_headers)
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    site: Site
+    item: Item
+    pass_item: Item | None
+    page: _Rendered
+
+
+# The page last sent for each request line (site, item, query string), with the catalog entries
+# it was made of. While those are still the ones cached, the same line gets the same page without
+# parsing its query and looking up its parts again: most page views repeat a few lines.
+_seen: dict[tuple[str, str, bytes], _Seen] = {}
+
+
+def _seen_page(catalog: Catalog, site_id: str, item_id: str, query: bytes) -> _Rendered | None:
+    seen = _seen.get((site_id, item_id, query))
+    if seen is None:
+        return None
+    current = catalog.cached(site_id, item_id)
+    if current is None or current[0] is not seen.site or current[1] is not seen.item:
+        return None
+    if seen.site.pass_item is not None:
+        offered = catalog.cached(site_id, seen.site.pass_item)
+        if offered is None or offered[1] is not seen.pass_item:
+            return None
+    return seen.page
+
+
+def _remember(key: tuple[str, str, bytes], site: Site, item: Item, pass_item: Item | None, page: _Rendered) -> None:
+    if len(_seen) >= PAGES_KEPT:
+        _seen.clear()
+    _seen[key] = _Seen(site, item, pass_item, page)
+
+
+def _send(request: Request, page: _Rendered) -> Response:
+    if _not_modified(request, page.etag):
+        return Response(status_code=304, headers=page.headers)
+    return _PageResponse(page)
+
+
 def _card_page(
     request: Request,
     page: Callable[[], dict[str, Any]],
@@ -126,18 +166,20 @@ def _card_page(
             _rendered[key] = rendered
     if status != 200:
         return HTMLResponse(rendered.body, status_code=status, headers=rendered.headers)
-    if _not_modified(request, rendered.etag):
-        return Response(status_code=304, headers=rendered.headers)
-    return _PageResponse(rendered)
+    return _send(request, rendered)
 
 
 async def card(request: Request) -> Response:
     """The card for one item, rendered with its title and price in the reader's language."""
     svc = services(request)
+    site_id, item_id = request.path_params["site"], request.path_params["item"]
+    line = (site_id, item_id, request.scope["query_string"])
+    if (seen := _seen_page(svc.catalog, *line)) is not None:
+        return _send(request, seen)
     q = request.query_params
     lang, theme = widget.pick_language(q.get("lang")), widget.pick_theme(q.get("theme"))
     t = widget.texts(lang)
-    site_id, item_id, origin = request.path_params["site"], request.path_params["item"], q.get("origin", "").lower()
+    origin = q.get("origin", "").lower()
 
     def notice(message: str, problem: str, *, origin: str = "") -> Callable[[], dict[str, Any]]:
         config = widget.card_config(lang, origin=origin, problem=problem)
@@ -184,7 +226,9 @@ async def card(request: Request) -> Response:
         }
 
     key = (site, item, pass_item, lang, theme, colours["accent"], origin)
-    return _card_page(request, offer, key=key, status=200, ancestors=ancestors, cache_control=CARD_CACHE)
+    response = _card_page(request, offer, key=key, status=200, ancestors=ancestors, cache_control=CARD_CACHE)
+    _remember(line, site, item, pass_item, _rendered[key])
+    return response
 
 
 async def placeholders(request: Request) -> Response:
