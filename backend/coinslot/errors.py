@@ -49,6 +49,14 @@ class BadRequest(CoinslotError):
     title = "Bad request"
 
 
+class InvalidSetting(BadRequest):  # a site setting out of bounds (coinslot.sitesettings), created or changed
+    type = "invalid-setting"
+    title = "Invalid site setting"
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail, field=field)
+
+
 class RequestAborted(BadRequest):
     """The client closed the connection before its request was complete: nobody is left to answer."""
 
@@ -107,6 +115,17 @@ class UnknownItem(NotFound):
     title = "Unknown item"
 
 
+class UnknownVoucher(NotFound):
+    type = "unknown-voucher"
+    title = "Unknown voucher"
+
+
+class ItemArchived(CoinslotError):  # the publisher took the item off sale; who bought it keeps reading it
+    status = 410
+    type = "item-archived"
+    title = "Item no longer sold"
+
+
 class UnknownWallet(Unauthorized):
     """A well-signed wallet token whose wallet is gone or whose generation was replaced."""
 
@@ -153,6 +172,11 @@ class VoucherUnavailable(Conflict):
 class VoucherAlreadyRedeemed(Conflict):
     type = "voucher-already-redeemed"
     title = "Voucher already redeemed by this wallet"
+
+
+class VoucherDisabled(VoucherUnavailable):
+    type = "voucher-disabled"
+    title = "Voucher disabled by its site"
 
 
 class DuplicateCode(Conflict):

@@ -163,6 +163,11 @@ def items_index_key(site_id: str) -> str:
     return "{s:" + site_id + "}:items"
 
 
+def site_vouchers_key(site_id: str) -> str:
+    """The site's voucher codes (normalized), in a sorted set of equal scores: listed in code order."""
+    return "{s:" + site_id + "}:vouchers"
+
+
 SITE_INDEX = "sites"
 
 

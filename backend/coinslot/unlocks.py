@@ -22,6 +22,7 @@ from coinslot.errors import (
     CurrencyMismatch,
     IdempotencyKeyReused,
     InsufficientFunds,
+    ItemArchived,
     PriceChanged,
     TabQuotaReached,
     UnknownWallet,
@@ -147,7 +148,7 @@ def script_args(
         "" if shown_price is None else shown_price,
         attempts.per_window,
         attempts.window_s + ratelimit.CLOCK_MARGIN_S,
-        item.kind,
+        "archived" if item.archived else item.kind,
         "" if ends is None else ends,
         site.daily_cap,
         "" if day is None else day.day,
@@ -239,6 +240,8 @@ async def purchase(
             per_ip = tab_quota.per_ip if tab_quota is not None else 0
             raise TabQuotaReached(balance, charge, site.currency, site.tab_limit, per_ip, topup_options=options)
         raise WalletFrozen(balance, charge, site.currency, topup_options=options)
+    if status == "archived":
+        raise ItemArchived(f"item {item.id!r} on {site.id} is no longer sold; who bought it can still read it")
     if status == "price-changed":
         raise PriceChanged(shown_price or 0, item.price, site.currency)
     if status == "currency":

@@ -6,7 +6,8 @@
 --       11 the purchase record (JSON), 12 the ledger entry's JSON without its seq and balance, from
 --       its first key on ('"at":...}'), 13 tab_granted ('1' when the site's per-IP tab quota allowed
 --       it), 14 price the reader was shown ('' = not named), 15 unlock attempts allowed per window,
---       16 the counter's ttl (s), 17 'pass' when the item is a pass, 18 the end of a pass bought
+--       16 the counter's ttl (s), 17 'pass' when the item is a pass ('archived' when it is off sale:
+--       only what the wallet holds is granted), 18 the end of a pass bought
 --       now (ms, '' for an item), 19 the site's daily cap (0 = none), 20 the site's day ('' without
 --       a cap), 21 when that day ends (ms)
 -- The caller writes the records' JSON: cjson here cost Redis more than all the script's commands.
@@ -76,6 +77,7 @@ if not done and w[6] and not is_pass then
 end
 
 if not done then
+  if ARGV[17] == 'archived' then return {'archived'} end
   if ARGV[14] ~= '' and tonumber(ARGV[14]) ~= price then return {'price-changed'} end
   if w[4] == '1' then return {'frozen', balance} end
 

@@ -232,7 +232,7 @@
       offer();
       return say(fill(t.priceChanged, {price: fmt(r.data.price)}), 'error');
     }
-    if (r.status === 404) return say(t.unavailable, 'error');
+    if (r.status === 404 || r.status === 410) return say(t[kind] || t.unavailable, 'error');
     if (r.status === 429) return say(t.tooMany, 'error');
     warn('unlock failed: HTTP ' + r.status + ' ' + kind);
     say(t.serviceError, 'error');
