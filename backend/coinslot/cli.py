@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coinslot import catalog, ledger, refunds, topups, vouchers
+from coinslot import admincli, catalog, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
 from coinslot.discovery import redis_for_command
 from coinslot.embedded import EmbeddedRedisError
@@ -322,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
         "--stripe", action="store_true", help="first credit paid Checkout Sessions of the last 30 days the ledger lacks"
     )
     reconcile.set_defaults(func=cmd_reconcile)
+    admincli.register(sub, _with_store)  # site show|update, item list|archive|restore, voucher list|disable, purchases
     return p
 
 
