@@ -6,6 +6,7 @@ Every test runs on standalone Redis and on the 3-master Cluster.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -185,6 +186,12 @@ async def test_an_archived_item_is_not_sold_but_who_bought_it_keeps_it(api: Api)
     assert (kept.json()["charged"], kept.json()["content"]) == (0, "<p>words</p>")
     offers = (await api.client.get(f"/v1/offers?site={site[0]}&items=a", headers=auth(owner))).json()
     assert offers["items"][0]["archived"] is True and offers["items"][0]["owned"] is True
+
+    card = (await api.client.get(f"/embed/{site[0]}/a?origin=http://localhost:8001")).text
+    config = json.loads(card.split('id="coinslot-config">', 1)[1].split("</script>", 1)[0])
+    assert config["archived"] is True  # the card shows its button disabled: "no longer sold"
+    drawn = (await api.client.get(f"/placeholders/{site[0]}?items=a")).json()
+    assert drawn["items"] == [] and drawn["unknown"] == []  # no price drawn, yet not unknown either
 
     await api.item(site, "a", 25)  # replacing its title or price does not put it back on sale
     assert (await api.unlock(stranger, site[0], "a")).status_code == 410

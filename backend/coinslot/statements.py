@@ -150,7 +150,7 @@ async def sales(
     start, end = days_asked(site, first, last, now_ms=now_ms)
     since, until = day_at(site.timezone, start).starts_ms, day_at(site.timezone, end).ends_ms
     revenue = keyspace.site_revenue_account(site.id)
-    found: list[dict[str, Any]] = []
+    found: list[tuple[int, str, int, dict[str, Any]]] = []  # by time, then each wallet's own order
     async for entry in site_entries(store, site.id):
         if entry.get("kind") not in SALES or not since <= entry["at"] < until:
             continue
@@ -167,6 +167,6 @@ async def sales(
         }
         if "by" in entry:
             row["refunded_by"] = entry["by"]
-        found.append(row)
-    found.sort(key=lambda r: (r["at"], r["purchase_id"], r["kind"]))
-    return {"site": site.id, "from": start.isoformat(), "to": end.isoformat(), "sales": found}
+        found.append((entry["at"], entry["wallet"], entry["seq"], row))
+    found.sort(key=lambda f: f[:3])
+    return {"site": site.id, "from": start.isoformat(), "to": end.isoformat(), "sales": [f[3] for f in found]}

@@ -175,6 +175,7 @@ async def card(request: Request) -> Response:
             shown=shown_digits(site.currency),
             origin=origin,
             site_pass=pass_offer,
+            archived=item.archived,
             **colours,
         )
         price = format_amount(item.price, site.currency, lang)
@@ -200,7 +201,7 @@ async def placeholders(request: Request) -> Response:
     items = [
         {"item": item.id, "title": item.title, "text": widget.price_text(item, site, lang)}
         for item in (found.get(n) for n in names)
-        if item is not None
+        if item is not None and not item.archived  # no price drawn for what is no longer sold
     ]
     body = {
         "site": site.id,

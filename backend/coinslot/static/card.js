@@ -118,6 +118,7 @@
     passButton.hidden = !pass;
     if (pass) passButton.textContent = passWords(pass);
     note.textContent = free ? fill(t.capFree, {cap: fmt(state.cap.daily_cap)}) : '';
+    if (cfg.archived) { buy.disabled = true; note.textContent = t['item-archived']; } // who bought it still reads it
   };
 
   // "Paid €0.19 · Undo (9 min left)" while the reader may still take it back; gone when time is up.
