@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from coinslot import catalog, chargebacks, keyspace, topups, unlocks, vouchers, wallets
+from coinslot import catalog, chargebacks, keyspace, scripts, topups, unlocks, vouchers, wallets
 from coinslot.addresses import Addresses
 from coinslot.catalog import Catalog
 from coinslot.clock import FrozenClock
@@ -57,7 +57,7 @@ async def test_the_lua_names_are_the_python_names(standalone_store: Store) -> No
         }
 
     source = "return {" + ", ".join(pairs("", "")) + "}"
-    assert all(re.search(rf"\b{name}\b", source) for name in keyspace.LUA)  # every name is compared
+    assert all(re.search(rf"\b{name}\b", source) for name in scripts.LUA)  # every name is compared
     for a in ODD:
         for b in ODD:
             got = await standalone_store.redis.eval(prelude(source) + source, 0, a, b, keyspace.wallet_key(b))
@@ -116,10 +116,10 @@ def test_the_prelude_keeps_the_scripts_line_numbers() -> None:
     # The hot path defines strings and no function: a closure would be made on every run.
     unlock = prelude(resources.files("coinslot").joinpath("lua", "unlock.lua").read_text())
     strings = ("OWNED_FIELD_SEPARATOR", "TAB_FIELD_PREFIX", "PASS_FIELD_PREFIX", "CAP_FIELD_PREFIX", "UNLOCK_LINE_TAG")
-    assert unlock == "".join(keyspace.LUA[name] + " " for name in strings)
+    assert unlock == "".join(scripts.LUA[name] + " " for name in strings)
     assert prelude(resources.files("coinslot").joinpath("lua", "snapshot.lua").read_text()) == ""
     assert prelude("-- no tab_field here\nreturn 1 -- nor wallet_account") == ""  # comments cost nothing
-    assert prelude("return ' -- ' .. tab_field(ARGV[1])") == keyspace.LUA["tab_field"] + " "
+    assert prelude("return ' -- ' .. tab_field(ARGV[1])") == scripts.LUA["tab_field"] + " "
     # Scripts that run rarely and on their own are called directly, not by name through the Store.
     direct = {"tab_quota", "recovery_issue", "recover", "hook_due", "hook_done"}  # hook_*: coinslot.hookdelivery
     assert set(SCRIPTS) | direct == {p.name.removesuffix(".lua") for p in LUA_FILES}

@@ -21,11 +21,11 @@ from coinslot.wallets import ItemStanding, item_standing
 
 
 async def site_pass(catalog: Catalog, site: Site) -> Item | None:
-    """The pass the site offers beside its items, if it offers one."""
+    """The pass the site offers beside its items, if it offers one (an archived pass is not offered)."""
     if site.pass_item is None:
         return None
     found = (await catalog.items(site.id, [site.pass_item]))[site.pass_item]
-    return found if found is not None and found.kind == KIND_PASS else None
+    return found if found is not None and found.kind == KIND_PASS and not found.archived else None
 
 
 def cap_state(site: Site, cap_value: str | None, now_ms: int) -> dict[str, Any] | None:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import re
 import secrets
 import time
-import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import nh3
 
-from coinslot import keyspace
+from coinslot import keyspace, sitesettings
 from coinslot.errors import BadRequest, DuplicateCode, InvalidBody, Unauthorized, UnknownItem, UnknownSite
 from coinslot.ids import new_id
 from coinslot.money import check_currency
-from coinslot.origins import parse_origin
+from coinslot.sitesettings import DEFAULT_REFUND_WINDOW_S as DEFAULT_REFUND_WINDOW_S
 from coinslot.store import Store
 
 SITE_ID = re.compile(r"^site_[A-Za-z0-9_]{1,48}\Z")
@@ -31,8 +31,6 @@ CACHE_MAX_ENTRIES = 200_000  # sites and items cached per worker
 KIND_ITEM = "item"
 KIND_PASS = "pass"  # grants every item of its site until it ends
 MAX_PASS_HOURS = 24 * 366
-DEFAULT_REFUND_WINDOW_S = 10 * 60
-MAX_REFUND_WINDOW_S = 7 * 24 * 60 * 60  # the unlock script remembers the last 8 days with free unlocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +59,7 @@ class Item:
     kind: str = KIND_ITEM  # or KIND_PASS
     pass_hours: int = 0
     has_content: bool = False
+    archived: bool = False  # off sale: no new purchase, while who bought it keeps reading it
 
     def public(self, currency: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -72,6 +71,8 @@ class Item:
         }
         if self.kind == KIND_PASS:
             out["pass_hours"] = self.pass_hours
+        if self.archived:
+            out["archived"] = True
         return out
 
 
@@ -113,6 +114,7 @@ def _item_from_hash(site_id: str, item_id: str, h: dict[str, str]) -> Item:
         kind=h.get("kind", KIND_ITEM),
         pass_hours=int(h.get("pass_hours", 0)),
         has_content=h.get("has_content") == "1",
+        archived=h.get("archived") == "1",
     )
 
 
@@ -134,26 +136,17 @@ async def create_site(
     if not SITE_ID.match(site_id):
         raise BadRequest(f"site id {site_id!r} must match {SITE_ID.pattern}")
     currency = check_currency(currency)
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise BadRequest(f"timezone {timezone!r} is not an IANA zone like Europe/Berlin") from exc
-    for label, value in (("tab limit", tab_limit), ("daily cap", daily_cap), ("refund window", refund_window)):
-        if value < 0:
-            raise BadRequest(f"{label} {value} must be >= 0")
-    if refund_window > MAX_REFUND_WINDOW_S:
-        raise BadRequest(f"refund window {refund_window} s must be at most {MAX_REFUND_WINDOW_S} s (7 days)")
+    settings = sitesettings.checked(
+        {"timezone": timezone, "tab_limit": tab_limit, "daily_cap": daily_cap, "refund_window": refund_window}
+    )
     if not name.strip():
         raise BadRequest("site name must not be empty")
     site = Site(
         id=site_id,
         name=name.strip(),
         currency=currency,
-        timezone=timezone,
-        origins=tuple(dict.fromkeys(parse_origin(o) for o in origins)),
-        tab_limit=tab_limit,
-        daily_cap=daily_cap,
-        refund_window=refund_window,
+        origins=sitesettings.check_origins(origins, required=False),
+        **settings,
     )
     secret_key = "sk_" + secrets.token_urlsafe(32)
     digest = secret_digest(secret_key)
@@ -164,11 +157,7 @@ async def create_site(
         keyspace.site_key(site_id),
         mapping={
             "currency": currency,
-            "timezone": timezone,
-            "origins": json.dumps(list(site.origins)),
-            "tab_limit": tab_limit,
-            "daily_cap": daily_cap,
-            "refund_window": refund_window,
+            **sitesettings.stored({**settings, "origins": site.origins}),
             "created_ms": now_ms,
             "secret_digests": json.dumps([[digest, None]]),
         },
@@ -236,6 +225,7 @@ async def put_item(
         raise InvalidBody(
             f"content_html is {len(content.encode())} bytes > {max_content_bytes}", [{"field": "content_html"}]
         )
+    ik = keyspace.item_key(site.id, item_id)
     item = Item(
         site=site.id,
         id=item_id,
@@ -244,8 +234,8 @@ async def put_item(
         kind=KIND_PASS if pass_hours else KIND_ITEM,
         pass_hours=pass_hours or 0,
         has_content=content is not None,
+        archived=await store.redis.hget(ik, "archived") == "1",  # replacing an item does not put it on sale
     )
-    ik = keyspace.item_key(site.id, item_id)
     async with store.redis.pipeline(transaction=True) as pipe:
         pipe.delete(ik)
         pipe.hset(
@@ -258,6 +248,7 @@ async def put_item(
                 "has_content": "1" if content is not None else "0",
                 "content": content or "",
                 "updated_ms": now_ms,
+                "archived": "1" if item.archived else "0",
             },
         )
         pipe.sadd(keyspace.items_index_key(site.id), item_id)
@@ -360,7 +351,7 @@ class Catalog:
                 found[item_id] = None
         if missing:
             generation = self._generation.get(site_id, 0)
-            fields = ("title", "price", "kind", "pass_hours", "has_content")
+            fields = ("title", "price", "kind", "pass_hours", "has_content", "archived")
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for item_id in missing:
                     pipe.hmget(keyspace.item_key(site_id, item_id), fields)
@@ -388,11 +379,13 @@ class Catalog:
 
 async def set_origins(store: Store, site_id: str, origins: Sequence[str]) -> tuple[str, ...]:
     """Replace the origins allowed to embed a site's cards (and to read its offers with CORS)."""
-    parsed = tuple(dict.fromkeys(parse_origin(o) for o in origins))
-    if not parsed:
-        raise BadRequest("a site needs at least one origin")
-    if not await store.redis.exists(keyspace.site_key(site_id)):
-        raise UnknownSite(f"site {site_id} does not exist")
-    await store.redis.hset(keyspace.site_key(site_id), "origins", json.dumps(list(parsed)))
-    await store.redis.publish(keyspace.CATALOG_CHANNEL, site_id)
-    return parsed
+    return (await update_site(store, await Catalog(store, ttl_s=0).site(site_id), {"origins": origins})).origins
+
+
+async def update_site(store: Store, site: Site, changes: dict[str, Any]) -> Site:
+    """``site`` with ``changes`` (of ``sitesettings.CHANGEABLE``) checked as at creation, stored, and uncached."""
+    checked = sitesettings.checked(changes)
+    if checked:
+        await store.redis.hset(keyspace.site_key(site.id), mapping=sitesettings.stored(checked))
+        await store.redis.publish(keyspace.CATALOG_CHANNEL, site.id)  # every worker's cache drops the site
+    return dataclasses.replace(site, **checked)

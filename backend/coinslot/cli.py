@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coinslot import catalog, hookcli, ledger, refunds, topups, vouchers
+from coinslot import admincli, catalog, hookcli, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
 from coinslot.discovery import redis_for_command
 from coinslot.embedded import EmbeddedRedisError
@@ -25,6 +25,7 @@ from coinslot.errors import CoinslotError, ConfigurationError
 from coinslot.keyring import KeyRing
 from coinslot.settings import Settings, is_loopback_host
 from coinslot.store import Store, connect
+from coinslot.widget import SCHEMA_TYPES
 
 
 @contextlib.contextmanager
@@ -115,7 +116,7 @@ Ctrl-C stops it.""",
 
 def cmd_snippet(settings: Settings, args: argparse.Namespace) -> int:
     from coinslot.app import DEFAULT_PUBLIC_URL
-    from coinslot.widget import asset, loader_url
+    from coinslot.widget import LOCKED_CLASS, asset, loader_url, paywall_json_ld
 
     base = settings.public_url or DEFAULT_PUBLIC_URL
     attrs = f' data-lang="{args.lang}"' if args.lang else ""
@@ -123,7 +124,9 @@ def cmd_snippet(settings: Settings, args: argparse.Namespace) -> int:
         f'<script src="{loader_url(base)}"\n'
         f'        integrity="{asset("coinslot.js").integrity}" crossorigin="anonymous"\n'
         f'        data-site="{args.site}"{attrs} async></script>\n'
-        f'<div data-coinslot-item="{args.item}">Teaser text you already show…</div>'
+        f'<div class="{LOCKED_CLASS}" data-coinslot-item="{args.item}">Teaser text you already show…</div>\n'
+        f"<!-- In <head>: tells search engines the part above is paid, so showing it to their crawlers is not"
+        f" cloaking -->\n{paywall_json_ld(args.schema_type)}"
     )
     return 0
 
@@ -266,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     snippet.add_argument("site")
     snippet.add_argument("--item", default="article-42")
     snippet.add_argument("--lang", choices=["en", "de"], help="fix the card's language (default: the page's)")
+    snippet.add_argument("--schema-type", default="NewsArticle", choices=SCHEMA_TYPES, help="the page's, for JSON-LD")
     snippet.set_defaults(func=cmd_snippet)
 
     site = sub.add_parser("site", help="publisher sites").add_subparsers(dest="site_command", required=True)
@@ -323,6 +327,7 @@ def parser() -> argparse.ArgumentParser:
     )
     reconcile.set_defaults(func=cmd_reconcile)
     hookcli.register(sub)
+    admincli.register(sub, _with_store)  # site show|update, item list|archive|restore, voucher list|disable, purchases
     return p
 
 

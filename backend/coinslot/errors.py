@@ -49,6 +49,14 @@ class BadRequest(CoinslotError):
     title = "Bad request"
 
 
+class InvalidSetting(BadRequest):  # a site setting out of bounds (coinslot.sitesettings), created or changed
+    type = "invalid-setting"
+    title = "Invalid site setting"
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail, field=field)
+
+
 class RequestAborted(BadRequest):
     """The client closed the connection before its request was complete: nobody is left to answer."""
 
@@ -107,6 +115,17 @@ class UnknownItem(NotFound):
     title = "Unknown item"
 
 
+class UnknownVoucher(NotFound):
+    type = "unknown-voucher"
+    title = "Unknown voucher"
+
+
+class ItemArchived(CoinslotError):  # the publisher took the item off sale; who bought it keeps reading it
+    status = 410
+    type = "item-archived"
+    title = "Item no longer sold"
+
+
 class UnknownWallet(Unauthorized):
     """A well-signed wallet token whose wallet is gone or whose generation was replaced."""
 
@@ -155,6 +174,11 @@ class VoucherAlreadyRedeemed(Conflict):
     title = "Voucher already redeemed by this wallet"
 
 
+class VoucherDisabled(VoucherUnavailable):
+    type = "voucher-disabled"
+    title = "Voucher disabled by its site"
+
+
 class DuplicateCode(Conflict):
     type = "duplicate-code"
     title = "Code already exists"
@@ -165,127 +189,6 @@ class TopupPending(Conflict):
 
     type = "topup-pending"
     title = "Top-up pending"
-
-
-class UnknownPurchase(NotFound):
-    type = "unknown-purchase"
-    title = "Unknown purchase"
-
-
-class RefundRefused(Conflict):
-    """Money rule 8 refuses this undo; ``type`` says which part of it."""
-
-    type = "refund-refused"
-    title = "This purchase cannot be undone"
-
-
-class RefundWindowClosed(RefundRefused):
-    type = "refund-window-closed"
-    title = "The time to undo this purchase has passed"
-
-
-class RefundLimitReached(RefundRefused):
-    type = "refund-limit-reached"
-    title = "Too many undos in 30 days"
-
-
-class RefundPassUsed(RefundRefused):
-    type = "refund-pass-used"
-    title = "This pass has been used"
-
-
-class RefundCapDay(RefundRefused):
-    type = "refund-cap-day"
-    title = "Items were free under the daily cap that day"
-
-
-class AlreadyRefunded(RefundRefused):
-    type = "already-refunded"
-    title = "This purchase was already refunded"
-
-
-class InsufficientFunds(CoinslotError):
-    """The wallet cannot pay: balance minus price would fall below the site's tab limit.
-
-    Carries ready top-up links (``topup_options``), so the card can open a checkout on the click.
-    """
-
-    status = 402
-    type = "insufficient-funds"
-    title = "Insufficient funds"
-
-    def __init__(
-        self, balance: int, price: int, currency: str, tab_limit: int, *, topup_options: list[dict[str, Any]]
-    ) -> None:
-        self._init(
-            f"wallet balance {balance} - price {price} < -tab limit {tab_limit} ({currency} minor units)",
-            balance,
-            price,
-            currency,
-            topup_options,
-        )
-
-    def _init(
-        self, detail: str, balance: int, price: int, currency: str, topup_options: list[dict[str, Any]], **extra: Any
-    ) -> None:
-        CoinslotError.__init__(
-            self, detail, balance=balance, price=price, currency=currency, **extra, topup_options=topup_options
-        )
-        self.balance = balance
-        self.price = price
-        self.currency = currency
-
-
-class TabQuotaReached(InsufficientFunds):
-    """The site runs a tab, but this wallet's address has opened as many today as the site allows."""
-
-    def __init__(
-        self,
-        balance: int,
-        price: int,
-        currency: str,
-        tab_limit: int,
-        per_ip: int,
-        *,
-        topup_options: list[dict[str, Any]],
-    ) -> None:
-        self._init(
-            f"wallet balance {balance} - price {price} < 0 and no tab for this wallet: the site's tab (limit"
-            f" {tab_limit}) opens for at most {per_ip} new wallets per address and day ({currency} minor units)",
-            balance,
-            price,
-            currency,
-            topup_options,
-            tab="quota-reached",
-        )
-
-
-class WalletFrozen(InsufficientFunds):
-    """A refund or dispute pushed the balance below zero: no unlock until a top-up brings it to >= 0.
-
-    A 402 like ``InsufficientFunds``, so the card offers the top-up that thaws the wallet.
-    """
-
-    type = "wallet-frozen"
-    title = "Wallet frozen"
-
-    def __init__(self, balance: int, price: int, currency: str, *, topup_options: list[dict[str, Any]]) -> None:
-        self._init(
-            f"wallet frozen: balance {balance} < 0 after a refund or dispute; a top-up that brings it to >= 0 "
-            f"unfreezes it ({currency} minor units)",
-            balance,
-            price,
-            currency,
-            topup_options,
-        )
-
-
-class PaymentRequired(CoinslotError):
-    """Content asked for without a valid unlock token; carries a machine-readable offer."""
-
-    status = 402
-    type = "payment-required"
-    title = "Payment required"
 
 
 class UnlockTokenInvalid(Unauthorized):

@@ -17,14 +17,11 @@ Ledger postings name accounts: ``wallet:<id>`` for each wallet, and the counter 
 (revenue, promotions) and of the payment provider (clearing, disputes). A site's or the
 provider's balance is the sum of its postings over every wallet's ledger (``coinslot.ledger``).
 
-The Lua scripts take the names they use from here: ``LUA`` renders each name as Lua, from the very
-functions and constants below, and ``coinslot.scripts`` puts those a script mentions in front of it.
+The Lua scripts take the names they use from here: ``coinslot.scripts`` renders each name as Lua,
+from the very functions and constants below, and puts those a script mentions in front of it.
 """
 
 from __future__ import annotations
-
-import re
-from collections.abc import Callable
 
 # Wallets: the money of record, under {w:<id>} -------------------------------------------
 
@@ -163,6 +160,11 @@ def items_index_key(site_id: str) -> str:
     return "{s:" + site_id + "}:items"
 
 
+def site_vouchers_key(site_id: str) -> str:
+    """The site's voucher codes (normalized), in a sorted set of equal scores: listed in code order."""
+    return "{s:" + site_id + "}:vouchers"
+
+
 SITE_INDEX = "sites"
 
 
@@ -277,72 +279,6 @@ def site_promotions_account(site_id: str) -> str:
 UNLOCK_LINE_TAG = "u|"
 
 
-# The same names in Lua ------------------------------------------------------------------
-
-
-def _lua_string(text: str) -> str:
-    """``text`` as a Lua string literal; any byte but printable ASCII as a three-digit escape."""
-    return "'" + "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\{b:03d}" for b in text.encode()) + "'"
-
-
-def _lua_function(name: str, python: Callable[..., str], *params: str) -> str:
-    """The Lua twin of ``python``, a function that joins its arguments and constant text.
-
-    ``python`` is called with a marker for each argument, and its result is turned into the
-    same concatenation in Lua: the constant text comes from the Python function itself.
-    """
-    markers = {f"\x00{i}\x00": param for i, param in enumerate(params)}
-    parts = [part for part in re.split("(\x00[0-9]+\x00)", python(*markers)) if part]
-    if sorted(p for p in parts if p in markers) != sorted(markers):
-        raise ValueError(f"{name} must use each of its arguments once: {parts!r}")
-    body = " .. ".join(markers.get(part) or _lua_string(part) for part in parts)
-    return f"local function {name}({', '.join(params)}) return {body} end"
-
-
-def _lua_wallet_id_of() -> str:
-    """Lua's ``wallet_id_of(key)``: the wallet id in a wallet's key, so scripts name its account from KEYS."""
-    before, _, after = wallet_key("\x00").partition("\x00")
-    head, tail = len(before.encode()), len(after.encode())
-    if not head or not tail:
-        raise ValueError("a wallet key must have text around the wallet id")
-    return (
-        f"local function wallet_id_of(key) if string.sub(key, 1, {head}) ~= {_lua_string(before)} "
-        f"or string.sub(key, -{tail}) ~= {_lua_string(after)} then error('not a wallet key: ' .. key) end "
-        f"return string.sub(key, {head + 1}, -{tail + 1}) end"
-    )
-
-
-def _lua_constant(name: str) -> str:
-    return f"local {name} = {_lua_string(globals()[name])}"
-
-
-# Each name a script may use, as one line of Lua. A script gets the definitions of the names
-# its code mentions (coinslot.scripts.prelude), so it pays nothing for the others.
-LUA: dict[str, str] = {
-    "ACCOUNT_TOPUP_CLEARING": _lua_constant("ACCOUNT_TOPUP_CLEARING"),
-    "ACCOUNT_TOPUP_DISPUTES": _lua_constant("ACCOUNT_TOPUP_DISPUTES"),
-    # The unlock script runs on every purchase: a local function is a closure made on every run,
-    # which with its call cost it ~0.07 µs (~1%). It joins these constant parts itself instead.
-    "OWNED_FIELD_SEPARATOR": _lua_constant("OWNED_FIELD_SEPARATOR"),
-    "TAB_FIELD_PREFIX": _lua_constant("TAB_FIELD_PREFIX"),
-    "PASS_FIELD_PREFIX": _lua_constant("PASS_FIELD_PREFIX"),
-    "CAP_FIELD_PREFIX": _lua_constant("CAP_FIELD_PREFIX"),
-    "UNDOS_FIELD": _lua_constant("UNDOS_FIELD"),
-    "BUDGET_FIELD": _lua_constant("BUDGET_FIELD"),
-    "UNLOCK_LINE_TAG": _lua_constant("UNLOCK_LINE_TAG"),
-    "wallet_id_of": _lua_wallet_id_of(),
-    "wallet_account": _lua_function("wallet_account", wallet_account, "wallet_id"),
-    "owned_field": _lua_function("owned_field", owned_field, "site", "item"),
-    "tab_field": _lua_function("tab_field", tab_field, "site"),
-    "refund_field": _lua_function("refund_field", refund_field, "refund_id"),
-    "give_back_field": _lua_function("give_back_field", give_back_field, "field"),
-    "refunded_field": _lua_function("refunded_field", refunded_field, "topup_id"),
-    "dispute_field": _lua_function("dispute_field", dispute_field, "dispute_id"),
-    "dispute_won_field": _lua_function("dispute_won_field", dispute_won_field, "field"),
-    "site_revenue_account": _lua_function("site_revenue_account", site_revenue_account, "site_id"),
-}
-
-
 # Recovery codes (coinslot.recovery) -----------------------------------------------------
 # Redis holds HMACs of codes, never a code. The index is untagged: a recovery knows only the
 # code, so it cannot be kept in the wallet's slot; the wallet's hash names its current code,
@@ -364,9 +300,6 @@ def recovery_tries_bucket(address: str) -> str:
 
 def recovery_prefix_bucket(prefix_tag: str) -> str:
     return "recover-prefix:" + prefix_tag
-
-
-LUA.update(RECOVERY_FIELD=_lua_constant("RECOVERY_FIELD"), RECOVERY_AT_FIELD=_lua_constant("RECOVERY_AT_FIELD"))
 
 
 # Publisher webhooks (coinslot.hooks, coinslot.hookdelivery) -----------------------------

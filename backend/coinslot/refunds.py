@@ -18,18 +18,17 @@ from typing import Any, NamedTuple
 
 from coinslot import hookevents, keyspace
 from coinslot.catalog import KIND_PASS, Catalog
-from coinslot.errors import (
+from coinslot.errors import UnknownSite, UnknownWallet
+from coinslot.ledger import purchase_records, wallet_ids
+from coinslot.metrics import PURCHASE_REFUNDS
+from coinslot.moneyerrors import (
     AlreadyRefunded,
     RefundCapDay,
     RefundLimitReached,
     RefundPassUsed,
     RefundWindowClosed,
     UnknownPurchase,
-    UnknownSite,
-    UnknownWallet,
 )
-from coinslot.ledger import purchase_records, wallet_ids
-from coinslot.metrics import PURCHASE_REFUNDS
 from coinslot.store import Store
 from coinslot.tokens import WalletRef
 

@@ -6,7 +6,7 @@ local midnight (or the first instant after it, where midnight itself is skipped)
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -48,3 +48,10 @@ def site_day(timezone: str, now_ms: int) -> SiteDay:
         return day
     _LAST[timezone] = day
     return day
+
+
+def day_at(timezone: str, day: date) -> SiteDay:
+    """The site day that is the calendar date ``day`` in ``timezone``."""
+    zone = _zone(timezone)
+    noon = datetime.combine(day, time(12), tzinfo=zone)
+    return SiteDay(day.isoformat(), _midnight_ms(zone, noon), _midnight_ms(zone, noon + timedelta(days=1)))

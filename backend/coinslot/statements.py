@@ -13,17 +13,22 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from coinslot import keyspace
 from coinslot.catalog import Site
+from coinslot.errors import InvalidQuery
 from coinslot.ledger import parse_entry, wallet_ids
+from coinslot.sitedays import day_at, site_day
 from coinslot.store import Store
 
 # (site id, wallet id) → what stands for the wallet on that site (UnlockTokens.pseudonym)
 Pseudonym = Callable[[str, str], str]
 
 FORMATS = ("jsonl", "csv")
+MAX_DAYS = 366  # the longest span one purchases query may cover
+SALES = {"unlock": "purchase", "purchase-refund": "refund"}  # ledger kind → what the publisher calls it
 CSV_FIELDS = ("at", "wallet", "seq", "kind", "ref", "site", "item", "currency", "account", "amount")
 
 
@@ -113,3 +118,55 @@ async def stats(store: Store, site: Site) -> SiteStats:
             elif p["account"] == promotions:
                 totals.promotions += p["amount"]
     return totals
+
+
+def days_asked(site: Site, first: str | None, last: str | None, *, now_ms: int) -> tuple[date, date]:
+    """The ``from`` and ``to`` query dates (YYYY-MM-DD, the site's days, both included; default today)."""
+    today = site_day(site.timezone, now_ms).day
+    try:
+        start = date.fromisoformat(first or today)
+    except ValueError as exc:
+        raise InvalidQuery(f"from {first!r} is not a date like 2026-03-01", field="from") from exc
+    try:
+        end = date.fromisoformat(last or first or today)
+    except ValueError as exc:
+        raise InvalidQuery(f"to {last!r} is not a date like 2026-03-31", field="to") from exc
+    if end < start:
+        raise InvalidQuery(f"to {end} is before from {start}", field="to")
+    if (end - start).days >= MAX_DAYS:
+        raise InvalidQuery(f"{(end - start).days + 1} days asked, at most {MAX_DAYS}", field="to")
+    return start, end
+
+
+async def sales(
+    store: Store, site: Site, first: str | None, last: str | None, pseudonym: Pseudonym, *, now_ms: int
+) -> dict[str, Any]:
+    """The site's purchases and refunds from day ``first`` to day ``last`` (YYYY-MM-DD in the site's time
+    zone, both included; see ``days_asked``), by time.
+
+    Each with its purchase id, item, what it moved in the site's revenue (a refund is negative),
+    the site day it fell on, and the reader under the site's pseudonym.
+    """
+    start, end = days_asked(site, first, last, now_ms=now_ms)
+    since, until = day_at(site.timezone, start).starts_ms, day_at(site.timezone, end).ends_ms
+    revenue = keyspace.site_revenue_account(site.id)
+    found: list[tuple[int, str, int, dict[str, Any]]] = []  # by time, then each wallet's own order
+    async for entry in site_entries(store, site.id):
+        if entry.get("kind") not in SALES or not since <= entry["at"] < until:
+            continue
+        entry = for_publisher(entry, site.id, pseudonym)
+        row = {
+            "at": entry["at"],
+            "day": site_day(site.timezone, entry["at"]).day,
+            "kind": SALES[entry["kind"]],
+            "purchase_id": entry["ref"],
+            "item": entry.get("item"),
+            "amount": sum(p["amount"] for p in entry["postings"] if p["account"] == revenue),
+            "currency": entry["currency"],
+            "wallet": entry["wallet"],
+        }
+        if "by" in entry:
+            row["refunded_by"] = entry["by"]
+        found.append((entry["at"], entry["wallet"], entry["seq"], row))
+    found.sort(key=lambda f: f[:3])
+    return {"site": site.id, "from": start.isoformat(), "to": end.isoformat(), "sales": [f[3] for f in found]}

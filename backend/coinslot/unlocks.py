@@ -18,18 +18,11 @@ import orjson
 from coinslot import hookevents, keyspace, ratelimit
 from coinslot.addresses import Addresses
 from coinslot.catalog import KIND_PASS, Catalog, Item, Site, check_item_id, item_content
-from coinslot.errors import (
-    CurrencyMismatch,
-    IdempotencyKeyReused,
-    InsufficientFunds,
-    PriceChanged,
-    TabQuotaReached,
-    UnknownWallet,
-    WalletFrozen,
-)
+from coinslot.errors import CurrencyMismatch, IdempotencyKeyReused, ItemArchived, PriceChanged, UnknownWallet
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import UNLOCKS
+from coinslot.moneyerrors import InsufficientFunds, TabQuotaReached, WalletFrozen
 from coinslot.ratelimit import UNLIMITED
 from coinslot.ratelimit import Allowance as UnlockAttempts
 from coinslot.scripts import Script
@@ -122,7 +115,7 @@ def script_args(
         "" if shown_price is None else shown_price,
         attempts.per_window,
         attempts.window_s + ratelimit.CLOCK_MARGIN_S,
-        item.kind,
+        "archived" if item.archived else item.kind,
         "" if ends is None else ends,
         site.daily_cap,
         "" if day is None else day.day,
@@ -214,6 +207,8 @@ async def purchase(
             per_ip = tab_quota.per_ip if tab_quota is not None else 0
             raise TabQuotaReached(balance, charge, site.currency, site.tab_limit, per_ip, topup_options=options)
         raise WalletFrozen(balance, charge, site.currency, topup_options=options)
+    if status == "archived":
+        raise ItemArchived(f"item {item.id!r} on {site.id} is no longer sold; who bought it can still read it")
     if status == "price-changed":
         raise PriceChanged(shown_price or 0, item.price, site.currency)
     if status == "currency":

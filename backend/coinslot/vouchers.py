@@ -18,8 +18,11 @@ from coinslot.errors import (
     CurrencyMismatch,
     DuplicateCode,
     InvalidBody,
+    InvalidQuery,
+    UnknownVoucher,
     UnknownWallet,
     VoucherAlreadyRedeemed,
+    VoucherDisabled,
     VoucherUnavailable,
 )
 from coinslot.metrics import CREDITED_MINOR_UNITS, CREDITS
@@ -87,11 +90,14 @@ async def create_voucher(
             "uses": uses,
             "uses_left": uses,
             "created_ms": now_ms,
+            "shown": shown,
         },
     )
     if not await store.redis.renamenx(scratch, voucher_key):
         await store.redis.delete(scratch)
         raise DuplicateCode(f"voucher code {shown!r} already exists")
+    # Another slot than the voucher's: a crash right here leaves a voucher that works but is not listed.
+    await store.redis.zadd(keyspace.site_vouchers_key(site.id), {normal: 0})
     return Voucher(shown, site.id, amount, site.currency, uses)
 
 
@@ -126,6 +132,8 @@ async def _redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) ->
         raise VoucherUnavailable("voucher code not recognised")
     if taken[0] == "used-up":
         raise VoucherUnavailable("voucher has no uses left")
+    if taken[0] == "disabled":
+        raise VoucherDisabled("voucher was disabled by the site that issued it")
     # "again": this wallet's use was taken before, by an earlier redeem or by this very call
     # if a lost reply made it run twice. The credit, keyed by the code, tells which.
     _, site_id, amount, currency = taken
@@ -154,3 +162,55 @@ async def _redeem(store: Store, wallet: WalletRef, code: str, *, now_ms: int) ->
     if result[0] == "currency":
         raise CurrencyMismatch(f"voucher is in {currency}, the wallet holds {result[1]}")
     raise UnknownWallet()
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherState:
+    """A voucher as its site sees it afterwards: how many uses are left, and whether it was disabled."""
+
+    voucher: Voucher
+    uses_left: int
+    disabled: bool
+    created_ms: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            **self.voucher.public(),
+            "uses_left": self.uses_left,
+            "disabled": self.disabled,
+            "created_at": self.created_ms,
+        }
+
+
+def _state(code: str, h: dict[str, str]) -> VoucherState:
+    voucher = Voucher(h.get("shown", code), h["site"], int(h["amount"]), h["currency"], int(h["uses"]))
+    return VoucherState(voucher, max(0, int(h["uses_left"])), h.get("disabled") == "1", int(h["created_ms"]))
+
+
+async def list_vouchers(
+    store: Store, site_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[VoucherState], str | None]:
+    """Up to ``limit`` of the site's vouchers in code order after ``cursor``; and the next page's cursor."""
+    if cursor is not None and not CODE.match(cursor):
+        raise InvalidQuery(f"cursor {cursor!r} is not one this API gave out", field="cursor")
+    start = "-" if cursor is None else "(" + cursor
+    codes = await store.redis.zrange(
+        keyspace.site_vouchers_key(site_id), start, "+", bylex=True, offset=0, num=limit + 1
+    )
+    page = codes[:limit]
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for code in page:
+            pipe.hgetall(keyspace.voucher_keys(code)[0])
+        rows = await pipe.execute()
+    states = [_state(code, h) for code, h in zip(page, rows, strict=True) if h and h.get("site") == site_id]
+    return states, page[-1] if len(codes) > limit and page else None
+
+
+async def disable_voucher(store: Store, site_id: str, code: str) -> VoucherState:
+    """Refuse every further redeem of the site's voucher (``voucher-disabled``); redeemed credit stays."""
+    normal = normalize_code(code)
+    voucher_key, _ = keyspace.voucher_keys(normal)
+    if not CODE.match(normal) or await store.redis.hget(voucher_key, "site") != site_id:
+        raise UnknownVoucher(f"voucher {code!r} is not one of site {site_id}")  # another site's is not told apart
+    await store.redis.hset(voucher_key, "disabled", "1")
+    return _state(normal, await store.redis.hgetall(voucher_key))

@@ -201,3 +201,24 @@ def placeholder_css(lang: str, theme: str, accent: str | None) -> str:
 def card_config(lang: str, **more: Any) -> dict[str, Any]:
     """What card.js reads from the page (its ``coinslot-config`` element)."""
     return {"lang": lang, "texts": texts(lang), "item": "", "origin": "", **more}
+
+
+# Search engines: a page whose text is hidden until paid must say so, or crawlers that see more
+# than readers may take it for cloaking. The container a publisher pastes carries this class, the
+# page's JSON-LD points at it, and the card keeps prices out of snippets (data-nosnippet).
+LOCKED_CLASS = "coinslot-locked"
+SCHEMA_TYPES = ("NewsArticle", "Article", "BlogPosting", "CreativeWork", "Course", "WebPage")
+
+
+def paywall_json_ld(schema_type: str = "NewsArticle") -> str:
+    """The JSON-LD block that marks a page paywalled (isAccessibleForFree false) and where its paid part is."""
+    if schema_type not in SCHEMA_TYPES:
+        raise ValueError(f"schema type {schema_type!r} is not one of {SCHEMA_TYPES}")
+    data = {
+        "@context": "https://schema.org",
+        "@type": schema_type,
+        "headline": "The page's title",
+        "isAccessibleForFree": False,
+        "hasPart": {"@type": "WebPageElement", "isAccessibleForFree": False, "cssSelector": "." + LOCKED_CLASS},
+    }
+    return '<script type="application/ld+json">\n' + json.dumps(data, indent=2) + "\n</script>"

@@ -217,13 +217,12 @@ async def card(request: Request) -> Response:
             shown=shown_digits(site.currency),
             origin=origin,
             site_pass=pass_offer,
+            archived=item.archived,
             **colours,
         )
-        price = format_amount(item.price, site.currency, lang)
-        title = f"{item.title} — {price}"
-        return {"lang": lang, "theme": theme, "title": title, "config": config, "item": item} | {
-            "price_text": widget.price_text(item, site, lang)
-        }
+        title = f"{item.title} — {format_amount(item.price, site.currency, lang)}"
+        page = {"lang": lang, "theme": theme, "title": title, "config": config, "item": item}
+        return page | {"price_text": widget.price_text(item, site, lang)}
 
     key = (site, item, pass_item, lang, theme, colours["accent"], origin)
     response = _card_page(request, offer, key=key, status=200, ancestors=ancestors, cache_control=CARD_CACHE)
@@ -244,7 +243,7 @@ async def placeholders(request: Request) -> Response:
     items = [
         {"item": item.id, "title": item.title, "text": widget.price_text(item, site, lang)}
         for item in (found.get(n) for n in names)
-        if item is not None
+        if item is not None and not item.archived  # no price drawn for what is no longer sold
     ]
     body = {
         "site": site.id,

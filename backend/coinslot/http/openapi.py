@@ -29,6 +29,7 @@ class Doc:
     query: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     page: bool = False  # a page for people: every answer, errors included, is HTML
+    response: type[BaseModel] | None = None  # the JSON of its 2xx answer, with the model's example
 
 
 def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
@@ -61,15 +62,13 @@ def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
         if doc.auth:
             op["security"] = [{{"wallet": "walletToken", "secret": "secretKey", "unlock": "unlockToken"}[doc.auth]: []}]
         if doc.body is not None:
-            name = doc.body.__name__
-            schemas[name] = doc.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
-            }
+            op["requestBody"] = {"required": True, "content": {"application/json": _media(doc.body, schemas)}}
         for status, description in (doc.responses or {200: "OK"}).items():
             if doc.page:
                 op["responses"][str(status)] = {**PAGE, "description": description or PAGE["description"]}
+            elif doc.response is not None and 200 <= status < 300:
+                media = {"application/json": _media(doc.response, schemas)}
+                op["responses"][str(status)] = {"description": description or "OK", "content": media}
             else:
                 op["responses"][str(status)] = PROBLEM if status >= 400 else {"description": description}
         op["responses"].setdefault("default", PAGE if doc.page else PROBLEM)
@@ -93,6 +92,19 @@ def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _media(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    """A JSON media type object for ``model``, its schema put in ``schemas``, with its first example."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, nested in schema.pop("$defs", {}).items():  # where the refs point
+        schemas.setdefault(name, nested)
+    schemas[model.__name__] = schema
+    media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    examples = schemas[model.__name__].get("examples")
+    if examples:
+        media["example"] = examples[0]
+    return media
 
 
 def _path_params(path: str) -> list[str]:

@@ -14,11 +14,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from coinslot import catalog, wallets
 from coinslot.catalog import Site
-from coinslot.errors import InvalidQuery, NotFound, PaymentRequired, ServiceUnavailable, UnknownSite
+from coinslot.errors import InvalidQuery, NotFound, ServiceUnavailable, UnknownSite
 from coinslot.http.context import services
 from coinslot.http.cors import allow_site_origin
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
 from coinslot.http.schemas import requested_items
+from coinslot.moneyerrors import PaymentRequired
 
 
 async def preflight(request: Request) -> Response:

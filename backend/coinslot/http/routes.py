@@ -9,18 +9,17 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
-from coinslot.http import admin, checkout, embed, public, wallet, webhooks
+from coinslot.http import checkout, embed, public, wallet, webhooks
+from coinslot.http.adminroutes import ADMIN
 from coinslot.http.hookroutes import HOOK_API
 from coinslot.http.openapi import Doc, openapi
 from coinslot.http.problems import BareEndpoint
 from coinslot.http.schemas import (
     BudgetBody,
-    ItemPut,
     RecoverBody,
     RedeemBody,
     TopupBody,
     UnlockBody,
-    VoucherCreate,
     WalletCreate,
 )
 
@@ -191,60 +190,6 @@ API: list[tuple[str, str, Any, Doc]] = [
             tags=("wallet",),
         ),
     ),
-    ("GET", "/v1/admin/site", admin.get_site, Doc("The site of this secret key", auth="secret", tags=("admin",))),
-    ("GET", "/v1/admin/items", admin.list_items, Doc("The site's items", auth="secret", tags=("admin",))),
-    (
-        "PUT",
-        "/v1/admin/items/{item}",
-        admin.put_item,
-        Doc(
-            "Create or replace an item",
-            auth="secret",
-            body=ItemPut,
-            responses={200: "item", 401: "", 422: ""},
-            tags=("admin",),
-        ),
-    ),
-    (
-        "POST",
-        "/v1/admin/purchases/{purchase_id}/refund",
-        admin.refund_purchase,
-        Doc(
-            "Refund a purchase made on the site, as goodwill (any time; not counted against the reader's undos)",
-            auth="secret",
-            responses={200: "refunded", 401: "", 404: "not a purchase on this site", 409: "already refunded"},
-            tags=("admin",),
-        ),
-    ),
-    (
-        "POST",
-        "/v1/admin/vouchers",
-        admin.create_voucher,
-        Doc(
-            "Issue a voucher paid from the site's promotions",
-            auth="secret",
-            body=VoucherCreate,
-            responses={201: "voucher with its code", 409: ""},
-            tags=("admin",),
-        ),
-    ),
-    (
-        "GET",
-        "/v1/admin/ledger",
-        admin.export_ledger,
-        Doc(
-            "Ledger entries that touch the site, as JSON lines or CSV",
-            auth="secret",
-            query=("format",),
-            tags=("admin",),
-        ),
-    ),
-    (
-        "GET",
-        "/v1/admin/stats",
-        admin.stats,
-        Doc("Revenue, promotions and unlocks per item", auth="secret", tags=("admin",)),
-    ),
     (
         "GET",
         "/topup/{link}",
@@ -345,6 +290,8 @@ API: list[tuple[str, str, Any, Doc]] = [
     ),
 ]
 
+
+API += ADMIN  # the publisher's calls, with the site's secret key
 
 # Recovery codes (coinslot.recovery).
 API += [

@@ -42,7 +42,13 @@ class RedeemBody(BaseModel):
 
 
 class ItemPut(BaseModel):
-    model_config = Strict
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"title": "How the bridge was built", "price": 19, "content_html": "<p>…</p>"}]
+        },
+    )
     title: str = Field(min_length=1, max_length=200)
     price: int = Field(ge=0, le=MAX_PRICE, description="minor units of the site's currency")
     content_html: str | None = Field(default=None, description="sanitized with an allow-list when stored")
@@ -50,7 +56,11 @@ class ItemPut(BaseModel):
 
 
 class VoucherCreate(BaseModel):
-    model_config = Strict
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"amount": 500, "uses": 100, "code": "SPRING-2026"}]},
+    )
     amount: int = Field(gt=0, le=MAX_VOUCHER, description="minor units of the site's currency")
     uses: int = Field(default=1, ge=1, le=1_000_000)
     code: str | None = Field(

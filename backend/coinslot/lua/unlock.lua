@@ -6,7 +6,8 @@
 --       11 what the receipt holds beside the sequence number, as JSON members ('"expires_at":..' or
 --       ''), 12 tab_granted ('1' when the site's per-IP tab quota allowed it), 13 price the reader
 --       was shown ('' = not named), 14 unlock attempts allowed per window, 15 the counter's ttl (s),
---       16 'pass' when the item is a pass, 17 the end of a pass bought now (ms, '' for an item),
+--       16 'pass' when the item is a pass ('archived' when it is off sale: only what the wallet
+--       holds is granted), 17 the end of a pass bought now (ms, '' for an item),
 --       18 the site's daily cap (0 = none), 19 the site's day ('' without a cap), 20 when that day ends
 -- A purchase writes its facts once, in its ledger line; its receipt is that line's sequence number
 -- and the little more (coinslot.ledger). No cjson on the way: it cost Redis more than all the
@@ -77,6 +78,7 @@ if not done and w[6] and not is_pass then
 end
 
 if not done then
+  if ARGV[16] == 'archived' then return {'archived'} end
   if ARGV[13] ~= '' and tonumber(ARGV[13]) ~= price then return {'price-changed'} end
   if w[4] == '1' then return {'frozen', balance} end
 

@@ -118,6 +118,7 @@
     passButton.hidden = !pass;
     if (pass) passButton.textContent = passWords(pass);
     note.textContent = free ? fill(t.capFree, {cap: fmt(state.cap.daily_cap)}) : '';
+    if (cfg.archived) { buy.disabled = true; note.textContent = t['item-archived']; } // who bought it still reads it
   };
 
   // "Paid €0.19 · Undo (9 min left)" while the reader may still take it back; gone when time is up.
@@ -232,7 +233,7 @@
       offer();
       return say(fill(t.priceChanged, {price: fmt(r.data.price)}), 'error');
     }
-    if (r.status === 404) return say(t.unavailable, 'error');
+    if (r.status === 404 || r.status === 410) return say(t[kind] || t.unavailable, 'error');
     if (r.status === 429) return say(t.tooMany, 'error');
     warn('unlock failed: HTTP ' + r.status + ' ' + kind);
     say(t.serviceError, 'error');
