@@ -172,7 +172,8 @@ def refund_summary(r: httpx.Response) -> Summary:
     body = r.json()
     if r.status_code == 200:
         assert body["currency"] == "EUR"
-        return (200, body["purchase_id"], body["refunded"], body["balance"])
+        # A publisher is not told its reader's balance: the model's is compared by every later step.
+        return (200, body["purchase_id"], body["refunded"], body.get("balance"))
     return (r.status_code, body["type"].rsplit("/", 1)[-1])
 
 
@@ -1053,6 +1054,8 @@ class MoneyMachine(RuleBasedStateMachine):
             publisher = next(s for s in self.sites if s.id != site)
             expected = (404, "unknown-purchase")
         r = self.call("POST", f"/v1/admin/purchases/{purchase_id}/refund", publisher.secret)
+        if expected[0] == 200:
+            expected = (*expected[:3], None)
         assert refund_summary(r) == expected, r.text
 
     # Recovery codes ------------------------------------------------------------------

@@ -218,6 +218,7 @@ async def test_a_publishers_goodwill_refund_needs_no_window_and_is_not_the_reade
     assert (wrong.status_code, problem(wrong)) == (404, "unknown-purchase")
     right = await api.client.post(path, headers={"Authorization": f"Bearer {site[1]}"})
     assert right.status_code == 200 and right.json()["refunded"] == 10
+    assert "balance" not in right.json()  # the reader's wallet is not the publisher's to see
     twice = await api.client.post(path, headers={"Authorization": f"Bearer {site[1]}"})
     assert problem(twice) == "already-refunded"
     for n in (1, 2, 3):

@@ -47,6 +47,10 @@ class Refunded(NamedTuple):
     def public(self) -> dict[str, Any]:
         return self._asdict()
 
+    def for_publisher(self) -> dict[str, Any]:
+        """What the site may see: not the balance of its reader's wallet."""
+        return {"purchase_id": self.purchase_id, "refunded": self.refunded, "currency": self.currency}
+
 
 class WalletFields(NamedTuple):
     """The fields of a wallet's hash that the rules of an undo read, for one site (None when absent)."""

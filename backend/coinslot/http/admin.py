@@ -131,7 +131,7 @@ async def refund_purchase(request: Request) -> Response:
     done = await refunds.publisher_refund(
         svc.store, svc.catalog, site.id, request.path_params["purchase_id"], now_ms=svc.clock.now_ms()
     )
-    return JSONResponse(done.public(), headers=NO_STORE)
+    return JSONResponse(done.for_publisher(), headers=NO_STORE)
 
 
 async def create_voucher(request: Request) -> Response:
