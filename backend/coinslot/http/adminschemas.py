@@ -165,10 +165,9 @@ class VoucherCreated(BaseModel):
 
 
 class RefundDone(BaseModel):
-    model_config = _example({"purchase_id": "pur_3kq9z2m8x1", "refunded": 19, "balance": 481, "currency": "EUR"})
+    model_config = _example({"purchase_id": "pur_3kq9z2m8x1", "refunded": 19, "currency": "EUR"})
     purchase_id: str
-    refunded: int = Field(description="minor units given back to the reader")
-    balance: int
+    refunded: int = Field(description="minor units given back to the reader (whose balance is theirs alone)")
     currency: str
 
 
