@@ -109,7 +109,9 @@ def test_every_admin_operation_does_its_job_with_its_documented_example(served: 
     shows for its body, succeeds and answers as its schema says."""
     schema = schemathesis.openapi.from_url(served.url + "/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations() if isinstance(r, Ok)]
-    admin = [op for op in operations if op.path.startswith("/v1/admin/")]
+    # Webhook calls need a receiver that answers and events to look at: tests/test_hooks.py makes
+    # each do its job with one; the fuzz above still sends them everything.
+    admin = [op for op in operations if op.path.startswith("/v1/admin/") and "/webhooks" not in op.path]
     assert len(admin) >= 13
     today = datetime.date.today()
     queries = {

@@ -16,7 +16,13 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"url": "https://news.example.com/coinslot-events", "events": ["unlock.created"]}]
+        },
+    )
     url: str = Field(min_length=1, max_length=hooks.MAX_URL_CHARS, description="https URL (http only on loopback)")
     events: list[str] | None = Field(
         default=None, max_length=len(hooks.EVENT_TYPES), description="event types; default: every one but test.ping"
