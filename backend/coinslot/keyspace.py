@@ -47,8 +47,8 @@ class WalletKeys:
         self.tag = tag = "{w:" + wallet_id + "}"  # wallet_key(wallet_id), without the call
         self.wallet = tag
         self.owned = tag + ":own"  # hash: owned_field(site, item) → the purchase id that owns it
-        self.purchases = tag + ":buy"  # hash: purchase id → its receipt (see "Receipts" below)
-        self.ledger = tag + ":led"  # list of ledger entries, in sequence (see "Ledger lines" below)
+        self.purchases = tag + ":buy"  # hash: purchase id → its receipt (coinslot.ledger)
+        self.ledger = tag + ":led"  # list of ledger entries, in sequence (coinslot.ledger)
         self.credited = tag + ":cred"  # set of the credit references credited (checkout_credit_ref, ...)
 
     def idempotency(self, route: str, key: str) -> str:
@@ -272,19 +272,8 @@ def site_promotions_account(site_id: str) -> str:
     return f"site:{site_id}:promotions"
 
 
-# Ledger lines and receipts -------------------------------------------------------------
-# A purchase's bytes are what a million wallets multiply, so a purchase writes its facts once.
-#
-# Ledger lines: entries are JSON objects, except an unlock's, the entry wallets make most, which is
-# one line: u|<seq>|<balance after>|<at ms>|<purchase id>|<site>|<item>|<currency>|<charged>.
-# Its postings (the wallet's account -charged, the site's revenue +charged) are implied;
-# coinslot.ledger.parse_entry spells them out. Ids never contain "|" (catalog's SITE_ID, ITEM_ID).
-#
-# Receipts, in a wallet's purchases hash: the sequence number of the purchase's ledger line, as a
-# JSON number; or, when there is more to say, a JSON object with "seq" and what the line does not
-# hold: "price" (when the daily cap took part of it), "expires_at" (a pass), "day" (a capped site's
-# day), "served_at" (a pass first used), "refunded_at" and "refunded_by".
-
+# Ledger lines and receipts: an unlock's entry is one compact line starting with this tag, and a
+# receipt names its line (coinslot.ledger says how and why).
 UNLOCK_LINE_TAG = "u|"
 
 
@@ -377,17 +366,13 @@ def recovery_prefix_bucket(prefix_tag: str) -> str:
     return "recover-prefix:" + prefix_tag
 
 
-LUA.update(
-    RECOVERY_FIELD=_lua_constant("RECOVERY_FIELD"),
-    RECOVERY_AT_FIELD=_lua_constant("RECOVERY_AT_FIELD"),
-)
+LUA.update(RECOVERY_FIELD=_lua_constant("RECOVERY_FIELD"), RECOVERY_AT_FIELD=_lua_constant("RECOVERY_AT_FIELD"))
 
 
 # Publisher webhooks (coinslot.hooks, coinslot.hookdelivery) -----------------------------
-# The queue is one Stream under {hooks} with its retry schedule beside it, so that moving a due
-# retry into the Stream, or acknowledging a delivery and scheduling its retry, is one script on one
-# node. A site's endpoints, events and their attempts live under {hk:<site>}: the admin API reads
-# them together, and no script touches both tags.
+# The queue is a Stream under {hooks} with its retry schedule beside it: moving a due retry, or
+# acknowledging a delivery and scheduling its retry, is one script on one node. A site's endpoints,
+# events and attempts live under {hk:<site>}, read together; no script touches both tags.
 
 HOOK_QUEUE = "{hooks}:q"  # stream: deliveries due now, one entry per (event, endpoint, attempt)
 HOOK_RETRIES = "{hooks}:retry"  # sorted set: a delivery waiting for its retry → when it is due (ms)

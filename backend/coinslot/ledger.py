@@ -7,6 +7,18 @@ the accounts of sites and of the payment clearing are derived by summing wallet 
 ``reconcile`` replays every wallet and reports any difference from the stored balances, and any
 refund debited twice or given back (``refund-failed``) twice, before its debit or by another amount.
 What a publisher sees of the ledger (its export and stats) is in ``coinslot.statements``.
+
+A purchase's bytes are what a million wallets multiply, so a purchase writes its facts once:
+
+- Entries are JSON objects, except an unlock's, the entry wallets make most, which is one line:
+  ``u|<seq>|<balance after>|<at ms>|<purchase id>|<site>|<item>|<currency>|<charged>``. Its postings
+  (the wallet's account -charged, the site's revenue +charged) are implied; ``parse_entry`` spells
+  them out for every reader. Ids never contain ``|`` (``catalog.SITE_ID``, ``ITEM_ID``).
+- A receipt, in the wallet's purchases hash, is the sequence number of its purchase's line as a
+  JSON number; or, when there is more to say, a JSON object with ``seq`` and what the line does not
+  hold: ``price`` (when the daily cap took part of it), ``expires_at`` (a pass), ``day`` (a capped
+  site's day), ``served_at`` (a pass first used), ``refunded_at`` and ``refunded_by``. Short values
+  keep the hash a listpack; ``purchase_record`` joins a receipt and its line.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@
 local now, pid, by = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local raw = redis.call('HGET', KEYS[3], pid)
 if not raw then return {'unknown'} end
--- The receipt is the purchase's line number and what the line does not say (keyspace's "Ledger
--- lines and receipts"); the facts are read from the line.
+-- The receipt is the purchase's line number and what the line does not say (coinslot.ledger); the
+-- facts are read from the line.
 local stored = cjson.decode(raw)
 if type(stored) == 'number' then stored = {seq = stored} end
 local line = redis.call('LINDEX', KEYS[4], stored.seq - 1)

@@ -14,7 +14,7 @@ if ends and tonumber(ends) <= now then held = false end
 local receipt = held and redis.call('HGET', KEYS[3], string.match(held, '^[^|]*')) or false
 local line = false
 if receipt then
-  -- The receipt is the purchase's line number (keyspace's "Ledger lines and receipts").
+  -- The receipt is the purchase's line number (coinslot.ledger).
   line = redis.call('LINDEX', KEYS[4], (tonumber(receipt) or tonumber(string.match(receipt, '"seq":(%d+)'))) - 1)
 end
 if not held and w[5] and ARGV[5] ~= 'pass' and w[3] == ARGV[6] then

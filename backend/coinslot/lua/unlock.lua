@@ -9,8 +9,8 @@
 --       16 'pass' when the item is a pass, 17 the end of a pass bought now (ms, '' for an item),
 --       18 the site's daily cap (0 = none), 19 the site's day ('' without a cap), 20 when that day ends
 -- A purchase writes its facts once, in its ledger line; its receipt is that line's sequence number
--- and the little more (coinslot.keyspace's "Ledger lines and receipts"). No cjson on the way: it
--- cost Redis more than all the script's commands.
+-- and the little more (coinslot.ledger). No cjson on the way: it cost Redis more than all the
+-- script's commands.
 -- Field names are joined from coinslot.keyspace's constants, defined in front of this script (coinslot.scripts).
 -- Returns {status, ...}: see coinslot/unlocks.py for the meaning of each status.
 local now, gen = tonumber(ARGV[1]), ARGV[2]
