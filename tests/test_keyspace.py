@@ -41,6 +41,7 @@ async def test_the_lua_names_are_the_python_names(standalone_store: Store) -> No
             "CAP_FIELD_PREFIX .. ARGV[1]": keyspace.cap_field(a),
             "UNDOS_FIELD": keyspace.UNDOS_FIELD,
             "BUDGET_FIELD": keyspace.BUDGET_FIELD,
+            "DAILY_LIMIT_FIELD": keyspace.DAILY_LIMIT_FIELD,
             "UNLOCK_LINE_TAG": keyspace.UNLOCK_LINE_TAG,
             "site_revenue_account(ARGV[1])": keyspace.site_revenue_account(a),
             "wallet_id_of(ARGV[3])": b,
@@ -115,7 +116,14 @@ def test_the_prelude_keeps_the_scripts_line_numbers() -> None:
         assert source.endswith(body) and source.count("\n") == body.count("\n")
     # The hot path defines strings and no function: a closure would be made on every run.
     unlock = prelude(resources.files("coinslot").joinpath("lua", "unlock.lua").read_text())
-    strings = ("OWNED_FIELD_SEPARATOR", "TAB_FIELD_PREFIX", "PASS_FIELD_PREFIX", "CAP_FIELD_PREFIX", "UNLOCK_LINE_TAG")
+    strings = (
+        "OWNED_FIELD_SEPARATOR",
+        "TAB_FIELD_PREFIX",
+        "PASS_FIELD_PREFIX",
+        "CAP_FIELD_PREFIX",
+        "DAILY_LIMIT_FIELD",
+        "UNLOCK_LINE_TAG",
+    )
     assert unlock == "".join(keyspace.LUA[name] + " " for name in strings)
     assert prelude(resources.files("coinslot").joinpath("lua", "snapshot.lua").read_text()) == ""
     assert prelude("-- no tab_field here\nreturn 1 -- nor wallet_account") == ""  # comments cost nothing

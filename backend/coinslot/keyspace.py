@@ -79,6 +79,7 @@ PASS_FIELD_PREFIX = "pass:"
 CAP_FIELD_PREFIX = "cap:"
 UNDOS_FIELD = "undos"  # the times (ms, comma-separated) of the reader's own refunds in the last 30 days
 BUDGET_FIELD = "budget"  # what one click may pay without asking again (minor units); absent = the default
+DAILY_LIMIT_FIELD = "limit"  # the wallet's daily spending limit: "<limit>|<UTC day, days since 1970>|<spent that day>"
 
 
 def owned_field(site_id: str, item_id: str) -> str:
@@ -316,8 +317,7 @@ def _lua_constant(name: str) -> str:
     return f"local {name} = {_lua_string(globals()[name])}"
 
 
-# Each name a script may use, as one line of Lua. A script gets the definitions of the names
-# its code mentions (coinslot.scripts.prelude), so it pays nothing for the others.
+# Each name a script may use, as one line of Lua; a script gets those its code mentions (coinslot.scripts.prelude).
 LUA: dict[str, str] = {
     "ACCOUNT_TOPUP_CLEARING": _lua_constant("ACCOUNT_TOPUP_CLEARING"),
     "ACCOUNT_TOPUP_DISPUTES": _lua_constant("ACCOUNT_TOPUP_DISPUTES"),
@@ -329,6 +329,7 @@ LUA: dict[str, str] = {
     "CAP_FIELD_PREFIX": _lua_constant("CAP_FIELD_PREFIX"),
     "UNDOS_FIELD": _lua_constant("UNDOS_FIELD"),
     "BUDGET_FIELD": _lua_constant("BUDGET_FIELD"),
+    "DAILY_LIMIT_FIELD": _lua_constant("DAILY_LIMIT_FIELD"),
     "UNLOCK_LINE_TAG": _lua_constant("UNLOCK_LINE_TAG"),
     "wallet_id_of": _lua_wallet_id_of(),
     "wallet_account": _lua_function("wallet_account", wallet_account, "wallet_id"),
