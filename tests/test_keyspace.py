@@ -165,6 +165,8 @@ async def test_the_scripts_write_the_fields_and_accounts_keyspace_names(store: S
     voucher = await vouchers.create_voucher(store, site, amount=40, now_ms=now)
     await vouchers.redeem(store, wallet, voucher.code, now_ms=now)
     # unlock.lua: the owned field; the second unlock goes below zero and opens a tab on the site.
+    # Under a daily limit (budget.lua), it counts the day's spending in the limit's field.
+    await wallets.update_settings(store, wallet, budget=None, daily_limit=1000, now_ms=now)
     shop = Catalog(store)
     for item, price in (("article-1", 30), ("article-2", 50)):
         await unlocks.purchase(
@@ -187,6 +189,7 @@ async def test_the_scripts_write_the_fields_and_accounts_keyspace_names(store: S
     first, second = keyspace.owned_field(site.id, "article-1"), keyspace.owned_field(site.id, "article-2")
     assert set(owned) == {first, second}
     assert await store.redis.hexists(k.wallet, keyspace.tab_field(site.id))
+    assert await store.redis.hget(k.wallet, keyspace.DAILY_LIMIT_FIELD) == f"1000|{now // 86_400_000}|80"
     me, revenue = keyspace.wallet_account(wallet.wallet_id), keyspace.site_revenue_account(site.id)
     clearing, disputes = keyspace.ACCOUNT_TOPUP_CLEARING, keyspace.ACCOUNT_TOPUP_DISPUTES
     voucher_ref = keyspace.voucher_credit_ref(vouchers.normalize_code(voucher.code))
