@@ -22,6 +22,7 @@ PURCHASE, PASS, CAP = "purchase", "pass", "cap"
 READER, PUBLISHER = "reader", "publisher"
 NEW = "(a new id)"  # the model's stand-in until the server names the purchase or the free grant
 HOUR_MS = 3600 * 1000
+UTC_DAY_MS = 24 * HOUR_MS  # a wallet's day (its daily limit): UTC, as a wallet has no time zone
 UNDOS_PER_PERIOD = 3  # rule 8: at most 3 undos per wallet
 UNDO_PERIOD_MS = 30 * 24 * HOUR_MS  # per 30 days
 
@@ -111,6 +112,10 @@ class Wallet:
     spent: Counter[tuple[str, str]] = field(default_factory=Counter)  # (site, site day) → paid that day, net of refunds
     free_days: set[tuple[str, str]] = field(default_factory=set)  # (site, site day) with free unlocks under the cap
     undos: list[int] = field(default_factory=list)  # when the reader undid purchases (ms)
+    # Its own daily limit (README "Agents"): what unlocks may charge per UTC day, 0 = none; and what
+    # they charged each UTC day since it was set, net of undos (never below 0).
+    daily_limit: int = 0
+    limit_spent: Counter[int] = field(default_factory=Counter)
     used_sites: set[str] = field(default_factory=set)  # sites it bought from
     tab_sites: set[str] = field(default_factory=set)  # sites that offered it a tab
     frozen: bool = False  # a refund or dispute left it below zero, and no credit has brought it back to >= 0
@@ -216,6 +221,9 @@ def apply_refund(wallet: Wallet, purchase_id: str, *, by: str, now_ms: int) -> i
     if receipt.day is not None:
         # Money given back is no longer spent that day: it makes room under the cap again.
         wallet.spent[(receipt.site, receipt.day)] -= receipt.charged
+    if wallet.daily_limit:  # nor under the wallet's daily limit, on the UTC day of the purchase
+        day = receipt.at // UTC_DAY_MS
+        wallet.limit_spent[day] = max(0, wallet.limit_spent[day] - receipt.charged)
     holding = wallet.holdings.get((receipt.site, receipt.item))
     if holding is not None and holding.id == purchase_id:
         del wallet.holdings[(receipt.site, receipt.item)]

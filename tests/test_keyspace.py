@@ -41,6 +41,7 @@ async def test_the_lua_names_are_the_python_names(standalone_store: Store) -> No
             "CAP_FIELD_PREFIX .. ARGV[1]": keyspace.cap_field(a),
             "UNDOS_FIELD": keyspace.UNDOS_FIELD,
             "BUDGET_FIELD": keyspace.BUDGET_FIELD,
+            "DAILY_LIMIT_FIELD": keyspace.DAILY_LIMIT_FIELD,
             "UNLOCK_LINE_TAG": keyspace.UNLOCK_LINE_TAG,
             "site_revenue_account(ARGV[1])": keyspace.site_revenue_account(a),
             "wallet_id_of(ARGV[3])": b,
@@ -115,7 +116,14 @@ def test_the_prelude_keeps_the_scripts_line_numbers() -> None:
         assert source.endswith(body) and source.count("\n") == body.count("\n")
     # The hot path defines strings and no function: a closure would be made on every run.
     unlock = prelude(resources.files("coinslot").joinpath("lua", "unlock.lua").read_text())
-    strings = ("OWNED_FIELD_SEPARATOR", "TAB_FIELD_PREFIX", "PASS_FIELD_PREFIX", "CAP_FIELD_PREFIX", "UNLOCK_LINE_TAG")
+    strings = (
+        "OWNED_FIELD_SEPARATOR",
+        "TAB_FIELD_PREFIX",
+        "PASS_FIELD_PREFIX",
+        "CAP_FIELD_PREFIX",
+        "DAILY_LIMIT_FIELD",
+        "UNLOCK_LINE_TAG",
+    )
     assert unlock == "".join(scripts.LUA[name] + " " for name in strings)
     assert prelude(resources.files("coinslot").joinpath("lua", "snapshot.lua").read_text()) == ""
     assert prelude("-- no tab_field here\nreturn 1 -- nor wallet_account") == ""  # comments cost nothing
@@ -157,6 +165,8 @@ async def test_the_scripts_write_the_fields_and_accounts_keyspace_names(store: S
     voucher = await vouchers.create_voucher(store, site, amount=40, now_ms=now)
     await vouchers.redeem(store, wallet, voucher.code, now_ms=now)
     # unlock.lua: the owned field; the second unlock goes below zero and opens a tab on the site.
+    # Under a daily limit (budget.lua), it counts the day's spending in the limit's field.
+    await wallets.update_settings(store, wallet, budget=None, daily_limit=1000, now_ms=now)
     shop = Catalog(store)
     for item, price in (("article-1", 30), ("article-2", 50)):
         await unlocks.purchase(
@@ -179,6 +189,7 @@ async def test_the_scripts_write_the_fields_and_accounts_keyspace_names(store: S
     first, second = keyspace.owned_field(site.id, "article-1"), keyspace.owned_field(site.id, "article-2")
     assert set(owned) == {first, second}
     assert await store.redis.hexists(k.wallet, keyspace.tab_field(site.id))
+    assert await store.redis.hget(k.wallet, keyspace.DAILY_LIMIT_FIELD) == f"1000|{now // 86_400_000}|80"
     me, revenue = keyspace.wallet_account(wallet.wallet_id), keyspace.site_revenue_account(site.id)
     clearing, disputes = keyspace.ACCOUNT_TOPUP_CLEARING, keyspace.ACCOUNT_TOPUP_DISPUTES
     voucher_ref = keyspace.voucher_credit_ref(vouchers.normalize_code(voucher.code))

@@ -65,6 +65,7 @@ from money_model import (
     PURCHASE,
     READER,
     UNDO_PERIOD_MS,
+    UTC_DAY_MS,
     Chargeback,
     Dispute,
     Holding,
@@ -155,6 +156,8 @@ def unlock_summary(r: httpx.Response) -> Summary:
             body["access_until"],
         )
     kind = body["type"].rsplit("/", 1)[-1]
+    if kind == "wallet-daily-limit":
+        return (402, kind, body["daily_limit"], body["spent_today"], body["price"])
     if r.status_code == 402:
         assert body["currency"] == "EUR"
         return (402, kind, body["balance"], body["price"])
@@ -325,6 +328,17 @@ class MoneyMachine(RuleBasedStateMachine):
         offers = {o["item"]: (o["price"], o["owned"]) for o in r.json()["items"]}
         now = self.clock.now_ms()
         assert offers == {i: (self.prices[(site, i)], wallet.owns(site, i, now)) for i in ALL_ITEMS}
+
+    @rule(wallet=wallets, limit=st.sampled_from([0, 0, 1, 40, 100, 300]))
+    def set_daily_limit(self, wallet: Wallet, limit: int) -> None:
+        """The wallet's own daily limit (0 removes it, and what it counted); a changed one keeps today's count."""
+        r = self.call("PATCH", "/v1/wallet", wallet.token, json={"daily_limit": limit})
+        assert r.status_code == 200, r.text
+        if not limit:
+            wallet.limit_spent.clear()
+        wallet.daily_limit = limit
+        today = self.clock.now_ms() // UTC_DAY_MS
+        assert (r.json()["daily_limit"], r.json()["spent_today"]) == (limit or None, wallet.limit_spent[today])
 
     @rule(seconds=st.sampled_from([60, 3600, 6 * 3600, DAY_S + 3600, 8 * DAY_S]))
     def advance_clock(self, seconds: int) -> None:
@@ -725,6 +739,8 @@ class MoneyMachine(RuleBasedStateMachine):
             charge = min(price, max(0, rules.daily_cap - wallet.spent[(site, self.today(site)[0])]))
             if charge == 0 and price > 0:
                 return "cap-free", 0
+        if wallet.daily_limit and charge > wallet.daily_limit - wallet.limit_spent[now // UTC_DAY_MS]:
+            return "daily-limit", charge
         after = wallet.balance - charge
         if after < 0:
             if after < -rules.tab_limit:
@@ -747,6 +763,10 @@ class MoneyMachine(RuleBasedStateMachine):
             return (409, "price-changed", price)
         if path == "insufficient":
             return (402, "insufficient-funds", wallet.balance, charge)
+        if path == "daily-limit":
+            event("unlock refused: wallet-daily-limit")
+            spent = wallet.limit_spent[self.clock.now_ms() // UTC_DAY_MS]
+            return (402, "wallet-daily-limit", wallet.daily_limit, spent, charge)
         if path == "frozen":
             event("unlock refused: wallet-frozen")
             return (402, "wallet-frozen", wallet.balance, price)
@@ -792,6 +812,8 @@ class MoneyMachine(RuleBasedStateMachine):
                 wallet.passes[site] = SitePass(NEW, ends)
         if day is not None:
             wallet.spent[(site, day)] += charge
+        if wallet.daily_limit:
+            wallet.limit_spent[now // UTC_DAY_MS] += charge
         wallet.used_sites.add(site)
         wallet.entries += 1
         self.revenue[site] += charge

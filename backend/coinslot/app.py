@@ -38,6 +38,7 @@ from coinslot.http.routes import API, routes
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.payments.choice import from_settings
+from coinslot.paywall import Paywall
 from coinslot.ratelimit import Allowance
 from coinslot.recovery import RecoveryCodes
 from coinslot.services import Services
@@ -162,13 +163,14 @@ def create_app(
             settings.allowed_topups,
         )
         addresses = Addresses(store)
+        wallet_tokens, card_reads = WalletTokens(secrets), CardReads(store, catalog, unlock_tokens)
         app.state.services = Services(
             settings=settings,
             public_url=public_url,
             store=store,
             catalog=catalog,
             clock=the_clock,
-            wallet_tokens=WalletTokens(secrets),
+            wallet_tokens=wallet_tokens,
             keyring=ring,
             unlock_tokens=unlock_tokens,
             payments=chosen_payments,
@@ -183,8 +185,9 @@ def create_app(
                 tab_wallets_per_ip=settings.tab_wallets_per_ip,
                 attempts=Allowance(settings.unlocks_per_wallet_per_minute, 60),
             ),
-            card_reads=CardReads(store, catalog, unlock_tokens),
+            card_reads=card_reads,
             recovery=RecoveryCodes(store, secrets),
+            paywall=Paywall(store, catalog, unlock_tokens, wallet_tokens, card_reads, public_url),
         )
         deliverer = Deliverer(
             store,

@@ -17,6 +17,7 @@ class CoinslotError(Exception):
     type = "internal"
     title = "Internal error"
     retry_after: int | None = None  # seconds, sent as Retry-After when set
+    challenge: str | None = None  # sent as WWW-Authenticate when set
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)

@@ -76,6 +76,7 @@ PASS_FIELD_PREFIX = "pass:"
 CAP_FIELD_PREFIX = "cap:"
 UNDOS_FIELD = "undos"  # the times (ms, comma-separated) of the reader's own refunds in the last 30 days
 BUDGET_FIELD = "budget"  # what one click may pay without asking again (minor units); absent = the default
+DAILY_LIMIT_FIELD = "limit"  # the wallet's daily spending limit: "<limit>|<UTC day, days since 1970>|<spent that day>"
 
 
 def owned_field(site_id: str, item_id: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coinslot import keyspace
+from coinslot import dailylimit, keyspace
 from coinslot.errors import TopupPending, UnknownWallet
 from coinslot.ledger import parse_entry, purchase_record, receipt_seq
 from coinslot.store import Store
@@ -57,6 +57,7 @@ async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]
             "daily_caps": _per_site(wallet, keyspace.CAP_FIELD_PREFIX),
             "undos": [int(at) for at in wallet.get(keyspace.UNDOS_FIELD, "").split(",") if at],
             "budget": int(wallet[keyspace.BUDGET_FIELD]) if keyspace.BUDGET_FIELD in wallet else None,
+            **dailylimit.view(wallet.get(keyspace.DAILY_LIMIT_FIELD), now_ms),  # its limit and today's spending
             # Whether a recovery code is saved, and since when (ms); never the code, kept only as an HMAC.
             "recovery_code": keyspace.RECOVERY_FIELD in wallet,
             "recovery_code_created_at": int(saved) if (saved := wallet.get(keyspace.RECOVERY_AT_FIELD)) else None,

@@ -87,6 +87,7 @@ LUA: dict[str, str] = {
     "CAP_FIELD_PREFIX": _lua_constant("CAP_FIELD_PREFIX"),
     "UNDOS_FIELD": _lua_constant("UNDOS_FIELD"),
     "BUDGET_FIELD": _lua_constant("BUDGET_FIELD"),
+    "DAILY_LIMIT_FIELD": _lua_constant("DAILY_LIMIT_FIELD"),
     "UNLOCK_LINE_TAG": _lua_constant("UNLOCK_LINE_TAG"),
     "wallet_id_of": _lua_wallet_id_of(),
     "wallet_account": _lua_function("wallet_account", keyspace.wallet_account, "wallet_id"),

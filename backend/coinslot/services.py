@@ -10,6 +10,7 @@ from coinslot.catalog import Catalog
 from coinslot.clock import Clock
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
+from coinslot.paywall import Paywall
 from coinslot.recovery import RecoveryCodes
 from coinslot.settings import Settings
 from coinslot.store import Store
@@ -34,3 +35,4 @@ class Services:
     unlocks: Unlocks
     card_reads: CardReads
     recovery: RecoveryCodes
+    paywall: Paywall  # GET /v1/content: content, or the 402 offer

@@ -14,8 +14,9 @@ from enum import Enum
 from typing import Any
 
 from coinslot import hookevents, keyspace, ratelimit
-from coinslot.errors import IdempotencyKeyReused, NotFound, TopupAmountNotAllowed
-from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
+from coinslot.catalog import Catalog
+from coinslot.errors import CurrencyMismatch, NotFound, TopupAmountNotAllowed
+from coinslot.idempotency import Idempotency, claim
 from coinslot.ids import new_id
 from coinslot.metrics import ALERTS, CREDITED_MINOR_UNITS, CREDITS
 from coinslot.payments import Payments, SessionReport
@@ -49,10 +50,12 @@ class Topup:
     # The reader completed the checkout with a delayed method (SEPA Direct Debit): the money is
     # on its way, the top-up stays pending until the provider reports it paid or failed.
     awaiting_payment: bool = False
+    site: str | None = None  # the site it was started from, which hears of the payment
 
     def public(self) -> dict[str, Any]:
         return {
             "topup_id": self.id,
+            "site": self.site,
             "status": self.status,
             "amount": self.amount,
             "currency": self.currency,
@@ -86,6 +89,7 @@ def _from_hash(topup_id: str, wallet_id: str, h: dict[str, str], now_ms: int) ->
         session_id=h["session"],
         expires_ms=int(h["expires_ms"]),
         awaiting_payment=awaiting,
+        site=h.get("site"),
     )
 
 
@@ -109,6 +113,8 @@ async def create_topup(
     issued_ms: int | None = None,
     limits: TopupLimits | None = None,
     idempotency: Idempotency | None = None,
+    site_id: str | None = None,
+    catalog: Catalog | None = None,
 ) -> Topup:
     """Open a checkout for ``amount`` and remember what was asked, to check it on payment.
 
@@ -121,12 +127,23 @@ async def create_topup(
     With ``idempotency``, the first request under a key picks the top-up's id and time, and
     every retry within a day reuses both: one top-up, one checkout. The same key with another
     body raises ``IdempotencyKeyReused``.
+
+    ``site_id`` names the site the top-up was started from (its 402's link, or the caller): it must
+    exist in ``catalog`` and sell in the wallet's currency, and hears of the payment (``topup.paid``).
     """
     k = keyspace.wallet_keys(wallet.wallet_id)
     currency = await check_wallet(store, wallet)
     check_amount(amount, currency, allowed(currency))
+    if site_id is not None:
+        if catalog is None:
+            raise ValueError("a top-up for a site needs the catalog to check the site")
+        site = await catalog.site(site_id)  # UnknownSite: 404
+        if site.currency != currency:
+            raise CurrencyMismatch(f"wallet holds {currency}, site {site.id} sells in {site.currency}")
     if idempotency is not None:
-        topup_id, issued_ms = await _claim_key(store, wallet, idempotency, new_id("tu"), now_ms)
+        claimed = k.idempotency("topups", idempotency.key)
+        topup_id, issued = (await claim(store, claimed, idempotency, f"{new_id('tu')} {now_ms}")).split(" ")
+        issued_ms = int(issued)
     if topup_id is None:
         topup_id = new_id("tu")
     else:
@@ -156,6 +173,7 @@ async def create_topup(
         "provider": payments.name,
         "created_ms": now_ms,
         "expires_ms": session.expires_ms,
+        **({"site": site_id} if site_id is not None else {}),
     }
     # Written under a scratch name and renamed only if the id is still free, so two racing
     # requests for one prepared id keep one complete record (both keys share the wallet's slot).
@@ -184,24 +202,6 @@ async def create_topup(
             await store.redis.delete(index)
     h = await store.redis.hgetall(k.topup(topup_id))
     return _from_hash(topup_id, wallet.wallet_id, h, now_ms)
-
-
-async def _claim_key(
-    store: Store, wallet: WalletRef, idempotency: Idempotency, topup_id: str, now_ms: int
-) -> tuple[str, int]:
-    """The top-up id and issue time this key stands for: ours if the key is new, else the first request's."""
-    key = keyspace.wallet_keys(wallet.wallet_id).idempotency("topups", idempotency.key)
-    claim = f"{idempotency.digest} {topup_id} {now_ms}"
-    if await store.redis.set(key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
-        return topup_id, now_ms
-    earlier = await store.redis.get(key)
-    if earlier is None:  # expired between the two calls: a day-old key counts as new
-        await store.redis.set(key, claim, ex=IDEMPOTENCY_TTL_S)
-        return topup_id, now_ms
-    digest, earlier_id, earlier_ms = earlier.split(" ")
-    if digest != idempotency.digest:
-        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency.key!r} was used with another body")
-    return earlier_id, int(earlier_ms)
 
 
 async def get_topup(store: Store, wallet: WalletRef, topup_id: str, *, now_ms: int) -> Topup:

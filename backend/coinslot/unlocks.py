@@ -18,6 +18,7 @@ import orjson
 from coinslot import hookevents, keyspace, ratelimit
 from coinslot.addresses import Addresses
 from coinslot.catalog import KIND_PASS, Catalog, Item, Site, check_item_id, item_content
+from coinslot.dailylimit import DailyLimitReached
 from coinslot.errors import CurrencyMismatch, IdempotencyKeyReused, ItemArchived, PriceChanged, UnknownWallet
 from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
@@ -154,8 +155,8 @@ async def purchase(
     without a purchase and without a charge.
 
     Raises ``InsufficientFunds``, ``TabQuotaReached`` or ``WalletFrozen`` (402, with top-up
-    options), ``PriceChanged``, ``CurrencyMismatch``, ``IdempotencyKeyReused`` (409),
-    ``RateLimited`` (429) or ``UnknownWallet`` (401).
+    options), ``DailyLimitReached`` (402, the wallet's own limit), ``PriceChanged``,
+    ``CurrencyMismatch``, ``IdempotencyKeyReused`` (409), ``RateLimited`` (429) or ``UnknownWallet`` (401).
     """
     hit = catalog.cached(site_id, item_id)
     site, item = hit if hit is not None else (await catalog.site(site_id), await catalog.item(site_id, item_id))
@@ -200,7 +201,7 @@ async def purchase(
     if status in ("insufficient", "tab-quota", "frozen"):
         balance = int(result[1])
         charge = int(result[2]) if len(result) > 2 else item.price  # less than the price under the cap
-        options = links.options(wallet, charge - balance, site.currency) if links is not None else []
+        options = links.options(wallet, charge - balance, site.currency, site.id) if links is not None else []
         if status == "insufficient":
             raise InsufficientFunds(balance, charge, site.currency, site.tab_limit, topup_options=options)
         if status == "tab-quota":
@@ -209,6 +210,8 @@ async def purchase(
         raise WalletFrozen(balance, charge, site.currency, topup_options=options)
     if status == "archived":
         raise ItemArchived(f"item {item.id!r} on {site.id} is no longer sold; who bought it can still read it")
+    if status == "daily-limit":
+        raise DailyLimitReached(int(result[3]), int(result[4]), int(result[2]), site.currency, now_ms=now_ms)
     if status == "price-changed":
         raise PriceChanged(shown_price or 0, item.price, site.currency)
     if status == "currency":

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coinslot import keyspace, ratelimit
+from coinslot import dailylimit, keyspace, ratelimit
 from coinslot.catalog import Catalog
 from coinslot.errors import InvalidBody, UnknownSite, UnknownWallet
 from coinslot.ids import new_id
@@ -63,7 +63,7 @@ async def check_wallet(store: Store, ref: WalletRef) -> str:
 
 
 async def wallet_view(store: Store, ref: WalletRef, *, catalog: Catalog, now_ms: int) -> dict[str, Any]:
-    """Balance, budget, receipts (with until when each may be undone) and recent ledger lines."""
+    """Balance, budget, daily limit, receipts (with until when each may be undone) and recent ledger lines."""
     k = keyspace.wallet_keys(ref.wallet_id)
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(k.wallet)
@@ -107,6 +107,7 @@ async def wallet_view(store: Store, ref: WalletRef, *, catalog: Catalog, now_ms:
         "balance": int(wallet["balance"]),
         "frozen": wallet.get("frozen") == "1",
         "budget": DEFAULT_BUDGET if budget is None else int(budget),
+        **dailylimit.view(wallet.get(keyspace.DAILY_LIMIT_FIELD), now_ms),
         "recovery_code": keyspace.RECOVERY_FIELD in wallet,
         "purchases": receipts,
         "ledger": lines,
@@ -207,10 +208,28 @@ async def item_standing(
     )
 
 
-async def set_budget(store: Store, ref: WalletRef, budget: int) -> int:
-    """Set what one click may pay without the card asking again (0 = always ask)."""
-    if not 0 <= budget <= MAX_BUDGET:
+async def update_settings(
+    store: Store, ref: WalletRef, *, budget: int | None, daily_limit: int | None, now_ms: int
+) -> dict[str, Any]:
+    """Set what one click may pay without the card asking again (0 = always ask) and what unlocks
+    may charge the wallet per UTC day (0 = no limit; see coinslot.dailylimit); None leaves one as it
+    is. Returns what was set: the budget, and the daily limit with what was spent today."""
+    if budget is None and daily_limit is None:
+        raise InvalidBody("nothing to change: send budget, daily_limit or both", [{"field": "(body)"}])
+    if budget is not None and not 0 <= budget <= MAX_BUDGET:
         raise InvalidBody(f"budget {budget} must be between 0 and {MAX_BUDGET} minor units", [{"field": "budget"}])
-    if not await store.run("budget", [keyspace.wallet_key(ref.wallet_id)], [ref.generation, budget]):
+    if daily_limit is not None and not 0 <= daily_limit <= dailylimit.MAX_DAILY_LIMIT:
+        raise InvalidBody(
+            f"daily_limit {daily_limit} must be between 0 and {dailylimit.MAX_DAILY_LIMIT} minor units",
+            [{"field": "daily_limit"}],
+        )
+    args = [ref.generation, "" if budget is None else budget, "" if daily_limit is None else daily_limit]
+    done = await store.run("budget", [keyspace.wallet_key(ref.wallet_id)], args)
+    if not done:
         raise UnknownWallet()
-    return budget
+    out: dict[str, Any] = {}
+    if budget is not None:
+        out["budget"] = budget
+    if daily_limit is not None:
+        out.update(dailylimit.view(done[1], now_ms))
+    return out

@@ -13,7 +13,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from coinslot import topups
-from coinslot.errors import Forbidden, NotFound, PaymentsRefused, PaymentsUnavailable, RateLimited
+from coinslot.errors import (
+    CurrencyMismatch,
+    Forbidden,
+    NotFound,
+    PaymentsRefused,
+    PaymentsUnavailable,
+    RateLimited,
+    UnknownSite,
+)
 from coinslot.http.context import services
 from coinslot.http.credentials import client_address
 from coinslot.http.templates import templates
@@ -64,6 +72,8 @@ async def open_topup_link(request: Request) -> Response:
             now_ms=now_ms,
             topup_id=link.topup_id,
             issued_ms=link.issued_ms,
+            site_id=link.site,
+            catalog=svc.catalog,
             limits=topups.TopupLimits(
                 per_wallet=svc.settings.topups_per_wallet_per_hour,
                 per_ip=svc.settings.topups_per_ip_per_hour,
@@ -81,6 +91,8 @@ async def open_topup_link(request: Request) -> Response:
         )
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
+    except (UnknownSite, CurrencyMismatch):  # the site that offered the link is gone, or changed
+        return page(request, "Invalid link", "This top-up link is no longer valid", status=410, test_mode=test_mode)
     except (PaymentsUnavailable, PaymentsRefused):
         return page(
             request,

@@ -19,6 +19,72 @@ PROBLEM = {
 
 PAGE = {"description": "HTML page saying what happened", "content": {"text/html": {}}}
 
+_CALL = {"type": "object", "properties": {"method": {"type": "string"}, "url": {"type": "string"}, "body": {}}}
+_STRING, _INTEGER = {"type": "string"}, {"type": "integer"}
+_OFFER = {
+    "type": "object",
+    "required": ["site", "item", "title", "price", "currency", "unlock", "wallet", "offers"],
+    "properties": {
+        "site": _STRING,
+        "item": _STRING,
+        "title": _STRING,
+        "price": {**_INTEGER, "description": "minor units"},
+        "currency": _STRING,
+        "kind": {"enum": ["item", "pass"]},
+        "pass_hours": _INTEGER,
+        "unlock": _CALL,
+        "wallet": _CALL,
+        "offers": _STRING,
+    },
+}
+# GET /v1/content's 402 (coinslot.paywall): what the item costs and the calls that buy it.
+PAYMENT_REQUIRED = {
+    "description": "no token, or a wallet that does not own the item: the offer, and the calls that buy it",
+    "headers": {
+        "WWW-Authenticate": {
+            "description": 'Coinslot realm="<site>", item="<item>", price="19", currency="EUR", '
+            'unlock="https://…/v1/unlocks" (RFC 9110 auth-params)',
+            "required": True,
+            "schema": _STRING,
+        }
+    },
+    "content": {
+        "application/problem+json": {
+            "schema": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Problem"},
+                    {
+                        "type": "object",
+                        "required": ["offer"],
+                        "properties": {"offer": _OFFER},
+                    },
+                ]
+            },
+            "example": {
+                "type": "https://coinslot.dev/problems/payment-required",
+                "title": "Payment required",
+                "status": 402,
+                "detail": "article-42 costs 19 EUR minor units: unlock it with a wallet token, then send the token",
+                "offer": {
+                    "item": "article-42",
+                    "title": "The heat wave",
+                    "price": 19,
+                    "currency": "EUR",
+                    "kind": "item",
+                    "site": "site_demo",
+                    "unlock": {
+                        "method": "POST",
+                        "url": "https://pay.example/v1/unlocks",
+                        "body": {"site": "site_demo", "item": "article-42", "price": 19},
+                    },
+                    "wallet": {"method": "POST", "url": "https://pay.example/v1/wallets", "body": {"currency": "EUR"}},
+                    "offers": "https://pay.example/v1/offers?site=site_demo&items=article-42",
+                },
+            },
+        }
+    },
+}
+
 
 @dataclass(frozen=True)
 class Doc:
@@ -30,6 +96,7 @@ class Doc:
     tags: tuple[str, ...] = ()
     page: bool = False  # a page for people: every answer, errors included, is HTML
     response: type[BaseModel] | None = None  # the JSON of its 2xx answer, with the model's example
+    described: dict[int, dict[str, Any]] = field(default_factory=dict)  # status → its whole response object
 
 
 def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
@@ -64,7 +131,9 @@ def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
         if doc.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": _media(doc.body, schemas)}}
         for status, description in (doc.responses or {200: "OK"}).items():
-            if doc.page:
+            if status in doc.described:
+                op["responses"][str(status)] = doc.described[status]
+            elif doc.page:
                 op["responses"][str(status)] = {**PAGE, "description": description or PAGE["description"]}
             elif doc.response is not None and 200 <= status < 300:
                 media = {"application/json": _media(doc.response, schemas)}

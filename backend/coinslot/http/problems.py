@@ -62,6 +62,8 @@ def problem_response(exc: CoinslotError) -> Response:
     headers = {"Cache-Control": "no-store"}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
+    if exc.challenge is not None:
+        headers["WWW-Authenticate"] = exc.challenge
     return ProblemResponse(exc.problem(), status_code=exc.status, headers=headers)
 
 

@@ -12,14 +12,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from coinslot import catalog, wallets
+from coinslot import wallets
 from coinslot.catalog import Site
-from coinslot.errors import InvalidQuery, NotFound, ServiceUnavailable, UnknownSite
+from coinslot.errors import InvalidQuery, ServiceUnavailable, UnknownSite
 from coinslot.http.context import services
 from coinslot.http.cors import allow_site_origin
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
 from coinslot.http.schemas import requested_items
-from coinslot.moneyerrors import PaymentRequired
 
 
 async def preflight(request: Request) -> Response:
@@ -70,49 +69,41 @@ async def offers(request: Request) -> Response:
     return allow_site_origin(request, site, JSONResponse(body, headers=headers))
 
 
-def _unlock_token(request: Request) -> str | None:
+def _token(request: Request) -> tuple[str | None, bool]:
+    """The token sent, and whether it came in the Authorization header (a wallet token may only)."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return request.query_params.get("token")
+            return value.strip(), True
+    return request.query_params.get("token"), False
 
 
 async def content(request: Request) -> Response:
     svc = services(request)
-    site = await svc.catalog.site(request.path_params["site"])
-    item = await svc.catalog.item(site.id, catalog.check_item_id(request.path_params["item"]))
-    token = _unlock_token(request)
-    if token is None:
-        offer = item.public(site.currency)
-        raise PaymentRequired(
-            f"{item.id} costs {item.price} {site.currency} minor units; send an unlock token",
-            offer={
-                **offer,
-                "site": site.id,
-                "unlock": {
-                    "method": "POST",
-                    "url": f"{svc.public_url}/v1/unlocks",
-                    "body": {"site": site.id, "item": item.id, "price": item.price},
-                },
-            },
-        )
-    claims = svc.unlock_tokens.verify(token, site=site.id, item=item.id, now_s=svc.clock.now_ms() // 1000)
-    html = await catalog.item_content(svc.store, site.id, item.id)
-    if html is None:
-        raise NotFound(f"item {item.id} has no hosted content; the publisher serves it from their own server")
+    token, in_header = _token(request)
+    found = await svc.paywall.open(
+        request.path_params["site"],
+        request.path_params["item"],
+        token=token,
+        in_header=in_header,
+        now_ms=svc.clock.now_ms(),
+    )
     headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
     accept = request.headers.get("accept", "")
     if "text/html" in accept and "application/json" not in accept:
         headers["Content-Security-Policy"] = "sandbox"
-        response: Response = HTMLResponse(html, headers=headers)
+        response: Response = HTMLResponse(found.html, headers=headers)
     else:
-        response = JSONResponse(
-            {"site": site.id, "item": item.id, "title": item.title, "content_html": html, "expires_at": claims["exp"]},
-            headers=headers,
-        )
-    return allow_site_origin(request, site, response)
+        body = {
+            "site": found.site.id,
+            "item": found.item.id,
+            "title": found.item.title,
+            "content_html": found.html,
+            "expires_at": found.expires_at,
+        }
+        response = JSONResponse(body, headers=headers)
+    return allow_site_origin(request, found.site, response)
 
 
 async def jwks(request: Request) -> Response:

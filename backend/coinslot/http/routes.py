@@ -12,15 +12,15 @@ from starlette.routing import BaseRoute, Route
 from coinslot.http import checkout, embed, public, wallet, webhooks
 from coinslot.http.adminroutes import ADMIN
 from coinslot.http.hookroutes import HOOK_API
-from coinslot.http.openapi import Doc, openapi
+from coinslot.http.openapi import PAYMENT_REQUIRED, Doc, openapi
 from coinslot.http.problems import BareEndpoint
 from coinslot.http.schemas import (
-    BudgetBody,
     RecoverBody,
     RedeemBody,
     TopupBody,
     UnlockBody,
     WalletCreate,
+    WalletSettings,
 )
 
 # (method, path) → endpoint and its documentation; openapi.json is built from this table.
@@ -31,7 +31,8 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/unlocks",
         BareEndpoint(wallet.unlock),
         Doc(
-            "Debit the wallet and grant the item (Idempotency-Key optional)",
+            "Debit the wallet and grant the item (Idempotency-Key optional); 402 insufficient-funds, wallet-frozen "
+            "(both with top-up links) or wallet-daily-limit",
             auth="wallet",
             body=UnlockBody,
             responses={
@@ -69,11 +70,13 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/content/{site}/{item}",
         public.content,
         Doc(
-            "Hosted content, given an unlock token (Bearer or ?token=)",
+            "Hosted content, given an unlock token (Bearer or ?token=) or the Bearer token of a wallet that owns "
+            "the item; without one, a 402 with the offer and a WWW-Authenticate challenge",
             auth="unlock",
             query=("token",),
             responses={200: "content as JSON or sandboxed HTML", 401: "", 402: "", 404: ""},
             tags=("public",),
+            described={402: PAYMENT_REQUIRED},
         ),
     ),
     (
@@ -102,7 +105,7 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/wallet",
         wallet.get_wallet,
         Doc(
-            "Balance, receipts and recent ledger lines",
+            "Balance, budget, daily limit (daily_limit, spent_today, day_ends), receipts and recent ledger lines",
             auth="wallet",
             responses={200: "wallet", 401: ""},
             tags=("wallet",),
@@ -113,10 +116,11 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/wallet",
         wallet.set_budget,
         Doc(
-            "Set the reader's one-click budget: the card asks once more above it",
+            "Set the reader's one-click budget (the card asks once more above it) and the wallet's daily "
+            "spending limit for unattended use (per UTC day; 0 or null = none)",
             auth="wallet",
-            body=BudgetBody,
-            responses={200: "the budget", 401: "", 413: "", 422: ""},
+            body=WalletSettings,
+            responses={200: "what was set: budget; daily_limit, spent_today, day_ends (ms)", 401: "", 413: "", 422: ""},
             tags=("wallet",),
         ),
     ),
@@ -160,10 +164,11 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/topups",
         wallet.create_topup,
         Doc(
-            "Open a checkout for an allowed amount (Idempotency-Key optional: a retry under it opens no second one)",
+            "Open a checkout for an allowed amount (Idempotency-Key optional: a retry under it opens no second one); "
+            "a site named in it hears of the payment (topup.paid)",
             auth="wallet",
             body=TopupBody,
-            responses={201: "topup_id and checkout_url", 401: "", 409: "", 422: "", 429: "", 502: "", 503: ""},
+            responses={201: "topup_id and checkout_url", 401: "", 404: "", 409: "", 422: "", 429: "", 502: "", 503: ""},
             tags=("wallet",),
         ),
     ),

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
 from coinslot.catalog import MAX_PRICE
+from coinslot.dailylimit import MAX_DAILY_LIMIT
 from coinslot.errors import InvalidQuery
 from coinslot.vouchers import MAX_VOUCHER
 from coinslot.wallets import MAX_BUDGET
@@ -26,14 +27,25 @@ class UnlockBody(BaseModel):
     price: int | None = Field(default=None, ge=0, le=MAX_PRICE, description="the price the reader was shown")
 
 
-class BudgetBody(BaseModel):
+class WalletSettings(BaseModel):
     model_config = Strict
-    budget: int = Field(ge=0, le=MAX_BUDGET, description="minor units one click may pay without asking again")
+    budget: int | None = Field(
+        default=None, ge=0, le=MAX_BUDGET, description="minor units one click may pay without asking again"
+    )
+    daily_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DAILY_LIMIT,
+        description="minor units unlocks may charge the wallet per UTC day; 0 or null = no limit",
+    )
 
 
 class TopupBody(BaseModel):
     model_config = Strict
     amount: int = Field(gt=0, description="minor units; one of the allowed amounts")
+    site: str | None = Field(
+        default=None, min_length=1, max_length=64, description="the site the top-up is for: it hears of the payment"
+    )
 
 
 class RedeemBody(BaseModel):

@@ -18,7 +18,7 @@ from coinslot.http.credentials import (
     uses_cookie,
 )
 from coinslot.http.problems import PrivateJSONResponse, read_json
-from coinslot.http.schemas import BudgetBody, RecoverBody, RedeemBody, TopupBody, UnlockBody, WalletCreate
+from coinslot.http.schemas import RecoverBody, RedeemBody, TopupBody, UnlockBody, WalletCreate, WalletSettings
 from coinslot.idempotency import Idempotency
 from coinslot.ratelimit import PerAddress
 
@@ -58,10 +58,15 @@ async def get_wallet(request: Request) -> Response:
 
 
 async def set_budget(request: Request) -> Response:
+    """The one-click budget and the daily limit; ``"daily_limit": null`` removes the limit, as 0 does."""
     svc = services(request)
     ref = require_wallet(request)
-    body, _ = await read_json(request, BudgetBody, svc.settings.max_body_bytes)
-    return private_json({"budget": await wallets.set_budget(svc.store, ref, body.budget)})
+    body, _ = await read_json(request, WalletSettings, svc.settings.max_body_bytes)
+    limit = (body.daily_limit or 0) if "daily_limit" in body.model_fields_set else None
+    settings = await wallets.update_settings(
+        svc.store, ref, budget=body.budget, daily_limit=limit, now_ms=svc.clock.now_ms()
+    )
+    return private_json(settings)
 
 
 async def undo_purchase(request: Request) -> Response:
@@ -124,6 +129,8 @@ async def create_topup(request: Request) -> Response:
             address=await client_address(request, now_ms),
         ),
         idempotency=Idempotency.for_body(key, raw) if key is not None else None,
+        site_id=body.site,
+        catalog=svc.catalog,
     )
     return private_json(topup.public(), status_code=201)
 

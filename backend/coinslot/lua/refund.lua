@@ -24,7 +24,8 @@ r.day, r.served_at, r.refunded_at = stored.day, stored.served_at, stored.refunde
 r.kind = stored.expires_at and 'pass' or 'item'
 if ARGV[8] ~= '' and r.site ~= ARGV[8] then return {'unknown'} end
 local pass_f, cap_f = PASS_FIELD_PREFIX .. r.site, CAP_FIELD_PREFIX .. r.site
-local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'seq', UNDOS_FIELD, pass_f, cap_f, 'frozen')
+local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'seq', UNDOS_FIELD, pass_f, cap_f, 'frozen',
+  DAILY_LIMIT_FIELD)
 if not w[1] or not w[3] then return {'no-wallet'} end
 if by == 'reader' and w[3] ~= ARGV[4] then return {'stale'} end
 if r.refunded_at then return {'already', r.refunded_at} end
@@ -60,6 +61,14 @@ if r.day then
   local day, spent, rest = string.match(w[7] or '', '^([^|]*)|(%d+)|(.*)$')
   if day == r.day then
     fields[#fields + 1], fields[#fields + 2] = cap_f, day .. '|' .. math.max(0, tonumber(spent) - amount) .. '|' .. rest
+  end
+end
+if w[9] then
+  -- Nor against the wallet's daily limit, on the UTC day of the purchase.
+  local limit, day, spent = string.match(w[9], '^(%d+)|(%d*)|(%d*)$')
+  if day ~= '' and tonumber(day) == math.floor(r.at / 86400000) then
+    fields[#fields + 1] = DAILY_LIMIT_FIELD
+    fields[#fields + 1] = limit .. '|' .. day .. '|' .. math.max(0, tonumber(spent) - amount)
   end
 end
 redis.call('HSET', KEYS[1], unpack(fields))

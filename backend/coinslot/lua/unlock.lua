@@ -19,7 +19,8 @@ local site, item, price, currency = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local tab_limit, purchase_id, digest = tonumber(ARGV[7]), ARGV[8], ARGV[9]
 local pass_field, cap_field = PASS_FIELD_PREFIX .. site, CAP_FIELD_PREFIX .. site  -- keyspace's
 
-local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'frozen', 'seq', pass_field, cap_field)
+local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'frozen', 'seq', pass_field, cap_field,
+  DAILY_LIMIT_FIELD)
 if not w[1] then return {'no-wallet'} end
 if w[3] ~= gen then return {'stale'} end
 local balance = tonumber(w[2])
@@ -107,6 +108,16 @@ if not done then
   end
 
   if not done then
+    -- The wallet's own daily limit (unattended use), per UTC day: a wallet has no time zone. Only what
+    -- is charged counts, so what is owned, under a pass or free under the cap is never refused here.
+    local limit_value
+    if w[8] and charge > 0 then
+      local limit, day, spent = string.match(w[8], '^(%d+)|(%d*)|(%d*)$')
+      local today = math.floor(now / 86400000)
+      spent = tonumber(day) == today and tonumber(spent) or 0
+      if spent + charge > tonumber(limit) then return {'daily-limit', balance, charge, tonumber(limit), spent} end
+      limit_value = limit .. '|' .. today .. '|' .. (spent + charge)
+    end
     if balance - charge < 0 then
       if balance - charge < -tab_limit then return {'insufficient', balance, charge} end
       local tab = TAB_FIELD_PREFIX .. site  -- keyspace.tab_field
@@ -123,6 +134,7 @@ if not done then
     else
       redis.call('HSET', KEYS[1], 'balance', balance, 'seq', seq)
     end
+    if limit_value then redis.call('HSET', KEYS[1], DAILY_LIMIT_FIELD, limit_value) end
     -- Its first entry: the wallet holds something now, so it no longer expires as an empty one.
     if seq == 1 then redis.call('PERSIST', KEYS[1]) end
     local receipt = ARGV[11]

@@ -222,6 +222,8 @@
     if (r.status === 200) return pass ? passBought(r.data) : unlocked(r.data, true);
     setBusy(false);
     const kind = problem(r);
+    // The wallet's own daily limit: more money would not help, so no top-up is offered.
+    if (kind === 'wallet-daily-limit') return say(fill(t.dailyLimit, {limit: fmt(r.data.daily_limit)}), 'error');
     if (r.status === 402) return needMoney(r.data, kind === 'wallet-frozen', pass);
     if (r.status === 401 && !retried) {
       state.wallet = null; // the cookie's wallet is gone (or was recovered elsewhere): start a new one
