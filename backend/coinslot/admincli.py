@@ -12,13 +12,9 @@ from typing import Any
 
 from coinslot import catalog, listings, statements, vouchers
 from coinslot.clock import SystemClock
-from coinslot.keyfiles import load_or_create_secrets
-from coinslot.keyring import KeyRing
+from coinslot.commands import pseudonyms, with_store
 from coinslot.settings import Settings
 from coinslot.store import Store
-from coinslot.tokens import UnlockTokens, derive
-
-WithStore = Callable[[Settings, Callable[[Store], Awaitable[Any]]], Any]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> Any:
@@ -30,7 +26,7 @@ def _item(item: catalog.Item, currency: str) -> dict[str, Any]:
     return {**item.public(currency), "archived": item.archived, "has_content": item.has_content}
 
 
-def register(sub: Any, with_store: WithStore) -> None:
+def register(sub: Any) -> None:
     """Add the admin commands to the ``coinslot`` parser's sub-commands ``sub``."""
 
     def command(func: Callable[[Settings, argparse.Namespace, Store], Awaitable[Any]]) -> Callable[..., int]:
@@ -127,15 +123,5 @@ async def _voucher_disable(settings: Settings, args: argparse.Namespace, store: 
 async def _purchases(settings: Settings, args: argparse.Namespace, store: Store) -> Any:
     site = await catalog.Catalog(store).site(args.site)
     return await statements.sales(
-        store, site, args.first, args.last, _pseudonyms(settings), now_ms=SystemClock().now_ms()
+        store, site, args.first, args.last, pseudonyms(settings), now_ms=SystemClock().now_ms()
     )
-
-
-def _pseudonyms(settings: Settings) -> statements.Pseudonym:
-    """The readers' pseudonyms the server gives this deployment's publishers (from its first secret)."""
-    secrets = [str(s).encode() for s in settings.secret_keys] or load_or_create_secrets(settings.data_dir)
-    ring = KeyRing.load(settings.data_dir, settings.unlock_key_files)
-    tokens = UnlockTokens(
-        ring, issuer=settings.public_url or "cli", pseudonym_secret=derive(secrets[0], "pseudonym"), livemode=False
-    )
-    return tokens.pseudonym

@@ -7,46 +7,22 @@ Redis, the embedded server a running ``coinslot serve`` holds, or starts one for
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from coinslot import admincli, catalog, hookcli, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
-from coinslot.discovery import redis_for_command
+from coinslot.commands import with_store as _with_store
 from coinslot.embedded import EmbeddedRedisError
 from coinslot.errors import CoinslotError, ConfigurationError
 from coinslot.keyring import KeyRing
 from coinslot.settings import Settings, is_loopback_host
-from coinslot.store import Store, connect
+from coinslot.store import Store
 from coinslot.widget import SCHEMA_TYPES
-
-
-@contextlib.contextmanager
-def _redis_url(settings: Settings) -> Iterator[str]:
-    if settings.redis_url:
-        yield settings.redis_url
-    else:
-        with redis_for_command(settings.data_dir) as url:
-            yield url
-
-
-def _with_store(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> Any:
-    async def run(url: str) -> Any:
-        store = Store(await connect(url))
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    with _redis_url(settings) as url:
-        return asyncio.run(run(url))
 
 
 def _print(obj: Any) -> None:
@@ -327,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
     )
     reconcile.set_defaults(func=cmd_reconcile)
     hookcli.register(sub)
-    admincli.register(sub, _with_store)  # site show|update, item list|archive|restore, voucher list|disable, purchases
+    admincli.register(sub)  # site show|update, item list|archive|restore, voucher list|disable, purchases
     return p
 
 

@@ -7,45 +7,20 @@ processes; ``ping`` and ``resend`` only queue them.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from coinslot import hookevents, hooks
 from coinslot.clock import SystemClock
-from coinslot.discovery import redis_for_command
-from coinslot.keyfiles import load_or_create_secrets
-from coinslot.keyring import KeyRing
+from coinslot.commands import pseudonyms, with_store
 from coinslot.settings import Settings
-from coinslot.store import Store, connect
-from coinslot.tokens import UnlockTokens, derive
+from coinslot.store import Store
 
 
 def _run(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> int:
-    async def run(url: str) -> Any:
-        store = Store(await connect(url))
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    if settings.redis_url:
-        result = asyncio.run(run(settings.redis_url))
-    else:
-        with redis_for_command(settings.data_dir) as url:
-            result = asyncio.run(run(url))
-    print(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps(with_store(settings, work), indent=2, ensure_ascii=False))
     return 0
-
-
-def _pseudonym(settings: Settings) -> hooks.Pseudonym:
-    """The wallets' pseudonyms as the server makes them (from the first secret, as ``create_app`` does)."""
-    first = [str(s).encode() for s in settings.secret_keys] or load_or_create_secrets(settings.data_dir)
-    ring = KeyRing.load(settings.data_dir, settings.unlock_key_files)
-    issuer = settings.public_url or "http://127.0.0.1"  # pseudonyms do not depend on it
-    tokens = UnlockTokens(ring, issuer=issuer, pseudonym_secret=derive(first[0], "pseudonym"), livemode=False)
-    return tokens.pseudonym
 
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -98,7 +73,7 @@ def cmd_ping(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_log(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Store) -> Any:
         livemode = settings.livemode
-        events = await hookevents.event_log(store, args.site, _pseudonym(settings), livemode, limit=args.limit)
+        events = await hookevents.event_log(store, args.site, pseudonyms(settings), livemode, limit=args.limit)
         return {"events": events}
 
     return _run(settings, work)
