@@ -4,12 +4,15 @@ admin API answers, on the same data."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from receiver import receiver
 
 from test_cli import run_cli, serving
 
@@ -72,3 +75,38 @@ def test_the_admin_commands_do_what_the_admin_api_does(
     sales = run("purchases", "site_adm")
     assert [(s["kind"], s["item"], s["amount"]) for s in sales["sales"]] == [("purchase", "a", 19)]
     assert sales == httpx.get(f"{url}/v1/admin/purchases", headers=admin).json()
+
+
+def test_the_webhook_commands_do_what_the_webhook_api_does(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, data = server
+
+    def run(*args: str) -> Any:
+        return cli(list(args), data, monkeypatch, capsys)
+
+    secret = run("site", "create", "--name", "H", "--origin", "http://localhost:8001", "--id", "site_hk")["secret_key"]
+    admin = {"Authorization": f"Bearer {secret}"}
+    with receiver() as rx:
+        added = run("webhook", "add", "site_hk", rx.url, "--event", "test.ping")
+        assert added["secret"].startswith("whsec_") and added["events"] == ["test.ping"]
+        listed = run("webhook", "list", "site_hk")
+        assert listed == httpx.get(f"{url}/v1/admin/webhooks", headers=admin).json()
+        assert "secret" not in json.dumps(listed["endpoints"])  # a secret is shown once, when made
+
+        # Queued by the command, posted by the running server's worker.
+        event = run("webhook", "ping", "site_hk", added["id"])["event_id"]
+        deadline = time.monotonic() + 10
+        while event not in rx.ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rx.ids() == [event]
+        resent = run("webhook", "resend", "site_hk", event)
+        assert resent == {"event_id": event, "endpoints": [added["id"]]}
+        while len(rx.ids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rx.ids() == [event, event]  # the same event id again: receivers de-duplicate by it
+
+        logged = run("webhook", "log", "site_hk")["events"]
+        assert [e["id"] for e in logged] == [event] and logged[0]["type"] == "test.ping"
+        assert run("webhook", "remove", "site_hk", added["id"]) == {"id": added["id"], "deleted": True}
+        assert run("webhook", "list", "site_hk") == {"endpoints": []}
