@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coinslot import admincli, catalog, hookcli, ledger, refunds, topups, vouchers
+from coinslot import admincli, catalog, dashcli, hookcli, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
 from coinslot.discovery import redis_for_command
 from coinslot.embedded import EmbeddedRedisError
@@ -328,6 +328,7 @@ def parser() -> argparse.ArgumentParser:
     reconcile.set_defaults(func=cmd_reconcile)
     hookcli.register(sub)
     admincli.register(sub, _with_store)  # site show|update, item list|archive|restore, voucher list|disable, purchases
+    dashcli.register(sub, _with_store)  # dashboard SITE: a one-time sign-in link
     return p
 
 

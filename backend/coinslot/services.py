@@ -8,6 +8,8 @@ from coinslot.addresses import Addresses
 from coinslot.cardreads import CardReads
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
+from coinslot.dashauth import DashboardAuth
+from coinslot.insights import Insights
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.recovery import RecoveryCodes
@@ -34,3 +36,5 @@ class Services:
     unlocks: Unlocks
     card_reads: CardReads
     recovery: RecoveryCodes
+    insights: Insights  # counts for the publisher's dashboard, written after the response
+    dashboard: DashboardAuth

@@ -1,0 +1,36 @@
+"""``coinslot dashboard SITE``: print a one-time link that signs in to the site's dashboard."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from coinslot import keyfiles
+from coinslot.clock import SystemClock
+from coinslot.dashauth import LINK_TTL_S, DashboardAuth
+from coinslot.settings import Settings
+from coinslot.store import Store
+
+WithStore = Callable[[Settings, Callable[[Store], Awaitable[Any]]], Any]
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"  # as app.DEFAULT_PUBLIC_URL, without importing the app
+
+
+def register(sub: Any, with_store: WithStore) -> None:
+    """Add ``dashboard`` to the ``coinslot`` parser's sub-commands ``sub``."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        # The same secrets as the server's (configured, or made in the same data directory): the
+        # link's HMAC must be one the server recognises.
+        secrets = [str(s).encode() for s in settings.secret_keys] or keyfiles.load_or_create_secrets(settings.data_dir)
+        token = with_store(
+            settings, lambda store: DashboardAuth(store, secrets).issue_link(args.site, now_ms=SystemClock().now_ms())
+        )
+        base = settings.public_url or DEFAULT_PUBLIC_URL
+        print(f"{base}/dashboard/signin?token={token}")
+        print(f"(works once, for {LINK_TTL_S // 60} minutes; or sign in there with the site's secret key)")
+        return 0
+
+    dashboard = sub.add_parser("dashboard", help="print a one-time sign-in link to a site's dashboard")
+    dashboard.add_argument("site")
+    dashboard.set_defaults(func=run)
