@@ -179,6 +179,7 @@ async def test_pages_are_private_unframed_and_script_free(api: Api) -> None:
         csp = r.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "script-src" not in csp
         assert "<script" not in r.text and " style=" not in r.text
+    assert "<h1>Items</h1>" in (await publisher.get("/dashboard/items")).text
     css = await api.client.get("/dashboard/dashboard.css")
     assert css.status_code == 200 and "prefers-color-scheme:dark" in css.text
 

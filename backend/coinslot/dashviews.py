@@ -34,12 +34,16 @@ def summed(days: list[Day]) -> dict[str, int]:
 
 
 def funnel(total: dict[str, int]) -> list[dict[str, Any]]:
-    """Each step of the funnel with its count and its conversion from the step before (None first)."""
+    """Each step of the funnel with its count, its conversion from the step before (None first) and its
+    share of the cards shown. Readers with money in their wallet skip the top-up steps, so the share
+    of cards shown is the figure that stays comparable down the funnel."""
     steps = []
     before: int | None = None
+    shown = total.get(insights.SHOWN, 0)
     for step in insights.FUNNEL:
         n = total.get(step, 0)
-        steps.append({"step": step, "count": n, "conversion": None if before is None else rate(n, before)})
+        conversion = None if before is None else rate(n, before)
+        steps.append({"step": step, "count": n, "conversion": conversion, "of_shown": rate(n, shown)})
         before = n
     return steps
 
@@ -69,8 +73,8 @@ def chart(days: list[Day]) -> dict[str, Any]:
         "h": CHART_H,
         "bars": bars,
         "line": " ".join(points),
-        "top_revenue": top_r,
-        "top_unlocks": top_u,
+        "top_revenue": max(revenues, default=0),
+        "top_unlocks": max(unlocks, default=0),
     }
 
 
