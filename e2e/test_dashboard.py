@@ -7,14 +7,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
+import redis
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import Reader, Stack, card, content, press, redeem_in_card, shot
+from conftest import Reader, Stack, card, content, press, redeem_in_card, shot, wallet
 from publisher import Publisher, new_site, story
 
 PAGES = ("/dashboard", "/dashboard/items", "/dashboard/items/dash-story", "/dashboard/vouchers", "/dashboard/ledger")
@@ -40,6 +43,27 @@ def serious(page: Page) -> list[str]:
         for v in results.response["violations"]
         if v.get("impact") in ("serious", "critical")
     ]
+
+
+def no_reader_in_the_counters(stack: Stack, site: str, wallet_id: str) -> None:
+    """Scan what the counters keep in Redis: neither the reader's wallet id nor an address."""
+    r = redis.Redis.from_url(stack.redis.url)
+    try:
+        deadline = time.monotonic() + 10  # the counters are written just after the responses: wait for the undo's
+        while not any(b"refunded" in f for k in r.scan_iter(match="{st:" + site + "}:d:*") for f in r.hkeys(k)):
+            assert time.monotonic() < deadline, "the reader's undo was never counted"
+            time.sleep(0.05)
+        keys: list[bytes] = [*r.scan_iter(match="{st:" + site + "}*"), *r.scan_iter(match="insights:*")]
+        assert any(k.startswith(b"{st:" + site.encode() + b"}:d:") for k in keys)
+        for key in keys:
+            if r.type(key) == b"hash":
+                kept = repr(r.hgetall(key))
+            else:  # a top-up's site and item, or a HyperLogLog (registers, never its members)
+                kept = repr(r.get(key))
+            kept = repr(key) + kept
+            assert wallet_id not in kept and "127.0.0.1" not in kept and "::1" not in kept, key
+    finally:
+        r.close()
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +103,8 @@ def test_a_publisher_sees_a_readers_session_changes_a_price_and_exports(
     c = card(page, "dash-story")
     press(c, c.get_by_role("button", name=re.compile(r"^Undo")))
     expect(content(page, "dash-story")).to_have_count(0)
+
+    no_reader_in_the_counters(stack, daily.site, wallet(stack, reader)["wallet_id"])
 
     sign_in(publisher, stack, daily.site)
     funnel = publisher.locator("table.funnel")
@@ -144,7 +170,9 @@ def test_the_printed_link_works_once(stack: Stack, daily: Publisher, publisher: 
 
 
 @pytest.mark.parametrize(("lang", "scheme"), [("en", "dark"), ("de", "light")])
-def test_every_page_on_a_phone(stack: Stack, browser: Browser, daily: Publisher, lang: str, scheme: str) -> None:
+def test_every_page_on_a_phone(
+    stack: Stack, browser: Browser, daily: Publisher, lang: str, scheme: Literal["dark", "light"]
+) -> None:
     context = browser.new_context(
         viewport={"width": 375, "height": 740}, device_scale_factor=2, is_mobile=True, color_scheme=scheme
     )
