@@ -5,6 +5,7 @@ Every page is for a signed-in session only (see dashsession) and answers errors 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib import resources
 
 from starlette.requests import Request
@@ -188,7 +189,8 @@ async def ledger_page(request: Request) -> Response:
     svc = services(request)
     session = await current_session(request)
     site = await svc.catalog.site(session.site_id)
-    start, end = statements.days_asked(site, None, None, now_ms=svc.clock.now_ms())
+    _, end = statements.days_asked(site, None, None, now_ms=svc.clock.now_ms())
+    start = end - timedelta(days=29)  # the form starts with the last 30 days
     return page(
         request, "ledger", _context(request, session, site, first=start.isoformat(), last=end.isoformat(), nav="ledger")
     )
