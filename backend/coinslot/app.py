@@ -20,6 +20,7 @@ from coinslot.addresses import Addresses
 from coinslot.cardreads import CardReads
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock, SystemClock
+from coinslot.dashauth import DashboardAuth
 from coinslot.discovery import running_url
 from coinslot.embedded import EmbeddedRedis
 from coinslot.errors import CoinslotError
@@ -35,6 +36,7 @@ from coinslot.http.problems import (
     unexpected_error,
 )
 from coinslot.http.routes import API, routes
+from coinslot.insights import Insights
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.payments.choice import from_settings
@@ -188,7 +190,10 @@ def create_app(
             card_reads=card_reads,
             recovery=RecoveryCodes(store, secrets),
             paywall=Paywall(store, catalog, unlock_tokens, wallet_tokens, card_reads, public_url),
+            insights=Insights(store, catalog, unlock_tokens.pseudonym, retention_days=settings.insights_days),
+            dashboard=DashboardAuth(store, secrets),
         )
+        counting = asyncio.create_task(app.state.services.insights.run())
         deliverer = Deliverer(
             store,
             the_clock,
@@ -211,7 +216,9 @@ def create_app(
             yield
         finally:
             # Python 3.11's wait_for (used by redis-py) can swallow one cancel; insist until it stops.
-            for task in (follower, delivering):
+            with contextlib.suppress(TimeoutError):  # what was counted before the end is written
+                await asyncio.wait_for(app.state.services.insights.flush(), COMMAND_TIMEOUT_S)
+            for task in (follower, delivering, counting):
                 while not task.done():
                     task.cancel()
                     await asyncio.wait({task}, timeout=0.1)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coinslot import admincli, catalog, hookcli, ledger, refunds, topups, vouchers
+from coinslot import admincli, catalog, dashcli, hookcli, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
 from coinslot.commands import with_store as _with_store
 from coinslot.embedded import EmbeddedRedisError
@@ -304,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
     reconcile.set_defaults(func=cmd_reconcile)
     hookcli.register(sub)
     admincli.register(sub)  # site show|update, item list|archive|restore, voucher list|disable, purchases
+    dashcli.register(sub)  # dashboard SITE: a one-time sign-in link
     return p
 
 

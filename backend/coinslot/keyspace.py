@@ -331,3 +331,37 @@ def hook_event_key(site_id: str, event_id: str) -> str:
 def hook_attempts_key(site_id: str, event_id: str) -> str:
     """One event's delivery attempts, oldest first (JSON each)."""
     return "{hk:" + site_id + "}:att:" + event_id
+
+
+# The publisher's dashboard (coinslot.dashauth) and its counters (coinslot.insights) ----------
+# A site's counters of one day live under {st:<site>}, so a day's numbers sit on one node. They
+# hold counts and HyperLogLogs of per-site pseudonyms only: no wallet id, no address.
+
+
+def dashboard_link_key(digest: str) -> str:
+    """A one-time sign-in link, by the HMAC of its token: the site it signs in to (expires)."""
+    return "dash:link:" + digest
+
+
+def dashboard_session_key(session_id: str) -> str:
+    """A signed-in publisher's session: site, CSRF token, when it began (expires)."""
+    return "dash:session:" + session_id
+
+
+def failed_signins_bucket(address: str) -> str:
+    return "dash-signin:" + address
+
+
+def insights_day_key(site_id: str, day: str) -> str:
+    """A site's counters of one of its days: ``<event>`` for the site, ``<event>|<item>`` per item."""
+    return "{st:" + site_id + "}:d:" + day
+
+
+def insights_readers_key(site_id: str, day: str) -> str:
+    """A HyperLogLog of the per-site pseudonyms of the readers seen on one of the site's days."""
+    return "{st:" + site_id + "}:r:" + day
+
+
+def insights_topup_key(topup_id: str) -> str:
+    """The site and item a top-up link was offered for, so its checkout counts in their funnel."""
+    return "insights:tu:" + topup_id

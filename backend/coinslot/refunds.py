@@ -43,9 +43,12 @@ class Refunded(NamedTuple):
     refunded: int  # minor units given back
     balance: int
     currency: str
+    site: str = ""  # where it was bought: for the site's own counters (coinslot.insights), not the answer
+    item: str = ""
 
     def public(self) -> dict[str, Any]:
-        return self._asdict()
+        return {"purchase_id": self.purchase_id, "refunded": self.refunded, "balance": self.balance,
+                "currency": self.currency}  # fmt: skip
 
     def for_publisher(self) -> dict[str, Any]:
         """What the site may see: not the balance of its reader's wallet."""
@@ -139,7 +142,9 @@ async def refund(
     PURCHASE_REFUNDS.labels(by, status).inc()
     if status == "ok":
         await hookevents.refunded(store, {**receipt, "id": purchase_id}, int(result[1]), by, wallet_id, now_ms)
-        return Refunded(purchase_id, int(result[1]), int(result[2]), receipt["currency"])
+        return Refunded(
+            purchase_id, int(result[1]), int(result[2]), receipt["currency"], receipt["site"], receipt["item"]
+        )
     if status == "unknown":
         raise UnknownPurchase(f"no purchase {purchase_id!r} here")
     if status in ("no-wallet", "stale"):

@@ -8,6 +8,8 @@ from coinslot.addresses import Addresses
 from coinslot.cardreads import CardReads
 from coinslot.catalog import Catalog
 from coinslot.clock import Clock
+from coinslot.dashauth import DashboardAuth
+from coinslot.insights import Insights
 from coinslot.keyring import KeyRing
 from coinslot.payments import Payments
 from coinslot.paywall import Paywall
@@ -36,3 +38,5 @@ class Services:
     card_reads: CardReads
     recovery: RecoveryCodes
     paywall: Paywall  # GET /v1/content: content, or the 402 offer
+    insights: Insights  # counts for the publisher's dashboard, written after the response
+    dashboard: DashboardAuth

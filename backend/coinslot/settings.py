@@ -109,6 +109,8 @@ class Settings:
     webhooks_allow_private: bool = False
     webhook_first_retry: float = 30.0  # seconds before the first retry; each next one waits twice as long
     webhook_timeout: float = 10.0  # seconds to connect, and again to get an answer
+    insights_days: int = 400  # the dashboard's daily counters are kept this long after their day
+    failed_signins_per_ip_per_hour: int = 10  # wrong secret keys on the dashboard's sign-in, per address
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -152,6 +154,8 @@ class Settings:
             "MAX_HEAD_BYTES": 16 * 1024,
             "MAX_CONNECTIONS": 1000,
             "EMPTY_WALLET_DAYS": 396,
+            "INSIGHTS_DAYS": 400,
+            "FAILED_SIGNINS_PER_IP_PER_HOUR": 10,
         }
         numbers = {name: get(name, int, default) for name, default in positive.items()}
         for name, number in numbers.items():
@@ -192,6 +196,8 @@ class Settings:
             webhooks_allow_private=get("WEBHOOKS_ALLOW_PRIVATE", bool, get("PAYMENTS") is None and payments == "test"),
             webhook_first_retry=get("WEBHOOK_FIRST_RETRY", float, 30.0),
             webhook_timeout=get("WEBHOOK_TIMEOUT", float, 10.0),
+            insights_days=numbers["INSIGHTS_DAYS"],
+            failed_signins_per_ip_per_hour=numbers["FAILED_SIGNINS_PER_IP_PER_HOUR"],
         ).checked_limits()
 
     def checked_limits(self) -> Settings:

@@ -67,11 +67,18 @@ def json_lines(entries: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
 
 
-async def export(store: Store, site_id: str, fmt: str, pseudonym: Pseudonym) -> str:
-    """The site's entries, by time, as JSON lines (``fmt`` 'jsonl') or CSV ('csv'), readers under pseudonyms."""
+async def export(
+    store: Store, site_id: str, fmt: str, pseudonym: Pseudonym, *, since_ms: int = 0, until_ms: int | None = None
+) -> str:
+    """The site's entries, by time, as JSON lines (``fmt`` 'jsonl') or CSV ('csv'), readers under pseudonyms;
+    only those made from ``since_ms`` until before ``until_ms`` when given."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not one of {FORMATS}")
-    entries = [for_publisher(e, site_id, pseudonym) async for e in site_entries(store, site_id)]
+    entries = [
+        for_publisher(e, site_id, pseudonym)
+        async for e in site_entries(store, site_id)
+        if since_ms <= e["at"] and (until_ms is None or e["at"] < until_ms)
+    ]
     entries.sort(key=lambda e: (e["at"], e["wallet"], e["seq"]))
     return csv_rows(entries) if fmt == "csv" else json_lines(entries)
 

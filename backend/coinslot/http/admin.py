@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from coinslot import catalog, listings, refunds, statements, vouchers
 from coinslot.catalog import KEY_OVERLAP_MS, Item
 from coinslot.errors import InvalidQuery
+from coinslot.http import counting
 from coinslot.http.adminschemas import SiteUpdate
 from coinslot.http.context import services
 from coinslot.http.credentials import require_site
@@ -128,9 +129,11 @@ async def refund_purchase(request: Request) -> Response:
     """The publisher's goodwill refund of a purchase on its site (not counted against the reader's undos)."""
     svc = services(request)
     site = await require_site(request)
+    now_ms = svc.clock.now_ms()
     done = await refunds.publisher_refund(
-        svc.store, svc.catalog, site.id, request.path_params["purchase_id"], now_ms=svc.clock.now_ms()
+        svc.store, svc.catalog, site.id, request.path_params["purchase_id"], now_ms=now_ms
     )
+    counting.refunded(svc, done, now_ms)
     return JSONResponse(done.for_publisher(), headers=NO_STORE)
 
 

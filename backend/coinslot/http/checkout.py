@@ -22,6 +22,7 @@ from coinslot.errors import (
     RateLimited,
     UnknownSite,
 )
+from coinslot.http import counting
 from coinslot.http.context import services
 from coinslot.http.credentials import client_address
 from coinslot.http.templates import templates
@@ -102,6 +103,7 @@ async def open_topup_link(request: Request) -> Response:
             status=503,
             test_mode=test_mode,
         )
+    counting.topup_started(svc, link.topup_id, now_ms)
     return RedirectResponse(topup.checkout_url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
@@ -141,6 +143,8 @@ async def test_checkout_pay(request: Request) -> Response:
         outcome = await topups.fulfil(
             svc.store, topup.session_id, amount=topup.amount, currency=topup.currency, now_ms=svc.clock.now_ms()
         )
+        if outcome is topups.Fulfilment.CREDITED:
+            counting.topup_paid(svc, topup.session_id, svc.clock.now_ms())
         if outcome not in (topups.Fulfilment.CREDITED, topups.Fulfilment.ALREADY):
             return page(request, "Not credited", "This payment could not be credited", outcome.value, status=409)
     elif topup.status != "paid":
@@ -200,5 +204,7 @@ async def checkout_return(request: Request) -> Response:
         except (PaymentsUnavailable, PaymentsRefused):
             return page(request, "Top-up", *checking, status=503, test_mode=test_mode)
         outcome = await topups.settle(svc.store, report, now_ms=now_ms)
+        if outcome == topups.Fulfilment.CREDITED.value:
+            counting.topup_paid(svc, session_id, now_ms)
         topup = await topups.find_session(svc.store, session_id, now_ms=now_ms) or topup
     return _return_page(request, topup, topup.status, outcome, test_mode=test_mode)

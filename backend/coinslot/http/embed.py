@@ -21,6 +21,7 @@ from coinslot import widget
 from coinslot.cardreads import offered_pass, site_pass
 from coinslot.catalog import Catalog, Item, Site, check_item_id
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
+from coinslot.http import counting
 from coinslot.http.context import services
 from coinslot.http.cors import allow_site_origin
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, uses_cookie
@@ -259,11 +260,14 @@ async def reader_state(request: Request) -> Response:
     """The one credentialed read a card makes (coinslot.cardreads)."""
     svc = services(request)
     site_id, item_id, now_ms = request.path_params["site"], request.path_params["item"], svc.clock.now_ms()
+    wallet = optional_wallet(request)
     try:
-        state = await svc.card_reads.read(optional_wallet(request), site_id=site_id, item_id=item_id, now_ms=now_ms)
+        state = await svc.card_reads.read(wallet, site_id=site_id, item_id=item_id, now_ms=now_ms)
     except UnknownWallet:
         if not uses_cookie(request, svc):
             raise
         # A cookie naming a wallet that is gone (or was recovered elsewhere): the card starts afresh.
-        state = await svc.card_reads.read(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
+        wallet, state = None, await svc.card_reads.read(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
+    if request.scope["query_string"] == b"view=1":  # the page view's first read (card.js): the card was shown
+        counting.shown(svc, site_id, item_id, wallet, now_ms)
     return PrivateJSONResponse(state)

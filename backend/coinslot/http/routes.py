@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from coinslot.http import checkout, embed, public, wallet, webhooks
 from coinslot.http.adminroutes import ADMIN
+from coinslot.http.dashroutes import DASHBOARD
 from coinslot.http.hookroutes import HOOK_API
 from coinslot.http.openapi import PAYMENT_REQUIRED, Doc, openapi
 from coinslot.http.problems import BareEndpoint
@@ -326,6 +327,7 @@ API += [
 ]
 
 API += HOOK_API  # publisher webhooks (coinslot.hooks)
+API += DASHBOARD  # the publisher's dashboard (HTML pages)
 
 
 def routes() -> list[BaseRoute]:

@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coinslot import privacy, recovery, refunds, topups, vouchers, wallets
+from coinslot.errors import CoinslotError
+from coinslot.http import counting
 from coinslot.http.context import services
 from coinslot.http.credentials import (
     clear_wallet_cookie,
@@ -73,7 +75,9 @@ async def undo_purchase(request: Request) -> Response:
     svc = services(request)
     ref = require_wallet(request)
     purchase_id = request.path_params["purchase_id"]
-    done = await refunds.reader_undo(svc.store, svc.catalog, ref, purchase_id, now_ms=svc.clock.now_ms())
+    now_ms = svc.clock.now_ms()
+    done = await refunds.reader_undo(svc.store, svc.catalog, ref, purchase_id, now_ms=now_ms)
+    counting.refunded(svc, done, now_ms)
     return private_json(done.public())
 
 
@@ -95,15 +99,21 @@ async def unlock(request: Request) -> Response:
     ref = require_wallet(request)
     body, raw = await read_json(request, UnlockBody, svc.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    granted = await svc.unlocks.unlock(
-        ref,
-        site_id=body.site,
-        item_id=body.item,
-        shown_price=body.price,
-        idempotency=Idempotency.for_body(key, raw) if key is not None else None,
-        now_ms=svc.clock.now_ms(),
-        client_ip=client_ip(request, svc.settings.trusted_proxy_hops),
-    )
+    now_ms = svc.clock.now_ms()
+    try:
+        granted = await svc.unlocks.unlock(
+            ref,
+            site_id=body.site,
+            item_id=body.item,
+            shown_price=body.price,
+            idempotency=Idempotency.for_body(key, raw) if key is not None else None,
+            now_ms=now_ms,
+            client_ip=client_ip(request, svc.settings.trusted_proxy_hops),
+        )
+    except CoinslotError as exc:
+        counting.unlock_refused(svc, body.site, body.item, ref, now_ms, exc)
+        raise
+    counting.unlocked(svc, body.site, body.item, ref, now_ms, granted)
     response = private_json(granted.public())
     if granted.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from coinslot import chargebacks, topups
+from coinslot.http import counting
 from coinslot.http.context import services
 from coinslot.http.problems import read_body
 from coinslot.payments import ChargeRefunds, DisputeReport, RefundReport, SessionReport
@@ -27,6 +28,8 @@ async def stripe_webhook(request: Request) -> Response:
     now_ms = svc.clock.now_ms()
     if isinstance(event, SessionReport):
         outcome = await topups.settle(svc.store, event, now_ms=now_ms)
+        if outcome == topups.Fulfilment.CREDITED.value:
+            counting.topup_paid(svc, event.session_id, now_ms)
     elif isinstance(event, RefundReport):
         outcome = await chargebacks.refund(svc.store, event, now_ms=now_ms)
     elif isinstance(event, ChargeRefunds):

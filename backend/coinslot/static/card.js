@@ -175,8 +175,9 @@
     if (focused && panel.hidden) buy.focus();
   };
 
-  const load = async () => {
-    const r = await call('GET', `/v1/card/${encodeURIComponent(cfg.site)}/${encodeURIComponent(cfg.item)}`);
+  // view: the page view's first read, which the publisher's dashboard counts as the card shown.
+  const load = async (view) => {
+    const r = await call('GET', `/v1/card/${encodeURIComponent(cfg.site)}/${encodeURIComponent(cfg.item)}${view ? '?view=1' : ''}`);
     if (r.status !== 200) return warn('reader state: HTTP ' + r.status);
     const d = r.data;
     state.wallet = d.wallet;
@@ -581,7 +582,7 @@
       };
     }
     post({type: 'ready'});
-    load().catch((e) => warn('reader state unavailable: ' + e.message));
+    load(true).catch((e) => warn('reader state unavailable: ' + e.message));
   } else {
     post({type: 'ready'});
     size();

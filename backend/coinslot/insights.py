@@ -1,0 +1,230 @@
+"""What a publisher learns about its items, counted without cookies and without personal data.
+
+Per site, item and site day (``sitedays``), in one hash per day under the site's tag: the card
+shown (once per page view), the button pressed, a 402 offered, a top-up started and paid, an
+unlock by its access (charged, owned, pass, cap), a refund, and the money charged and given back.
+Readers are counted per day in a HyperLogLog of their per-site pseudonym (``UnlockTokens.pseudonym``,
+as the ledger export names them): Redis never sees a wallet id or an address here. Every day's keys
+expire ``retention_days`` after the day ends.
+
+Counting never holds a reader up: a handler hands a ``Note`` to ``Insights.note``, which only puts it
+on a bounded queue (no Redis, no await); a task in each server process writes the notes in batches,
+one pipeline each. When the queue is full, or Redis fails, notes are dropped and logged: the money
+has moved already, and the numbers are a view of it, not its record (the ledger is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from coinslot import keyspace
+from coinslot.catalog import Catalog, Site
+from coinslot.errors import NotFound
+from coinslot.sitedays import SiteDay, site_day
+from coinslot.store import Store
+
+log = logging.getLogger("coinslot.insights")
+
+DAY_S = 24 * 60 * 60
+QUEUE_SIZE = 10_000  # notes waiting to be written; beyond, new ones are dropped (and logged)
+BATCH = 500  # notes written in one pipeline
+TOPUP_ATTRIBUTION_S = 2 * DAY_S  # a checkout paid later than this (slow bank transfers) counts nowhere
+
+SHOWN, PRESSED, OFFERED = "shown", "pressed", "offered"
+TOPUP_STARTED, TOPUP_PAID = "topup_started", "topup_paid"
+UNLOCKED, REFUNDED = "unlocked", "refunded"
+REVENUE, REFUNDED_AMOUNT = "revenue", "refunded_amount"  # minor units of the site's currency
+ACCESSES = ("charged", "owned", "pass", "cap")  # what an unlock was: a sale, owned before, a pass, the cap
+FUNNEL = (SHOWN, PRESSED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED)
+COUNTS = (SHOWN, PRESSED, OFFERED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED, REVENUE, REFUNDED_AMOUNT) + tuple(
+    f"{UNLOCKED}:{a}" for a in ACCESSES
+)
+ITEM_SEPARATOR = "|"  # item ids never hold one (catalog.ITEM_ID)
+
+Pseudonym = Callable[[str, str], str]  # (site, wallet id) → the reader as that site knows them
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One thing that happened, as a handler saw it. ``wallet_id`` never leaves this process:
+    the writer turns it into the site's pseudonym. A top-up names its site and item later, by
+    ``topup_id`` (or its checkout ``session_id``), from the 402 that offered it."""
+
+    event: str
+    now_ms: int
+    site: str = ""
+    item: str = ""
+    amount: int = 0
+    access: str = ""
+    wallet_id: str | None = None
+    topup_id: str = ""
+    session_id: str = ""
+    offered_topups: tuple[str, ...] = ()
+
+
+@dataclass
+class _Batch:
+    counts: dict[tuple[str, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    readers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    expire_at: dict[str, int] = field(default_factory=dict)
+    attributions: dict[str, str] = field(default_factory=dict)
+
+
+class Insights:
+    def __init__(self, store: Store, catalog: Catalog, pseudonym: Pseudonym, *, retention_days: int) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.pseudonym = pseudonym
+        self.retention_s = retention_days * DAY_S
+        self.queue: asyncio.Queue[Note] = asyncio.Queue(QUEUE_SIZE)
+        self.dropped = 0
+
+    def note(self, note: Note) -> None:
+        """Count ``note`` soon; never waits, never raises."""
+        try:
+            self.queue.put_nowait(note)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:  # a line per thousand, not a flood while Redis is slow
+                log.warning("insights queue full: %d notes dropped so far", self.dropped)
+
+    async def run(self) -> None:
+        """Write notes as they come, in batches, until cancelled."""
+        while True:
+            notes = [await self.queue.get()]
+            while len(notes) < BATCH and not self.queue.empty():
+                notes.append(self.queue.get_nowait())
+            try:
+                await self.write(notes)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("insights: %d notes could not be written; they are lost", len(notes))
+            finally:
+                for _ in notes:
+                    self.queue.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every note queued so far is written (tests, and a server shutting down)."""
+        await self.queue.join()
+
+    async def write(self, notes: Iterable[Note]) -> None:
+        batch = _Batch()
+        for note in notes:
+            if note.event in (TOPUP_STARTED, TOPUP_PAID) and not note.site:
+                note = await self._attributed(note)
+            if not note.site:
+                continue
+            try:
+                site = await self.catalog.site(note.site)
+                if note.item:
+                    await self.catalog.item(note.site, note.item)
+            except NotFound:
+                continue  # only what the catalog knows is counted: made-up ids must not grow Redis
+            self._add(batch, site, note)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for (key, item), counts in batch.counts.items():
+                for name, n in counts.items():
+                    pipe.hincrby(key, name if not item else name + ITEM_SEPARATOR + item, n)
+            for key, members in batch.readers.items():
+                pipe.pfadd(key, *members)
+            for key, at in batch.expire_at.items():
+                pipe.expireat(key, at)
+            for topup_id, where in batch.attributions.items():
+                pipe.set(keyspace.insights_topup_key(topup_id), where, ex=TOPUP_ATTRIBUTION_S)
+            await pipe.execute()
+
+    def _add(self, batch: _Batch, site: Site, note: Note) -> None:
+        day = site_day(site.timezone, note.now_ms)
+        key = keyspace.insights_day_key(site.id, day.day)
+        batch.expire_at[key] = self._expiry(day)
+        counted: Counter[str] = Counter()
+        if note.event == UNLOCKED:
+            counted.update({UNLOCKED: 1, f"{UNLOCKED}:{note.access}": 1})
+            if note.amount:
+                counted[REVENUE] += note.amount
+        elif note.event == REFUNDED:
+            counted.update({REFUNDED: 1, REFUNDED_AMOUNT: note.amount})
+        else:
+            counted[note.event] += 1
+        if note.event == OFFERED:
+            for topup_id in note.offered_topups:
+                batch.attributions[topup_id] = site.id + ITEM_SEPARATOR + note.item
+        batch.counts[key, ""].update(counted)
+        if note.item:
+            batch.counts[key, note.item].update(counted)
+        if note.wallet_id is not None:
+            readers = keyspace.insights_readers_key(site.id, day.day)
+            batch.readers[readers].add(self.pseudonym(site.id, note.wallet_id))
+            batch.expire_at[readers] = self._expiry(day)
+
+    def _expiry(self, day: SiteDay) -> int:
+        return day.ends_ms // 1000 + self.retention_s
+
+    async def _attributed(self, note: Note) -> Note:
+        """The note with the site and item whose 402 offered its top-up (none if no 402 did)."""
+        topup_id = note.topup_id
+        if not topup_id and note.session_id:
+            found = await self.store.redis.get(keyspace.checkout_session_key(note.session_id))
+            topup_id = found.split(" ")[1] if found else ""
+        where = await self.store.redis.get(keyspace.insights_topup_key(topup_id)) if topup_id else None
+        if where is None:
+            return note
+        site, _, item = where.partition(ITEM_SEPARATOR)
+        return Note(note.event, note.now_ms, site, item)
+
+
+# Reading, for the dashboard ---------------------------------------------------------------
+
+
+def last_days(site: Site, n: int, *, now_ms: int) -> list[str]:
+    """The site's last ``n`` days, oldest first, today included (ISO dates)."""
+    today = date.fromisoformat(site_day(site.timezone, now_ms).day)
+    return [(today - timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    day: str
+    counts: dict[str, int]  # by COUNTS name, for the whole site
+    readers: int  # distinct readers that day (HyperLogLog: within about 1 %)
+
+
+async def site_days(store: Store, site: Site, days: list[str]) -> list[Day]:
+    """The site's totals on each of ``days``: one HMGET and one PFCOUNT a day, in one pipeline."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for day in days:
+            pipe.hmget(keyspace.insights_day_key(site.id, day), list(COUNTS))
+            # execute_command: redis-py refuses pfcount by name in a Cluster pipeline, as it may span slots.
+            pipe.execute_command("PFCOUNT", keyspace.insights_readers_key(site.id, day))
+        replies = await pipe.execute()
+    return [
+        Day(day, {name: int(v or 0) for name, v in zip(COUNTS, replies[2 * i], strict=True)}, int(replies[2 * i + 1]))
+        for i, day in enumerate(days)
+    ]
+
+
+async def readers_over(store: Store, site: Site, days: list[str]) -> int:
+    """Distinct readers over ``days`` together (a reader of several days counts once)."""
+    # One tag for every day of the site, so a Cluster answers the union on one node.
+    return int(await store.redis.pfcount(*(keyspace.insights_readers_key(site.id, d) for d in days)))
+
+
+async def item_totals(store: Store, site: Site, days: list[str]) -> dict[str, Counter[str]]:
+    """Each item's counts summed over ``days`` (items with no count at all are absent)."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for day in days:
+            pipe.hgetall(keyspace.insights_day_key(site.id, day))
+        replies = await pipe.execute()
+    totals: dict[str, Counter[str]] = defaultdict(Counter)
+    for fields in replies:
+        for name, value in fields.items():
+            counted, sep, item = name.partition(ITEM_SEPARATOR)
+            if sep:
+                totals[item][counted] += int(value)
+    return totals

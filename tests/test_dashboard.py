@@ -1,0 +1,262 @@
+"""The publisher's dashboard: signing in (one-time link, secret key), the session, the checks on
+every form, and the pages it shows.
+
+Every test runs on standalone Redis and on the 3-master Cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from coinslot.clock import FrozenClock
+from coinslot.dashauth import LINK_TTL_S, SESSION_TTL_S
+from coinslot.store import Store
+
+from api import Api
+from conftest import PUBLIC_URL
+
+COOKIE = "coinslot_dash"
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, store: Store, clock: FrozenClock) -> Api:
+    return Api(client, store, clock)
+
+
+class Publisher:
+    """A browser on the dashboard: its own session cookie, the backend's Origin on every form."""
+
+    def __init__(self, api: Api) -> None:
+        self.client = api.client
+        self.cookie: str | None = None
+        self.csrf = ""
+
+    def _headers(self, origin: str | None = PUBLIC_URL) -> dict[str, str]:
+        headers = {} if origin is None else {"Origin": origin}
+        if self.cookie:
+            headers["Cookie"] = f"{COOKIE}={self.cookie}"
+        return headers
+
+    async def get(self, path: str) -> httpx.Response:
+        r = await self.client.get(path, headers=self._headers(None))
+        found = re.search(r'name="csrf" value="([^"]+)"', r.text)
+        if found:
+            self.csrf = found.group(1)
+        return r
+
+    async def post(
+        self, path: str, form: dict[str, str], *, origin: str | None = PUBLIC_URL, csrf: bool = True
+    ) -> httpx.Response:
+        data = {**form, "csrf": self.csrf} if csrf else form
+        r = await self.client.post(path, data=data, headers=self._headers(origin))
+        self.client.cookies.clear()  # this browser keeps its own cookie, below, not the shared client's
+        for header in r.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            if name == COOKIE:
+                self.cookie = rest.split(";")[0] or None
+        return r
+
+    async def sign_in_with_link(self, token: str) -> httpx.Response:
+        return await self.post("/dashboard/signin", {"token": token}, csrf=False)
+
+
+async def link(api: Api, site: str) -> str:
+    services: Any = api.client.app.state.services  # type: ignore[attr-defined]
+    token: str = await services.dashboard.issue_link(site, now_ms=api.clock.now_ms())
+    return token
+
+
+async def signed_in(api: Api) -> tuple[Publisher, tuple[str, str]]:
+    site = await api.site()
+    publisher = Publisher(api)
+    r = await publisher.sign_in_with_link(await link(api, site[0]))
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard", r.text
+    assert (await publisher.get("/dashboard")).status_code == 200
+    return publisher, site
+
+
+# Sign-in --------------------------------------------------------------------------------------
+
+
+async def test_a_printed_link_signs_in_once_with_a_strict_cookie(api: Api) -> None:
+    site = await api.site()
+    token = await link(api, site[0])
+    page = await api.client.get(f"/dashboard/signin?token={token}")
+    assert page.status_code == 200 and token in page.text  # the GET shows a button; it spends nothing
+
+    publisher = Publisher(api)
+    r = await publisher.sign_in_with_link(token)
+    assert r.status_code == 303
+    cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(COOKIE + "="))
+    assert f"Max-Age={SESSION_TTL_S}" in cookie and "Path=/dashboard" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # loopback here; beyond it the cookie is Secure
+    overview = await publisher.get("/dashboard")
+    assert overview.status_code == 200 and "Daily Planet" in overview.text
+
+    again = await Publisher(api).sign_in_with_link(token)
+    assert again.status_code == 401 and "not valid" in again.text
+
+
+async def test_an_expired_link_is_refused(api: Api) -> None:
+    site = await api.site()
+    token = await link(api, site[0])
+    api.clock.advance(LINK_TTL_S + 1)
+    r = await Publisher(api).sign_in_with_link(token)
+    assert r.status_code == 401 and COOKIE not in r.headers.get("set-cookie", "")
+
+
+async def test_a_link_is_kept_only_as_an_hmac_that_expires(api: Api, store: Store) -> None:
+    site = await api.site()
+    token = await link(api, site[0])
+    keys = [k async for k in _scan(store, "dash:link:*")]
+    assert keys and all(token not in k for k in keys)
+    assert 0 < await store.redis.ttl(keys[0]) <= LINK_TTL_S
+
+
+async def test_the_secret_key_signs_in_and_wrong_keys_are_rate_limited(api: Api) -> None:
+    site = await api.site()
+    publisher = Publisher(api)
+    assert (await publisher.post("/dashboard/signin", {"key": site[1]}, csrf=False)).status_code == 303
+    assert (await publisher.get("/dashboard")).status_code == 200
+
+    stranger = Publisher(api)
+    statuses = [
+        (await stranger.post("/dashboard/signin", {"key": "sk_wrong"}, csrf=False)).status_code for _ in range(11)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+    # Once limited, even the right key waits: guessing must not learn which try was right.
+    assert (await stranger.post("/dashboard/signin", {"key": site[1]}, csrf=False)).status_code == 429
+
+
+async def test_a_forged_or_missing_cookie_is_sent_to_sign_in(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    assert publisher.cookie is not None
+    for forged in (publisher.cookie[:-2] + "xx", "bm90LWEtc2Vzc2lvbg.AAAA.BBBB", ""):
+        publisher.cookie = forged
+        r = await publisher.get("/dashboard/items")
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard/signin"
+
+
+async def test_a_session_ends_after_its_time(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    api.clock.advance(SESSION_TTL_S + 1)
+    assert (await publisher.get("/dashboard")).status_code == 303
+
+
+async def test_sign_out_ends_the_session_on_the_server(api: Api, store: Store) -> None:
+    publisher, _ = await signed_in(api)
+    kept = publisher.cookie
+    assert [k async for k in _scan(store, "dash:session:*")]
+    r = await publisher.post("/dashboard/signout", {})
+    assert r.status_code == 303 and publisher.cookie is None
+    publisher.cookie = kept  # a copy of the cookie kept elsewhere opens nothing now
+    assert (await publisher.get("/dashboard")).status_code == 303
+
+
+async def test_cross_site_forms_are_refused(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    for origin, csrf in (("https://evil.example", True), (None, True), (PUBLIC_URL, False)):
+        r = await publisher.post("/dashboard/vouchers", {"amount": "100"}, origin=origin, csrf=csrf)
+        assert r.status_code == 403, (origin, csrf, r.text)
+        assert r.headers["content-type"].startswith("text/html")
+    r = await publisher.post("/dashboard/signin", {"key": "sk_x"}, origin="https://evil.example", csrf=False)
+    assert r.status_code == 403
+    assert (await publisher.post("/dashboard/vouchers", {"amount": "100"})).status_code == 303
+
+
+async def test_pages_are_private_unframed_and_script_free(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    for path in ("/dashboard", "/dashboard/items", "/dashboard/vouchers", "/dashboard/ledger", "/dashboard/signin"):
+        r = await publisher.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["cache-control"] == "no-store"
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "script-src" not in csp
+        assert "<script" not in r.text and " style=" not in r.text
+    assert "<h1>Items</h1>" in (await publisher.get("/dashboard/items")).text
+    css = await api.client.get("/dashboard/dashboard.css")
+    assert css.status_code == 200 and "prefers-color-scheme:dark" in css.text
+
+
+# Pages ----------------------------------------------------------------------------------------
+
+
+async def test_items_are_edited_with_the_admin_apis_rules(api: Api) -> None:
+    publisher, site = await signed_in(api)
+    await api.item(site, "dash-item", 19, content_html="<p>Old</p>")
+    page = await publisher.get("/dashboard/items/dash-item")
+    assert page.status_code == 200 and "&lt;p&gt;Old&lt;/p&gt;" in page.text
+    form = {"title": "New title", "price": "49", "pass_hours": "", "content": "<p>New</p><script>x()</script>"}
+    r = await publisher.post("/dashboard/items/dash-item", form)
+    assert r.status_code == 303, r.text
+    offers = (await api.client.get(f"/v1/offers?site={site[0]}&items=dash-item")).json()
+    assert offers["items"][0]["price"] == 49
+    assert offers["items"][0]["title"] == "New title"
+    page = await publisher.get("/dashboard/items/dash-item")
+    assert "New" in page.text and "script" not in page.text.split("<textarea")[1].split("</textarea>")[0]
+
+    bad = await publisher.post("/dashboard/items/dash-item", {**form, "price": "-1"})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+    bad = await publisher.post("/dashboard/items/dash-item", {**form, "title": " "})
+    assert bad.status_code == 422
+
+    r = await publisher.post("/dashboard/items/dash-item/archive", {"archived": "1"})
+    assert r.status_code == 303
+    offers = (await api.client.get(f"/v1/offers?site={site[0]}&items=dash-item")).json()
+    assert offers["items"][0]["archived"] is True
+    await publisher.post("/dashboard/items/dash-item/archive", {"archived": "0"})
+    offers = (await api.client.get(f"/v1/offers?site={site[0]}&items=dash-item")).json()
+    assert not offers["items"][0].get("archived")
+
+
+async def test_another_sites_item_cannot_be_edited(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    other = await api.site()
+    await api.item(other, "theirs", 19)
+    assert (await publisher.get("/dashboard/items/theirs")).status_code == 404
+    r = await publisher.post("/dashboard/items/theirs/archive", {"archived": "1"})
+    assert r.status_code == 404
+
+
+async def test_vouchers_are_created_and_listed_with_uses_left(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    r = await publisher.post("/dashboard/vouchers", {"amount": "250", "uses": "3", "code": "DASH-TEST-1"})
+    assert r.status_code == 303 and "created=DASH-TEST-1" in r.headers["location"]
+    page = await publisher.get("/dashboard/vouchers")
+    assert "DASH-TEST-1" in page.text and "€2.50" in page.text
+    assert (await publisher.post("/dashboard/vouchers", {"amount": "x"})).status_code == 422
+
+
+async def test_the_ledger_exports_by_the_sites_days(api: Api) -> None:
+    publisher, site = await signed_in(api)
+    await api.item(site, "ledgered", 19)
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+    assert (await api.unlock(wallet, site[0], "ledgered")).status_code == 200
+    r = await publisher.get("/dashboard/ledger/export?format=csv&from=2026-01-01&to=2026-01-01")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    assert ",unlock," in r.text and "ledgered" in r.text
+    wallet_id = await api.wallet_id(wallet)
+    assert wallet_id not in r.text
+    earlier = await publisher.get("/dashboard/ledger/export?format=csv&from=2025-12-01&to=2025-12-31")
+    assert "ledgered" not in earlier.text
+    bad = await publisher.get("/dashboard/ledger/export?format=xml")
+    assert bad.status_code == 422
+
+
+async def test_german_pages(api: Api) -> None:
+    publisher, _ = await signed_in(api)
+    r = await publisher.get("/dashboard?lang=de")
+    assert '<html lang="de">' in r.text and "Übersicht" in r.text
+
+
+async def _scan(store: Store, pattern: str) -> Any:
+    async for key in store.redis.scan_iter(match=pattern):
+        yield key
