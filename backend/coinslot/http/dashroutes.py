@@ -68,9 +68,24 @@ DASHBOARD: list[tuple[str, str, Any, Doc]] = [
             "The site's ledger lines between two of its days, as CSV or JSON lines (a download)",
             query=("format", "from", "to"),
             responses={200: "CSV or JSON lines", 303: "", 422: ""},
+            described={
+                200: {
+                    "description": "CSV or JSON lines, as a download",
+                    "content": {"text/csv": {}, "application/x-ndjson": {}},
+                }
+            },
             tags=("dashboard",),
             page=True,
         ),
     ),
-    ("GET", "/dashboard/dashboard.css", dashboard.stylesheet, _page("The dashboard's stylesheet")),
+    (
+        "GET",
+        "/dashboard/dashboard.css",
+        dashboard.stylesheet,
+        Doc(
+            "The dashboard's stylesheet",
+            tags=("dashboard",),
+            described={200: {"description": "CSS", "content": {"text/css": {}}}},
+        ),
+    ),
 ]

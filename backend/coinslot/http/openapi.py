@@ -133,6 +133,8 @@ def build(docs: dict[tuple[str, str], Doc], public_url: str) -> dict[str, Any]:
         for status, description in (doc.responses or {200: "OK"}).items():
             if status in doc.described:
                 op["responses"][str(status)] = doc.described[status]
+            elif doc.page and 300 <= status < 400:
+                op["responses"][str(status)] = {"description": description or "to another page (Location), no body"}
             elif doc.page:
                 op["responses"][str(status)] = {**PAGE, "description": description or PAGE["description"]}
             elif doc.response is not None and 200 <= status < 300:
