@@ -129,7 +129,14 @@ def test_the_prelude_keeps_the_scripts_line_numbers() -> None:
     assert prelude("-- no tab_field here\nreturn 1 -- nor wallet_account") == ""  # comments cost nothing
     assert prelude("return ' -- ' .. tab_field(ARGV[1])") == scripts.LUA["tab_field"] + " "
     # Scripts that run rarely and on their own are called directly, not by name through the Store.
-    direct = {"tab_quota", "recovery_issue", "recover", "hook_due", "hook_done"}  # hook_*: coinslot.hookdelivery
+    direct = {
+        "tab_quota",
+        "recovery_issue",
+        "recover",
+        "hook_due",
+        "hook_done",
+        "insights_add",
+    }  # hook_*: coinslot.hookdelivery
     assert set(SCRIPTS) | direct == {p.name.removesuffix(".lua") for p in LUA_FILES}
 
 

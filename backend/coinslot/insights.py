@@ -25,14 +25,21 @@ from datetime import date, timedelta
 from coinslot import keyspace
 from coinslot.catalog import Catalog, Site
 from coinslot.errors import NotFound
+from coinslot.scripts import Script
 from coinslot.sitedays import SiteDay, site_day
 from coinslot.store import Store
 
 log = logging.getLogger("coinslot.insights")
 
 DAY_S = 24 * 60 * 60
-QUEUE_SIZE = 10_000  # notes waiting to be written; beyond, new ones are dropped (and logged)
-BATCH = 500  # notes written in one pipeline
+QUEUE_SIZE = 200_000  # notes waiting to be written (tens of MB at most); beyond, new ones are dropped (and logged)
+# Notes gather this long before a write: under load one pipeline then carries thousands of notes,
+# whose counts add up in memory first. Written note by note, counting halved unlocks per second.
+GATHER_S = 0.2
+COMMANDS_A_TRIP = 500  # counts added by one script call
+ADD = Script("insights_add")
+YIELD_EVERY = 200  # notes (or pseudonyms) handled between two turns of the event loop
+MINUTE_MS = 60_000  # notes are tallied per minute: a site's day starts on a whole minute
 TOPUP_ATTRIBUTION_S = 2 * DAY_S  # a checkout paid later than this (slow bank transfers) counts nowhere
 
 SHOWN, PRESSED, OFFERED = "shown", "pressed", "offered"
@@ -97,7 +104,8 @@ class Insights:
         """Write notes as they come, in batches, until cancelled."""
         while True:
             notes = [await self.queue.get()]
-            while len(notes) < BATCH and not self.queue.empty():
+            await asyncio.sleep(GATHER_S)
+            while not self.queue.empty():
                 notes.append(self.queue.get_nowait())
             try:
                 await self.write(notes)
@@ -114,65 +122,104 @@ class Insights:
         await self.queue.join()
 
     async def write(self, notes: Iterable[Note]) -> None:
-        batch = _Batch()
-        for note in notes:
-            if note.event in (TOPUP_STARTED, TOPUP_PAID) and not note.site:
-                note = await self._attributed(note)
-            if not note.site:
+        # Under load a write carries thousands of notes of a few kinds: they are tallied first (a
+        # dict increment each), and the catalog, the site's day and the pseudonyms are looked up
+        # once per kind, minute and reader.
+        tally: Counter[tuple[str, str, str, str, int]] = Counter()
+        amounts: Counter[tuple[str, str, str, str, int]] = Counter()
+        wallets: dict[tuple[str, int], set[str]] = defaultdict(set)
+        rare: list[Note] = []
+        for n, note in enumerate(notes, start=1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long tally must not hold up the requests this process serves
+            if note.event in (TOPUP_STARTED, TOPUP_PAID, OFFERED):
+                rare.append(note)
                 continue
-            try:
-                site = await self.catalog.site(note.site)
-                if note.item:
-                    await self.catalog.item(note.site, note.item)
-            except NotFound:
-                continue  # only what the catalog knows is counted: made-up ids must not grow Redis
-            self._add(batch, site, note)
+            kind = (note.event, note.site, note.item, note.access, note.now_ms // MINUTE_MS)
+            tally[kind] += 1
+            if note.amount:
+                amounts[kind] += note.amount
+            if note.wallet_id is not None:
+                wallets[note.site, kind[4]].add(note.wallet_id)
+        batch = _Batch()
+        for note in rare:
+            if note.event in (TOPUP_STARTED, TOPUP_PAID) and not note.site:
+                note = await self._attributed(note, batch.attributions)
+            if (site := await self._known(note.site, note.item)) is not None:
+                self._add(batch, site, note, 1)
+        for kind, times in tally.items():
+            event, site_id, item, access, minute = kind
+            if (site := await self._known(site_id, item)) is not None:
+                self._add(batch, site, Note(event, minute * MINUTE_MS, site_id, item, amounts[kind], access), times)
+        for (site_id, minute), ids in wallets.items():
+            if (site := await self._known(site_id, "")) is not None:
+                day = site_day(site.timezone, minute * MINUTE_MS)
+                readers = keyspace.insights_readers_key(site.id, day.day)
+                for n, wallet_id in enumerate(ids, start=1):
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                    batch.readers[readers].add(self.pseudonym(site.id, wallet_id))
+                batch.expire_at[readers] = self._expiry(day)
+        for key, fields in _by_key(batch.counts).items():
+            # One script call per day and a few hundred fields: no long hold on Redis or the loop.
+            for i in range(0, len(fields), COMMANDS_A_TRIP):
+                chunk = [part for pair in fields[i : i + COMMANDS_A_TRIP] for part in pair]
+                await ADD(self.store.redis, [key], [batch.expire_at[key], *chunk])
         async with self.store.redis.pipeline(transaction=False) as pipe:
-            for (key, item), counts in batch.counts.items():
-                for name, n in counts.items():
-                    pipe.hincrby(key, name if not item else name + ITEM_SEPARATOR + item, n)
             for key, members in batch.readers.items():
                 pipe.pfadd(key, *members)
-            for key, at in batch.expire_at.items():
-                pipe.expireat(key, at)
+                pipe.expireat(key, batch.expire_at[key])
             for topup_id, where in batch.attributions.items():
                 pipe.set(keyspace.insights_topup_key(topup_id), where, ex=TOPUP_ATTRIBUTION_S)
             await pipe.execute()
 
-    def _add(self, batch: _Batch, site: Site, note: Note) -> None:
+    async def _known(self, site_id: str, item_id: str) -> Site | None:
+        """The site, if it and the item exist: only what the catalog knows is counted (made-up ids
+        must not grow Redis)."""
+        if not site_id:
+            return None
+        try:
+            site = await self.catalog.site(site_id)
+            if item_id:
+                await self.catalog.item(site_id, item_id)
+        except NotFound:
+            return None
+        return site
+
+    def _add(self, batch: _Batch, site: Site, note: Note, times: int) -> None:
+        """Count ``note`` ``times`` (its amount is theirs together)."""
         day = site_day(site.timezone, note.now_ms)
         key = keyspace.insights_day_key(site.id, day.day)
         batch.expire_at[key] = self._expiry(day)
         counted: Counter[str] = Counter()
         if note.event == UNLOCKED:
-            counted.update({UNLOCKED: 1, f"{UNLOCKED}:{note.access}": 1})
+            counted.update({UNLOCKED: times, f"{UNLOCKED}:{note.access}": times})
             if note.amount:
                 counted[REVENUE] += note.amount
         elif note.event == REFUNDED:
-            counted.update({REFUNDED: 1, REFUNDED_AMOUNT: note.amount})
+            counted.update({REFUNDED: times, REFUNDED_AMOUNT: note.amount})
         else:
-            counted[note.event] += 1
+            counted[note.event] += times
         if note.event == OFFERED:
             for topup_id in note.offered_topups:
                 batch.attributions[topup_id] = site.id + ITEM_SEPARATOR + note.item
         batch.counts[key, ""].update(counted)
         if note.item:
             batch.counts[key, note.item].update(counted)
-        if note.wallet_id is not None:
-            readers = keyspace.insights_readers_key(site.id, day.day)
-            batch.readers[readers].add(self.pseudonym(site.id, note.wallet_id))
-            batch.expire_at[readers] = self._expiry(day)
 
     def _expiry(self, day: SiteDay) -> int:
         return day.ends_ms // 1000 + self.retention_s
 
-    async def _attributed(self, note: Note) -> Note:
-        """The note with the site and item whose 402 offered its top-up (none if no 402 did)."""
+    async def _attributed(self, note: Note, offered: dict[str, str]) -> Note:
+        """The note with the site and item whose 402 offered its top-up (none if no 402 did);
+        ``offered`` holds what this write attributes and has not stored yet."""
         topup_id = note.topup_id
         if not topup_id and note.session_id:
             found = await self.store.redis.get(keyspace.checkout_session_key(note.session_id))
             topup_id = found.split(" ")[1] if found else ""
-        where = await self.store.redis.get(keyspace.insights_topup_key(topup_id)) if topup_id else None
+        where = offered.get(topup_id) if topup_id else None
+        if where is None and topup_id:
+            where = await self.store.redis.get(keyspace.insights_topup_key(topup_id))
         if where is None:
             return note
         site, _, item = where.partition(ITEM_SEPARATOR)
@@ -180,6 +227,14 @@ class Insights:
 
 
 # Reading, for the dashboard ---------------------------------------------------------------
+
+
+def _by_key(counts: dict[tuple[str, str], Counter[str]]) -> dict[str, list[tuple[str, int]]]:
+    """Each day key's fields and increments: a site's total, and each item's (``name|item``)."""
+    fields: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for (key, item), counted in counts.items():
+        fields[key] += [(name if not item else name + ITEM_SEPARATOR + item, n) for name, n in counted.items()]
+    return fields
 
 
 def last_days(site: Site, n: int, *, now_ms: int) -> list[str]:
