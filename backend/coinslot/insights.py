@@ -8,9 +8,10 @@ as the ledger export names them): Redis never sees a wallet id or an address her
 expire ``retention_days`` after the day ends.
 
 Counting never holds a reader up: a handler hands a ``Note`` to ``Insights.note``, which only puts it
-on a bounded queue (no Redis, no await); a task in each server process writes the notes in batches,
-one pipeline each. When the queue is full, or Redis fails, notes are dropped and logged: the money
-has moved already, and the numbers are a view of it, not its record (the ledger is).
+on a bounded queue (no Redis, no await); a task in each server process takes what gathered over
+``GATHER_S``, tallies it per kind and minute, and adds the counts of each site's day in one script
+call (``lua/insights_add.lua``). When the queue is full, or Redis fails, notes are dropped and
+logged: the money has moved already, and the numbers are a view of it, not its record (the ledger is).
 """
 
 from __future__ import annotations
