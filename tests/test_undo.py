@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coinslot import ledger
+from coinslot import keyspace, ledger
 from coinslot.clock import FrozenClock
 from coinslot.store import Store
 from test_passes_and_caps import card, receipts, utc_ms
@@ -229,4 +229,35 @@ async def test_a_publishers_goodwill_refund_needs_no_window_and_is_not_the_reade
     lines = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["ledger"]
     assert [line["kind"] for line in lines[:4]] == ["purchase-refund"] * 4
     assert await api.balance(wallet) == 90
+    assert (await ledger.reconcile(api.store)).clean
+
+
+async def test_a_purchase_stored_before_receipts_named_their_line_is_shown_read_and_undone(api: Api) -> None:
+    # Redis written by the version before the compact ledger line: the receipt held the whole record
+    # and the ledger entry was JSON. Upgrading must not turn such a wallet's receipts into errors.
+    site = await api.site(refund_window=600)
+    await api.item(site, "a", 19, title="First", content_html="<p>a</p>")
+    await api.item(site, "b", 25, title="Second", content_html="<p>b</p>")
+    wallet = await api.wallet()
+    await api.fund(site, wallet, 100)
+    await bought(api, wallet, site[0], "a")
+    old = await bought(api, wallet, site[0], "b")
+    wallet_id = await api.wallet_id(wallet)
+    k = keyspace.wallet_keys(wallet_id)
+    entry = ledger.parse_entry(await api.store.redis.lindex(k.ledger, -1), wallet_id)
+    assert entry is not None and entry["ref"] == old["purchase_id"]
+    await api.store.redis.lset(k.ledger, -1, json.dumps(entry))
+    record = {"id": old["purchase_id"], "site": site[0], "item": "b", "kind": "item", "title": "Second",
+              "price": 25, "charged": 25, "currency": "EUR", "at": entry["at"]}  # fmt: skip
+    await api.store.redis.hset(k.purchases, old["purchase_id"], json.dumps(record))
+
+    shown = {r["item"]: r for r in await receipts(api, wallet)}
+    assert (shown["a"]["charged"], shown["b"]["charged"], shown["b"]["title"]) == (19, 25, "Second")
+    assert "undo_until" in shown["b"]
+    read = await card(api, wallet, site[0], "b")
+    assert read["owned"] and read["undo"]["price"] == 25
+    export = await api.client.get("/v1/wallet/export", headers=auth(wallet))
+    assert sorted(p["charged"] for p in export.json()["purchases"]) == [19, 25]
+    assert (await undo(api, wallet, old["purchase_id"])).status_code == 200
+    assert await api.balance(wallet) == 100 - 19
     assert (await ledger.reconcile(api.store)).clean

@@ -118,15 +118,18 @@ def _unlock_entry(raw: str, wallet_id: str) -> dict[str, Any] | None:
     }
 
 
-def receipt_seq(raw_receipt: str) -> int:
-    """The ledger sequence number of a purchase's line, from its receipt (``keyspace``)."""
+def receipt_seq(raw_receipt: str) -> int | None:
+    """The ledger sequence number of a purchase's line, from its receipt; None for a receipt written
+    before receipts named their line, which holds the whole record itself."""
     value = json.loads(raw_receipt)
-    return int(value if isinstance(value, int) else value["seq"])
+    return value if isinstance(value, int) else value.get("seq")
 
 
 def purchase_record(purchase_id: str, raw_receipt: str, raw_line: str | None, wallet_id: str) -> dict[str, Any]:
     """A purchase as a reader's receipt shows it: its ledger line's facts and its receipt's state."""
     value = json.loads(raw_receipt)
+    if isinstance(value, dict) and "seq" not in value:
+        return {**value, "id": purchase_id}  # written whole, before receipts named their line
     extra: dict[str, Any] = {} if isinstance(value, int) else {k: v for k, v in value.items() if k != "seq"}
     entry = parse_entry(raw_line, wallet_id) if raw_line else None
     if entry is None or entry["ref"] != purchase_id:
@@ -147,16 +150,15 @@ def purchase_record(purchase_id: str, raw_receipt: str, raw_line: str | None, wa
 
 async def purchase_records(store: Store, wallet_id: str, receipts: dict[str, str]) -> list[dict[str, Any]]:
     """The receipts of ``receipts`` (purchase id → stored receipt), each with its ledger line's facts."""
-    if not receipts:
-        return []
-    seqs = {pid: receipt_seq(raw) for pid, raw in receipts.items()}
+    seqs = {pid: seq for pid, raw in receipts.items() if (seq := receipt_seq(raw)) is not None}
     led = keyspace.wallet_keys(wallet_id).ledger
+    lines: dict[int, str] = {}
     if len(seqs) == 1:
         lines = {seq: await store.redis.lindex(led, seq - 1) for seq in seqs.values()}
-    else:
-        lines = dict(enumerate(await store.redis.lrange(led, min(seqs.values()) - 1, max(seqs.values()) - 1),
-                               start=min(seqs.values())))  # fmt: skip
-    return [purchase_record(pid, raw, lines.get(seqs[pid]), wallet_id) for pid, raw in receipts.items()]
+    elif seqs:
+        first, last = min(seqs.values()), max(seqs.values())
+        lines = dict(enumerate(await store.redis.lrange(led, first - 1, last - 1), start=first))
+    return [purchase_record(pid, raw, lines.get(seqs.get(pid, 0)), wallet_id) for pid, raw in receipts.items()]
 
 
 def check_wallet(wallet_id: str, wallet: dict[str, str], raw_entries: list[str], report: Report) -> None:

@@ -69,7 +69,7 @@ async def export(store: Store, ref: WalletRef, *, now_ms: int) -> dict[str, Any]
         ],
         "purchases": sorted(
             (
-                purchase_record(pid, raw, ledger[seq - 1] if 0 < seq <= len(ledger) else None, ref.wallet_id)
+                purchase_record(pid, raw, ledger[seq - 1] if seq and 0 < seq <= len(ledger) else None, ref.wallet_id)
                 for pid, raw in purchases.items()
                 for seq in [receipt_seq(raw)]
             ),

@@ -14,14 +14,17 @@ if not raw then return {'unknown'} end
 -- facts are read from the line.
 local stored = cjson.decode(raw)
 if type(stored) == 'number' then stored = {seq = stored} end
-local line = redis.call('LINDEX', KEYS[4], stored.seq - 1)
-local r = {}
-r.at, r.ref, r.site, r.item, r.currency, r.charged = string.match(line or '',
-  '^' .. UNLOCK_LINE_TAG .. '%d+|%-?%d+|(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)$')
-if r.ref ~= pid then return redis.error_reply('purchase ' .. pid .. ' has no ledger line') end
-r.at, r.charged = tonumber(r.at), tonumber(r.charged)
-r.day, r.served_at, r.refunded_at = stored.day, stored.served_at, stored.refunded_at
-r.kind = stored.expires_at and 'pass' or 'item'
+local r = stored  -- a receipt written before receipts named their line holds the whole record
+if stored.seq then
+  local line = redis.call('LINDEX', KEYS[4], stored.seq - 1)
+  r = {}
+  r.at, r.ref, r.site, r.item, r.currency, r.charged = string.match(line or '',
+    '^' .. UNLOCK_LINE_TAG .. '%d+|%-?%d+|(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)$')
+  if r.ref ~= pid then return redis.error_reply('purchase ' .. pid .. ' has no ledger line') end
+  r.at, r.charged = tonumber(r.at), tonumber(r.charged)
+  r.day, r.served_at, r.refunded_at = stored.day, stored.served_at, stored.refunded_at
+  r.kind = stored.expires_at and 'pass' or 'item'
+end
 if ARGV[8] ~= '' and r.site ~= ARGV[8] then return {'unknown'} end
 local pass_f, cap_f = PASS_FIELD_PREFIX .. r.site, CAP_FIELD_PREFIX .. r.site
 local w = redis.call('HMGET', KEYS[1], 'currency', 'balance', 'gen', 'seq', UNDOS_FIELD, pass_f, cap_f, 'frozen',

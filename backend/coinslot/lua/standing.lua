@@ -13,10 +13,9 @@ local ends = held and string.match(held, '^[^|]*|(%d+)')
 if ends and tonumber(ends) <= now then held = false end
 local receipt = held and redis.call('HGET', KEYS[3], string.match(held, '^[^|]*')) or false
 local line = false
-if receipt then
-  -- The receipt is the purchase's line number (coinslot.ledger).
-  line = redis.call('LINDEX', KEYS[4], (tonumber(receipt) or tonumber(string.match(receipt, '"seq":(%d+)'))) - 1)
-end
+-- The receipt names the purchase's line (coinslot.ledger); one written before that holds it all.
+local seq = receipt and (tonumber(receipt) or tonumber(string.match(receipt, '"seq":(%d+)')))
+if seq then line = redis.call('LINDEX', KEYS[4], seq - 1) end
 if not held and w[5] and ARGV[5] ~= 'pass' and w[3] == ARGV[6] then
   -- The card opens a covered item with no click: the pass has served, and can no longer be undone
   -- (its receipt says so, as in unlock.lua).
