@@ -62,6 +62,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     # Its own data directory, so the demo's sites never mix with a real one's.
     settings = dataclasses.replace(settings, public_url=backend, data_dir=settings.data_dir / "demo")
     made = _with_store(settings, lambda store: demo.seed(store, origin, now_ms=SystemClock().now_ms()))
+    dashboard = dashcli.sign_in_link(settings, "site_demo_news")
     serving.configure_logging(logging.WARNING)
     with demo.serve_pages(pages, "127.0.0.1", args.demo_port, backend):
         print(
@@ -81,6 +82,9 @@ Coinslot demo (payments: {settings.payments})
     site with a tab           {origin}/gazette/fair.html
     daily cap, day pass, undo {origin}/weekly/
   voucher code  {made["voucher"]} (EUR 5.00), or "Add EUR 5.00" in the card and press Pay in the TEST MODE window
+  dashboard     {dashboard}
+                  (the news site's; works once, for 10 minutes; another: COINSLOT_DATA_DIR={settings.data_dir}
+                  COINSLOT_PUBLIC_URL={backend} .venv/bin/coinslot dashboard SITE)
   snippet       <script src="{loader_url(backend)}" integrity="{asset("coinslot.js").integrity}"
                   crossorigin="anonymous" data-site="site_demo_news" async></script>
 Ctrl-C stops it.""",
