@@ -20,7 +20,14 @@ from playwright.sync_api import Browser, Page, expect
 from conftest import Reader, Stack, card, content, press, redeem_in_card, shot, wallet
 from publisher import Publisher, new_site, story
 
-PAGES = ("/dashboard", "/dashboard/items", "/dashboard/items/dash-story", "/dashboard/vouchers", "/dashboard/ledger")
+PAGES = (
+    "/dashboard",
+    "/dashboard/items",
+    "/dashboard/items/dash-story",
+    "/dashboard/vouchers",
+    "/dashboard/webhooks",
+    "/dashboard/ledger",
+)
 
 
 def printed_link(stack: Stack, site: str) -> str:

@@ -6,7 +6,11 @@ Every test runs on standalone Redis and on the 3-master Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +18,12 @@ import pytest
 
 from coinslot.clock import FrozenClock
 from coinslot.dashauth import LINK_TTL_S, SESSION_TTL_S
+from coinslot.keyring import KeyRing
 from coinslot.store import Store
+from receiver import receiver
 
 from api import Api
-from conftest import PUBLIC_URL
+from conftest import PUBLIC_URL, make_settings, running_app
 
 COOKIE = "coinslot_dash"
 
@@ -260,3 +266,34 @@ async def test_german_pages(api: Api) -> None:
 async def _scan(store: Store, pattern: str) -> Any:
     async for key in store.redis.scan_iter(match=pattern):
         yield key
+
+
+@pytest.fixture
+async def hooks_api(tmp_path: Path, store: Store, clock: FrozenClock, keyring: KeyRing) -> AsyncIterator[Api]:
+    """The app with loopback endpoints allowed, as in test mode (the receiver listens on loopback)."""
+    async with running_app(make_settings(tmp_path, webhooks_allow_private=True), store, clock, keyring) as client:
+        yield Api(client, store, clock)
+
+
+async def test_webhooks_are_added_tested_and_removed_from_the_dashboard(hooks_api: Api) -> None:
+    publisher, _ = await signed_in(hooks_api)
+    with receiver() as rx:
+        added = await publisher.post("/dashboard/webhooks", {"url": rx.url})
+        assert added.status_code == 201 and rx.url in added.text
+        secret = re.search(r"<code>(whsec_[^<]+)</code>", added.text)
+        assert secret is not None  # shown on this answer only
+        listed = await publisher.get("/dashboard/webhooks")
+        assert rx.url in listed.text and secret.group(1) not in listed.text
+        endpoint = re.search(r'action="/dashboard/webhooks/([^/"]+)/ping"', listed.text)
+        assert endpoint is not None
+        assert (await publisher.post(f"/dashboard/webhooks/{endpoint.group(1)}/ping", {})).status_code == 303
+        deadline = time.monotonic() + 10
+        while not rx.ids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(rx.ids()) == 1 and rx.ids()[0] in (await publisher.get("/dashboard/webhooks")).text
+        forged = await publisher.post(f"/dashboard/webhooks/{endpoint.group(1)}/remove", {"x": "1"}, csrf=False)
+        assert forged.status_code == 403
+        removed = await publisher.post(f"/dashboard/webhooks/{endpoint.group(1)}/remove", {})
+        assert removed.status_code == 303 and rx.url not in (await publisher.get("/dashboard/webhooks")).text
+    refused = await publisher.post("/dashboard/webhooks", {"url": "ftp://example.com/x"})
+    assert refused.status_code == 422 and refused.headers["content-type"].startswith("text/html")

@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from coinslot import catalog, dashviews, listings, statements, vouchers
-from coinslot.dashauth import Session
 from coinslot.errors import InvalidBody, InvalidQuery
 from coinslot.http.admin import EXPORT_MEDIA_TYPES
 from coinslot.http.context import services
@@ -23,14 +22,13 @@ from coinslot.http.dashsession import (
     checked_form,
     clear_session_cookie,
     current_session,
-    language,
     page,
+    page_context,
     read_form,
     see_other,
     set_session_cookie,
     shown_as_page,
 )
-from coinslot.money import format_amount
 from coinslot.ratelimit import PerAddress
 from coinslot.sitedays import day_at
 
@@ -79,7 +77,7 @@ async def overview(request: Request) -> Response:
     session = await current_session(request)
     site = await svc.catalog.site(session.site_id)
     figures = await dashviews.overview(svc.store, site, now_ms=svc.clock.now_ms())
-    return page(request, "overview", _context(request, session, site, figures=figures, nav="overview"))
+    return page(request, "overview", page_context(request, session, site, figures=figures, nav="overview"))
 
 
 @shown_as_page
@@ -102,7 +100,7 @@ async def items(request: Request) -> Response:
         now_ms=svc.clock.now_ms(),
     )
     table = {"rows": rows, "sort": sort, "descending": descending, "days": days, "page": number, "more": more}
-    return page(request, "items", _context(request, session, site, table=table, nav="items"))
+    return page(request, "items", page_context(request, session, site, table=table, nav="items"))
 
 
 @shown_as_page
@@ -114,7 +112,9 @@ async def item_page(request: Request) -> Response:
     content = await catalog.item_content(svc.store, site.id, item.id) if item.has_content else ""
     saved = request.query_params.get("saved") == "1"
     return page(
-        request, "item", _context(request, session, site, item=item, content=content or "", saved=saved, nav="items")
+        request,
+        "item",
+        page_context(request, session, site, item=item, content=content or "", saved=saved, nav="items"),
     )
 
 
@@ -163,7 +163,7 @@ async def vouchers_page(request: Request) -> Response:
     return page(
         request,
         "vouchers",
-        _context(request, session, site, vouchers=found, cursor=cursor, created=created, nav="vouchers"),
+        page_context(request, session, site, vouchers=found, cursor=cursor, created=created, nav="vouchers"),
     )
 
 
@@ -192,7 +192,9 @@ async def ledger_page(request: Request) -> Response:
     _, end = statements.days_asked(site, None, None, now_ms=svc.clock.now_ms())
     start = end - timedelta(days=29)  # the form starts with the last 30 days
     return page(
-        request, "ledger", _context(request, session, site, first=start.isoformat(), last=end.isoformat(), nav="ledger")
+        request,
+        "ledger",
+        page_context(request, session, site, first=start.isoformat(), last=end.isoformat(), nav="ledger"),
     )
 
 
@@ -224,12 +226,3 @@ def _whole(raw: str, field: str) -> int:
     if not raw.strip().isdigit() or len(raw.strip()) > 9:
         raise InvalidBody(f"{field} {raw!r} must be a whole number", [{"field": field}])
     return int(raw.strip())
-
-
-def _context(request: Request, session: Session, site: catalog.Site, **more: object) -> dict[str, object]:
-    lang = language(request)
-
-    def money(amount: float) -> str:
-        return format_amount(round(amount), site.currency, lang)
-
-    return {"signed_in": True, "csrf": session.csrf, "site": site, "money": money, **more}

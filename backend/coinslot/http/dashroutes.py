@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coinslot.http import dashboard
+from coinslot.http import dashboard, dashhooks
 from coinslot.http.openapi import Doc
 
 
@@ -59,6 +59,15 @@ DASHBOARD: list[tuple[str, str, Any, Doc]] = [
     ),
     ("GET", "/dashboard/vouchers", dashboard.vouchers_page, _page("Vouchers with their uses left", 200, 303, 422)),
     ("POST", "/dashboard/vouchers", dashboard.create_voucher, _page("Create a voucher", *_FORM)),
+    ("GET", "/dashboard/webhooks", dashhooks.webhooks_page, _page("Webhook endpoints and recent deliveries", 200, 303)),
+    (
+        "POST",
+        "/dashboard/webhooks",
+        dashhooks.add_webhook,
+        _page("Add an endpoint (secret shown once)", 201, *_FORM),
+    ),
+    ("POST", "/dashboard/webhooks/{endpoint}/ping", dashhooks.ping_webhook, _page("Send it a test.ping", *_FORM)),
+    ("POST", "/dashboard/webhooks/{endpoint}/remove", dashhooks.remove_webhook, _page("Remove an endpoint", *_FORM)),
     ("GET", "/dashboard/ledger", dashboard.ledger_page, _page("The ledger export's form", 200, 303)),
     (
         "GET",

@@ -17,12 +17,13 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from coinslot import dashwords
+from coinslot import catalog, dashwords
 from coinslot.dashauth import SESSION_TTL_S, Session, SignInRefused
 from coinslot.errors import CoinslotError, Forbidden, InvalidBody
 from coinslot.http.context import services
 from coinslot.http.problems import read_body
 from coinslot.http.templates import templates
+from coinslot.money import format_amount
 from coinslot.settings import is_loopback_host
 
 COOKIE = "coinslot_dash"
@@ -128,3 +129,13 @@ def shown_as_page(handler: Handler) -> Handler:
             return response
 
     return wrapped
+
+
+def page_context(request: Request, session: Session, site: catalog.Site, **more: object) -> dict[str, object]:
+    """What every signed-in page shows: the site, its money in the reader's language, the CSRF token."""
+    lang = language(request)
+
+    def money(amount: float) -> str:
+        return format_amount(round(amount), site.currency, lang)
+
+    return {"signed_in": True, "csrf": session.csrf, "site": site, "money": money, **more}
