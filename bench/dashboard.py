@@ -24,16 +24,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
-import redis
 from starlette.datastructures import Secret
 
 from coinslot import catalog, insights, keyspace
 from coinslot.app import create_app
-from coinslot.embedded import find_redis_server
 from coinslot.settings import Settings
 from coinslot.sitedays import site_day
 from coinslot.store import Store, connect
-from harness import running
+from harness import memory_redis
 
 GOAL_MS = 100
 PUBLIC_URL = "http://127.0.0.1:8000"
@@ -111,21 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--items-per-day", type=int, default=300, help="items with counts on each day")
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="coinslot-dash-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        server = [find_redis_server(), "--port", "0", "--unixsocket", str(sock), "--dir", tmp]
-        server += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        with running(server, Path(tmp) / "redis.log"):
-            r = redis.Redis(unix_socket_path=str(sock))
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            times = asyncio.run(measure(f"unix://{sock}", args, Path(tmp)))
-            memory = r.info("memory")["used_memory"]
-            r.close()
+    with tempfile.TemporaryDirectory(prefix="coinslot-dash-") as tmp, memory_redis(Path(tmp)) as (url, r):
+        times = asyncio.run(measure(url, args, Path(tmp)))
+        memory = r.info("memory")["used_memory"]
     print(f"redis used_memory {memory / 2**20:.0f} MiB")
     print(f"{'page':<36}{'median ms':>10}{'p90 ms':>9}{'goal':>7}")
     for path, spent in times.items():

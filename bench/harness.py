@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from coinslot.embedded import find_redis_server
+
 BENCH = Path(__file__).resolve().parent
 UVICORN_FLAGS = "--loop uvloop --http httptools --workers 1 --no-access-log --log-level warning".split()
 
@@ -60,6 +64,27 @@ def running(args: Sequence[str], log: Path, **kwargs: Any) -> Iterator[subproces
         yield proc
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def memory_redis(tmp: Path) -> Iterator[tuple[str, redis.Redis]]:
+    """A redis-server on a unix socket in ``tmp`` with no persistence (memory only), once it answers:
+    its URL and a client, closed after."""
+    sock = tmp / "redis.sock"
+    server = [find_redis_server(), "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp)]
+    server += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+    with running(server, tmp / "redis.log"):
+        client = redis.Redis(unix_socket_path=str(sock))
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        try:
+            yield f"unix://{sock}", client
+        finally:
+            client.close()
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:

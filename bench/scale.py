@@ -27,11 +27,10 @@ import redis
 from coinslot import catalog, unlocks, vouchers, wallets
 from coinslot import keyspace as keys
 from coinslot.catalog import Catalog
-from coinslot.embedded import find_redis_server
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
 from coinslot.tokens import WalletRef
-from harness import running
+from harness import memory_redis
 
 WALLET_GOAL, PURCHASE_GOAL = 300, 200  # bytes
 PER_WALLET_PURCHASES = 20  # purchases per funded wallet; a reader's few weeks of articles
@@ -116,23 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wallets", type=int, default=100_000)
     parser.add_argument("--purchases", type=int, default=100_000)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="coinslot-scale-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        server = [find_redis_server(), "--port", "0", "--unixsocket", str(sock), "--dir", tmp]
-        server += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        with running(server, Path(tmp) / "redis.log"):
-            url = f"unix://{sock}"
-            r = redis.Redis(unix_socket_path=str(sock))
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            started = time.monotonic()
-            figures = asyncio.run(fill(url, args.wallets, args.purchases, r))
-            version = r.info("server")["redis_version"]
-            r.close()
+    with tempfile.TemporaryDirectory(prefix="coinslot-scale-") as tmp, memory_redis(Path(tmp)) as (url, r):
+        started = time.monotonic()
+        figures = asyncio.run(fill(url, args.wallets, args.purchases, r))
+        version = r.info("server")["redis_version"]
     print(f"redis-server {version}; {args.wallets:,} wallets, {figures['purchases']:,.0f} purchases "
           f"in {time.monotonic() - started:.0f} s")  # fmt: skip
     print(f"{'':<34}{'used_memory growth':>20}{'MEMORY USAGE of its keys':>26}{'goal':>8}")
