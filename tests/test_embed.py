@@ -194,7 +194,14 @@ async def test_reader_state_without_a_wallet(api: Api) -> None:
     site = await api.site()
     await api.item(site, "a", 19)
     r = await api.client.get(f"/v1/card/{site[0]}/a", headers=CARD_GET)
-    assert r.json() == {"wallet": False, "currency": "EUR", "owned": False, "tab_limit": 0, "site_pass": None}
+    assert r.json() == {
+        "wallet": False,
+        "currency": "EUR",
+        "price": 19,
+        "owned": False,
+        "tab_limit": 0,
+        "site_pass": None,
+    }
     assert r.headers["cache-control"] == "no-store"
 
 
@@ -213,6 +220,7 @@ async def test_card_cookie_wallet_sees_balance_then_owned_with_a_fresh_token_and
         "balance": 100,
         "budget": 100,
         "tab_limit": 0,
+        "price": 19,
         "owned": False,
         "cap": None,
         "site_pass": None,

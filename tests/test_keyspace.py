@@ -179,7 +179,7 @@ async def test_the_scripts_write_the_fields_and_accounts_keyspace_names(store: S
         await unlocks.purchase(
             store, shop, wallet, site_id=site.id, item_id=item, shown_price=price, idempotency=None, now_ms=now,
             purchase_id=unlocks.new_purchase_id(), tab_quota=unlocks.TabQuota(Addresses(store), "203.0.113.7", 1),
-            links=None,
+            links=None, pseudonym=lambda site, wallet_id: wallet_id,
         )  # fmt: skip
     # credit.lua from a paid checkout, then chargeback.lua: a refund that fails, and a dispute that is won.
     topup = await topups.create_topup(

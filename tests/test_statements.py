@@ -39,6 +39,7 @@ async def test_export_and_stats_name_readers_by_pseudonym_and_sum_the_sites_acco
             await unlocks.purchase(
                 store, shop, reader, site_id=s.id, item_id="a", shown_price=19, idempotency=None,
                 now_ms=clock.now_ms(), purchase_id=unlocks.new_purchase_id(), tab_quota=None, links=None,
+                pseudonym=pseudonym,
             )  # fmt: skip
             clock.advance(1)
 

@@ -284,14 +284,16 @@ async def test_a_rerun_of_the_same_request_reports_what_it_charged(api: Api, sto
     wallet_id = (await api.client.get("/v1/wallet", headers=auth(wallet))).json()["wallet_id"]
     k = keys.wallet_keys(wallet_id)
     catalog = Catalog(store)
+    item = await catalog.item(site[0], "a")
     args = unlocks.script_args(
         await catalog.site(site[0]),
-        await catalog.item(site[0], "a"),
+        item,
         WalletRef(wallet_id, 1),
         purchase_id="pur_same",
         now_ms=clock.now_ms(),
         idempotency=None,
         shown_price=None,
+        price=item.price,
     )
     attempts = keys.rate_limit_key(keys.wallet_unlocks_bucket(wallet_id), 0)
     script_keys = [k.wallet, k.owned, k.purchases, k.ledger, k.idempotency("unlocks", "-"), attempts]

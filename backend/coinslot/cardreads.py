@@ -1,16 +1,18 @@
 """The card's one credentialed read (``GET /v1/card/{site}/{item}``): what the card knows of its reader.
 
 The card page itself is the same for every reader (and cacheable); this read adds the reader:
-wallet or not, balance, one-click budget, where the site's daily cap stands, the site's pass
-on offer, and — when the item is owned, covered by a pass or free today under the cap — a
-fresh token and the hosted content, so a returning reader needs no click. A purchase the
-reader may still undo comes with until when.
+wallet or not, the reader's price (under a price test, their variant's: coinslot.pricetests),
+balance, one-click budget, where the site's daily cap stands, the site's pass on offer, and —
+when the item is owned, covered by a pass or free today under the cap — a fresh token and the
+hosted content, so a returning reader needs no click. A purchase the reader may still undo comes
+with until when.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from coinslot import pricetests
 from coinslot.catalog import KIND_PASS, Catalog, Item, Site, check_item_id, item_content
 from coinslot.refunds import WalletFields, undo_until
 from coinslot.sitedays import site_day
@@ -62,8 +64,11 @@ class CardReads:
         self.catalog = catalog
         self.tokens = tokens
 
-    async def read(self, wallet: WalletRef | None, *, site_id: str, item_id: str, now_ms: int) -> dict[str, Any]:
-        """What the card shows this reader for one item.
+    async def read(
+        self, wallet: WalletRef | None, *, site_id: str, item_id: str, now_ms: int, variant: str | None = None
+    ) -> dict[str, Any]:
+        """What the card shows this reader for one item; ``variant`` is the one a reader without a
+        wallet was shown earlier in the page view, if the item is under a price test.
 
         Raises ``UnknownSite``/``UnknownItem`` (404) first, then ``UnknownWallet`` (401).
         """
@@ -73,12 +78,19 @@ class CardReads:
         out: dict[str, Any] = {
             "wallet": False,
             "currency": site.currency,
+            "price": item.price,
             "owned": False,
             "tab_limit": site.tab_limit,  # how far below zero an unlock may go here without a top-up
             "site_pass": None if offer is None or offer.id == item.id else offered_pass(offer),
         }
         if wallet is None:
+            if item.test_price is not None:
+                variant = variant or pricetests.draw()
+                out.update(price=pricetests.price_for(item, variant), variant=variant)
             return out
+        variant = pricetests.variant_of(item, wallet.wallet_id, self.tokens.pseudonym)
+        if variant is not None:
+            out.update(price=pricetests.price_for(item, variant), variant=variant)
         standing = await item_standing(
             self.store, wallet, site.id, item.id, is_pass=item.kind == KIND_PASS, now_ms=now_ms
         )

@@ -60,6 +60,8 @@ class Item:
     pass_hours: int = 0
     has_content: bool = False
     archived: bool = False  # off sale: no new purchase, while who bought it keeps reading it
+    test_price: int | None = None  # a second price under test (coinslot.pricetests), shown to variant "b"
+    test_since_ms: int = 0  # when that test started: it names the test's counts
 
     def public(self, currency: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -115,6 +117,8 @@ def _item_from_hash(site_id: str, item_id: str, h: dict[str, str]) -> Item:
         pass_hours=int(h.get("pass_hours", 0)),
         has_content=h.get("has_content") == "1",
         archived=h.get("archived") == "1",
+        test_price=int(h["test_price"]) if h.get("test_price") else None,
+        test_since_ms=int(h.get("test_since") or 0),
     )
 
 
@@ -210,7 +214,7 @@ async def put_item(
     max_content_bytes: int = 256 * 1024,
     now_ms: int,
 ) -> Item:
-    """Create or replace an item; hosted content is sanitized before it is stored."""
+    """Create or replace an item (kept archived, and under its price test, if it was); content is stored sanitized."""
     if not ITEM_ID.match(item_id):
         raise BadRequest(f"item id {item_id!r} must match {ITEM_ID.pattern}")
     title = title.strip()
@@ -226,6 +230,8 @@ async def put_item(
             f"content_html is {len(content.encode())} bytes > {max_content_bytes}", [{"field": "content_html"}]
         )
     ik = keyspace.item_key(site.id, item_id)
+    archived, test_price, test_since = await store.redis.hmget(ik, ["archived", "test_price", "test_since"])
+    kept_test = {"test_price": test_price, "test_since": test_since} if test_price and not pass_hours else {}
     item = Item(
         site=site.id,
         id=item_id,
@@ -234,7 +240,9 @@ async def put_item(
         kind=KIND_PASS if pass_hours else KIND_ITEM,
         pass_hours=pass_hours or 0,
         has_content=content is not None,
-        archived=await store.redis.hget(ik, "archived") == "1",  # replacing an item does not put it on sale
+        archived=archived == "1",
+        test_price=int(test_price) if kept_test else None,
+        test_since_ms=int(test_since or 0) if kept_test else 0,
     )
     async with store.redis.pipeline(transaction=True) as pipe:
         pipe.delete(ik)
@@ -249,6 +257,7 @@ async def put_item(
                 "content": content or "",
                 "updated_ms": now_ms,
                 "archived": "1" if item.archived else "0",
+                **kept_test,
             },
         )
         pipe.sadd(keyspace.items_index_key(site.id), item_id)
@@ -351,7 +360,7 @@ class Catalog:
                 found[item_id] = None
         if missing:
             generation = self._generation.get(site_id, 0)
-            fields = ("title", "price", "kind", "pass_hours", "has_content", "archived")
+            fields = ("title", "price", "kind", "pass_hours", "has_content", "archived", "test_price", "test_since")
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for item_id in missing:
                     pipe.hmget(keyspace.item_key(site_id, item_id), fields)

@@ -185,6 +185,16 @@ class DuplicateCode(Conflict):
     title = "Code already exists"
 
 
+class PriceTestRunning(Conflict):
+    type = "price-test-running"
+    title = "A price test is running"
+
+
+class NoPriceTest(Conflict):
+    type = "no-price-test"
+    title = "No price test is running"
+
+
 class TopupPending(Conflict):
     """The wallet has a checkout that may still be paid: it cannot be erased until it is paid or expired."""
 

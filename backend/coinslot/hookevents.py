@@ -76,6 +76,8 @@ class Sale(Protocol):
     @property
     def charged(self) -> int: ...
     @property
+    def price(self) -> int: ...
+    @property
     def access(self) -> str: ...
     @property
     def access_until_ms(self) -> int | None: ...
@@ -89,7 +91,7 @@ async def unlocked(store: Store, sale: Sale, wallet_id: str, now_ms: int) -> Non
         "site": sale.site.id,
         "item": sale.item.id,
         "title": sale.item.title,
-        "price": sale.item.price,
+        "price": sale.price,
         "charged": sale.charged,
         "currency": sale.site.currency,
         "access": sale.access,

@@ -52,6 +52,7 @@ FUNNEL = (SHOWN, PRESSED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED)
 COUNTS = (SHOWN, PRESSED, OFFERED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED, REVENUE, REFUNDED_AMOUNT) + tuple(
     f"{UNLOCKED}:{a}" for a in ACCESSES
 )
+TESTED = (SHOWN, PRESSED, UNLOCKED, REFUNDED)  # what a price test counts per variant (with revenue and refunds)
 ITEM_SEPARATOR = "|"  # item ids never hold one (catalog.ITEM_ID)
 
 Pseudonym = Callable[[str, str], str]  # (site, wallet id) → the reader as that site knows them
@@ -73,6 +74,8 @@ class Note:
     topup_id: str = ""
     session_id: str = ""
     offered_topups: tuple[str, ...] = ()
+    variant: str = ""  # the reader's variant of the item's price test (coinslot.pricetests), if it is under one
+    test: int = 0  # that test's start (ms), which names its counts
 
 
 @dataclass
@@ -126,8 +129,8 @@ class Insights:
         # Under load a write carries thousands of notes of a few kinds: they are tallied first (a
         # dict increment each), and the catalog, the site's day and the pseudonyms are looked up
         # once per kind, minute and reader.
-        tally: Counter[tuple[str, str, str, str, int]] = Counter()
-        amounts: Counter[tuple[str, str, str, str, int]] = Counter()
+        tally: Counter[tuple[str, str, str, str, int, str, int]] = Counter()
+        amounts: Counter[tuple[str, str, str, str, int, str, int]] = Counter()
         wallets: dict[tuple[str, int], set[str]] = defaultdict(set)
         rare: list[Note] = []
         for n, note in enumerate(notes, start=1):
@@ -136,7 +139,7 @@ class Insights:
             if note.event in (TOPUP_STARTED, TOPUP_PAID, OFFERED):
                 rare.append(note)
                 continue
-            kind = (note.event, note.site, note.item, note.access, note.now_ms // MINUTE_MS)
+            kind = (note.event, note.site, note.item, note.access, note.now_ms // MINUTE_MS, note.variant, note.test)
             tally[kind] += 1
             if note.amount:
                 amounts[kind] += note.amount
@@ -149,9 +152,10 @@ class Insights:
             if (site := await self._known(note.site, note.item)) is not None:
                 self._add(batch, site, note, 1)
         for kind, times in tally.items():
-            event, site_id, item, access, minute = kind
+            event, site_id, item, access, minute, variant, test = kind
             if (site := await self._known(site_id, item)) is not None:
-                self._add(batch, site, Note(event, minute * MINUTE_MS, site_id, item, amounts[kind], access), times)
+                note = Note(event, minute * MINUTE_MS, site_id, item, amounts[kind], access, variant=variant, test=test)
+                self._add(batch, site, note, times)
         for (site_id, minute), ids in wallets.items():
             if (site := await self._known(site_id, "")) is not None:
                 day = site_day(site.timezone, minute * MINUTE_MS)
@@ -207,6 +211,13 @@ class Insights:
         batch.counts[key, ""].update(counted)
         if note.item:
             batch.counts[key, note.item].update(counted)
+        if note.variant and note.test and note.event in TESTED:
+            # A test's counts live as long as a day's do, from the day of their last count.
+            test = keyspace.price_test_key(site.id, note.item, note.test)
+            batch.expire_at[test] = batch.expire_at[key]
+            batch.counts[test, ""].update(
+                {f"{note.variant}:{name}": n for name, n in counted.items() if ":" not in name}
+            )
 
     def _expiry(self, day: SiteDay) -> int:
         return day.ends_ms // 1000 + self.retention_s

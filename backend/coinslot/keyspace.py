@@ -362,6 +362,11 @@ def insights_readers_key(site_id: str, day: str) -> str:
     return "{st:" + site_id + "}:r:" + day
 
 
+def price_test_key(site_id: str, item_id: str, since_ms: int) -> str:
+    """A price test's counts (coinslot.pricetests), ``<variant>:<event>``; ``since_ms`` names the test."""
+    return "{st:" + site_id + "}:t:" + item_id + ":" + str(since_ms)
+
+
 def insights_topup_key(topup_id: str) -> str:
     """The site and item a top-up link was offered for, so its checkout counts in their funnel."""
     return "insights:tu:" + topup_id

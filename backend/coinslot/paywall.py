@@ -37,27 +37,29 @@ def quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def challenge(site: Site, item: Item, unlock_url: str) -> str:
+def challenge(site: Site, item: Item, price: int, unlock_url: str) -> str:
     """The ``WWW-Authenticate`` value of a 402: the ``Coinslot`` scheme with its parameters."""
     params = {
         "realm": site.id,
         "item": item.id,
-        "price": str(item.price),
+        "price": str(price),
         "currency": site.currency,
         "unlock": unlock_url,
     }
     return "Coinslot " + ", ".join(f"{name}={quoted(value)}" for name, value in params.items())
 
 
-def offer(site: Site, item: Item, public_url: str) -> dict[str, Any]:
-    """What the item costs, and the calls that buy it: absolute URLs, ready bodies."""
+def offer(site: Site, item: Item, price: int, public_url: str) -> dict[str, Any]:
+    """What the item costs this reader (``price``: under a price test, their variant's), and the calls
+    that buy it: absolute URLs, ready bodies."""
     return {
         **item.public(site.currency),
+        "price": price,
         "site": site.id,
         "unlock": {
             "method": "POST",
             "url": f"{public_url}/v1/unlocks",
-            "body": {"site": site.id, "item": item.id, "price": item.price},
+            "body": {"site": site.id, "item": item.id, "price": price},
         },
         "wallet": {"method": "POST", "url": f"{public_url}/v1/wallets", "body": {"currency": site.currency}},
         "offers": f"{public_url}/v1/offers?" + urlencode({"site": site.id, "items": item.id}),
@@ -86,9 +88,11 @@ class Paywall:
         self.card_reads = card_reads
         self.public_url = public_url
 
-    def payment_required(self, site: Site, item: Item, detail: str) -> PaymentRequired:
-        error = PaymentRequired(detail, offer=offer(site, item, self.public_url))
-        error.challenge = challenge(site, item, f"{self.public_url}/v1/unlocks")
+    def payment_required(self, site: Site, item: Item, detail: str, price: int | None = None) -> PaymentRequired:
+        """The 402 for ``item`` at ``price`` (the reader's; None: a reader without a wallet, the item's)."""
+        price = item.price if price is None else price
+        error = PaymentRequired(detail, offer=offer(site, item, price, self.public_url))
+        error.challenge = challenge(site, item, price, f"{self.public_url}/v1/unlocks")
         return error
 
     async def open(self, site_id: str, item_id: str, *, token: str | None, in_header: bool, now_ms: int) -> Content:
@@ -109,7 +113,9 @@ class Paywall:
             wallet = self.wallet_tokens.verify(token)
             read = await self.card_reads.read(wallet, site_id=site.id, item_id=item.id, now_ms=now_ms)
             if not read["owned"]:
-                raise self.payment_required(site, item, f"{price} and this wallet does not own it: unlock it first")
+                price = f"{item.id} costs this wallet {read['price']} {site.currency} minor units"
+                detail = f"{price} and does not own it: unlock it first"
+                raise self.payment_required(site, item, detail, read["price"])
             html, expires_at = read.get("content"), read["expires_at"]
         else:
             claims = self.unlock_tokens.verify(token, site=site.id, item=item.id, now_s=now_ms // 1000)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from coinslot import hookevents, keyspace, ratelimit
+from coinslot import hookevents, keyspace, pricetests, ratelimit
 from coinslot.addresses import Addresses
 from coinslot.catalog import KIND_PASS, Catalog, Item, Site, check_item_id, item_content
 from coinslot.dailylimit import DailyLimitReached
@@ -24,6 +24,7 @@ from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import UNLOCKS
 from coinslot.moneyerrors import InsufficientFunds, TabQuotaReached, WalletFrozen
+from coinslot.pricetests import Pseudonym
 from coinslot.ratelimit import UNLIMITED
 from coinslot.ratelimit import Allowance as UnlockAttempts
 from coinslot.scripts import Script
@@ -49,6 +50,7 @@ class Unlocked(NamedTuple):
     replayed: bool = False  # the outcome recorded under the same Idempotency-Key
     access: str = PURCHASE  # why the wallet may read the item: PURCHASE, PASS or CAP
     access_until_ms: int | None = None  # when that ends (a pass, the site's day); None = for good
+    price: int = 0  # the reader's price (coinslot.pricetests): the item's, or its test price
 
 
 def new_purchase_id() -> str:
@@ -87,10 +89,11 @@ def script_args(
     now_ms: int,
     idempotency: Idempotency | None,
     shown_price: int | None,
+    price: int,
     attempts: UnlockAttempts = UNLIMITED,
 ) -> list[str | int | bytes]:
-    """ARGV of ``lua/unlock.lua``, with the records it stores for a new purchase written here."""
-    price = item.price
+    """ARGV of ``lua/unlock.lua``, with the records it stores for a new purchase written here;
+    ``price`` is the reader's (``pricetests.price_for``)."""
     is_pass = item.kind == KIND_PASS
     # The receipt holds only what the purchase's ledger line does not (coinslot.keyspace).
     extra: dict[str, Any] = {}
@@ -145,12 +148,14 @@ async def purchase(
     purchase_id: str,
     tab_quota: TabQuota | None,
     links: TopupLinks | None,
+    pseudonym: Pseudonym,
     attempts: UnlockAttempts = UNLIMITED,
 ) -> Unlocked:
     """Debit ``wallet`` for the item and grant it, or raise why not.
 
     ``purchase_id`` names the purchase if this request makes one; ``tab_quota`` is used only
-    when the wallet would start a tab on the site (None: it may not), ``links`` only for a 402.
+    when the wallet would start a tab on the site (None: it may not), ``links`` only for a 402;
+    ``pseudonym`` gives the reader's variant of a price test, hence their price.
     An item the wallet's pass covers, or one the site's daily cap makes free, is granted
     without a purchase and without a charge.
 
@@ -160,6 +165,7 @@ async def purchase(
     """
     hit = catalog.cached(site_id, item_id)
     site, item = hit if hit is not None else (await catalog.site(site_id), await catalog.item(site_id, item_id))
+    price = pricetests.price_for(item, pricetests.variant_of(item, wallet.wallet_id, pseudonym))
     k = keyspace.wallet_keys(wallet.wallet_id)
     idem_key = k.idempotency("unlocks", idempotency.key) if idempotency else k.idempotency("unlocks", "-")
     args = script_args(
@@ -170,6 +176,7 @@ async def purchase(
         now_ms=now_ms,
         idempotency=idempotency,
         shown_price=shown_price,
+        price=price,
         attempts=attempts,
     )
     attempts_key = keyspace.rate_limit_key(
@@ -191,6 +198,7 @@ async def purchase(
                 replayed=status == "replay",
                 access=result[5] if len(result) > 5 else PURCHASE,
                 access_until_ms=int(ends) if ends else None,
+                price=price,
             )
         if status == "tab-quota" and args[TAB_GRANTED] == "0" and tab_quota is not None:
             address = await tab_quota.addresses.pseudonym(tab_quota.client_ip, now_ms)
@@ -200,7 +208,7 @@ async def purchase(
         break
     if status in ("insufficient", "tab-quota", "frozen"):
         balance = int(result[1])
-        charge = int(result[2]) if len(result) > 2 else item.price  # less than the price under the cap
+        charge = int(result[2]) if len(result) > 2 else price  # less than the price under the cap
         options = links.options(wallet, charge - balance, site.currency, site.id) if links is not None else []
         if status == "insufficient":
             raise InsufficientFunds(balance, charge, site.currency, site.tab_limit, topup_options=options)
@@ -213,7 +221,7 @@ async def purchase(
     if status == "daily-limit":
         raise DailyLimitReached(int(result[3]), int(result[4]), int(result[2]), site.currency, now_ms=now_ms)
     if status == "price-changed":
-        raise PriceChanged(shown_price or 0, item.price, site.currency)
+        raise PriceChanged(shown_price or 0, price, site.currency)
     if status == "currency":
         raise CurrencyMismatch(f"wallet holds {result[1]}, site {site.id} sells in {site.currency}")
     if status == "idem-conflict":
@@ -330,6 +338,7 @@ class Unlocks:
             purchase_id=purchase_id,
             tab_quota=TabQuota(self.addresses, client_ip, self.tab_wallets_per_ip),
             links=self.links,
+            pseudonym=self.tokens.pseudonym,
             attempts=self.attempts,
         )
         if done.purchase_id == purchase_id and not done.replayed:  # made by this request: tell the publisher

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from coinslot.store import Store
 from coinslot.tokens import WalletRef
 
 RECENT_LEDGER_LINES = 20
+ID_TRIES = 64  # fresh ids drawn for an id_check that half of them pass
 
 
 async def create_wallet(
@@ -26,8 +27,13 @@ async def create_wallet(
     now_ms: int,
     limit: ratelimit.PerAddress | None = None,
     empty_ttl_s: int | None = None,
+    id_check: Callable[[str], bool] | None = None,
 ) -> WalletRef:
     """A new, empty wallet; ``limit`` bounds how many one client address makes in an hour.
+
+    ``id_check`` picks among fresh random ids: a price test's variant (coinslot.pricetests). After
+    ``ID_TRIES`` misses the wallet gets the last one: the reader is then shown
+    the other price before paying anything (money rule 7), which is not worth a loop without end.
 
     With ``empty_ttl_s`` the wallet expires, keys and all, unless money moves through it first:
     its first ledger entry (a credit or an unlock, in the scripts) makes it permanent.
@@ -43,6 +49,10 @@ async def create_wallet(
         )
     currency = check_currency(currency)
     wallet_id = new_id("w")
+    for _ in range(ID_TRIES if id_check is not None else 0):
+        if id_check is not None and id_check(wallet_id):
+            break
+        wallet_id = new_id("w")
     k = keyspace.wallet_keys(wallet_id)
     async with store.redis.pipeline(transaction=True) as pipe:  # one key: MULTI holds on a Cluster too
         pipe.hset(k.wallet, mapping={"currency": currency, "balance": 0, "gen": 1, "seq": 0, "created_ms": now_ms})

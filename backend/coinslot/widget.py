@@ -157,7 +157,10 @@ def pick_theme(value: str | None) -> str:
 
 
 def price_text(item: Item, site: Site, lang: str) -> str:
-    """The button's words: "Unlock for €0.19", as the card itself writes them."""
+    """The button's words: "Unlock for €0.19", as the card itself writes them. Under a price test the
+    price is the reader's, which only the card's read knows: a page for everybody names none."""
+    if item.test_price is not None:
+        return texts(lang)["unlock"]
     return texts(lang)["unlockFor"].format(price=format_amount(item.price, site.currency, lang))
 
 

@@ -45,7 +45,8 @@ async def rotate_key(request: Request) -> Response:
 
 
 def _item(item: Item, currency: str) -> dict[str, object]:
-    return {**item.public(currency), "archived": item.archived, "has_content": item.has_content}
+    more = {"archived": item.archived, "has_content": item.has_content, "test_price": item.test_price}
+    return {**item.public(currency), **more}
 
 
 async def put_item(request: Request) -> Response:

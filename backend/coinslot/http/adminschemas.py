@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coinslot.sitesettings import MAX_AMOUNT, MAX_ORIGINS, MAX_REFUND_WINDOW_S
 
 
-def _example(example: dict[str, Any], *, strict: bool = False) -> ConfigDict:
+def with_example(example: dict[str, Any], *, strict: bool = False) -> ConfigDict:
     if strict:
         return ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [example]})
     return ConfigDict(json_schema_extra={"examples": [example]})
@@ -64,7 +64,7 @@ SALE_EXAMPLE = {
 class SiteUpdate(BaseModel):
     """Only the settings named change; currency and name are fixed."""
 
-    model_config = _example({"origins": ["https://www.dailyplanet.example"], "daily_cap": 300}, strict=True)
+    model_config = with_example({"origins": ["https://www.dailyplanet.example"], "daily_cap": 300}, strict=True)
     origins: list[str] | None = Field(default=None, min_length=1, max_length=MAX_ORIGINS)
     timezone: str | None = Field(default=None, min_length=1, max_length=64, description="IANA, e.g. Europe/Berlin")
     tab_limit: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, description="minor units a wallet may owe")
@@ -73,7 +73,7 @@ class SiteUpdate(BaseModel):
 
 
 class SiteOut(BaseModel):
-    model_config = _example(SITE_EXAMPLE)
+    model_config = with_example(SITE_EXAMPLE)
     site_id: str
     name: str
     currency: str
@@ -86,7 +86,7 @@ class SiteOut(BaseModel):
 
 
 class KeyRotated(BaseModel):
-    model_config = _example(
+    model_config = with_example(
         {"site_id": "site_daily_planet", "secret_key": "sk_new…", "previous_keys_valid_until": 1772467200000}
     )
     site_id: str
@@ -95,7 +95,7 @@ class KeyRotated(BaseModel):
 
 
 class ItemOut(BaseModel):
-    model_config = _example(ITEM_EXAMPLE)
+    model_config = with_example(ITEM_EXAMPLE)
     item: str
     title: str
     price: int
@@ -104,16 +104,17 @@ class ItemOut(BaseModel):
     pass_hours: int | None = None
     archived: bool
     has_content: bool
+    test_price: int | None = Field(default=None, description="the second price under test (/price-test), if any")
 
 
 class ItemPage(BaseModel):
-    model_config = _example({"items": [ITEM_EXAMPLE], "next_cursor": "article-42"})
+    model_config = with_example({"items": [ITEM_EXAMPLE], "next_cursor": "article-42"})
     items: list[ItemOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 
 class VoucherOut(BaseModel):
-    model_config = _example(VOUCHER_EXAMPLE)
+    model_config = with_example(VOUCHER_EXAMPLE)
     code: str
     site: str
     amount: int
@@ -125,13 +126,13 @@ class VoucherOut(BaseModel):
 
 
 class VoucherPage(BaseModel):
-    model_config = _example({"vouchers": [VOUCHER_EXAMPLE], "next_cursor": None})
+    model_config = with_example({"vouchers": [VOUCHER_EXAMPLE], "next_cursor": None})
     vouchers: list[VoucherOut]
     next_cursor: str | None
 
 
 class Sale(BaseModel):
-    model_config = _example(SALE_EXAMPLE)
+    model_config = with_example(SALE_EXAMPLE)
     at: int
     day: str = Field(description="the site's day (its time zone)")
     kind: str = Field(description="purchase or refund")
@@ -144,7 +145,7 @@ class Sale(BaseModel):
 
 
 class Sales(BaseModel):
-    model_config = _example(
+    model_config = with_example(
         {"site": "site_daily_planet", "from": "2026-03-01", "to": "2026-03-31", "sales": [SALE_EXAMPLE]}
     )
     site: str
@@ -154,7 +155,7 @@ class Sales(BaseModel):
 
 
 class VoucherCreated(BaseModel):
-    model_config = _example(
+    model_config = with_example(
         {"code": "SPRING-2026", "site": "site_daily_planet", "amount": 500, "currency": "EUR", "uses": 100}
     )
     code: str = Field(description="as chosen, or 16 random characters in groups of four")
@@ -165,14 +166,14 @@ class VoucherCreated(BaseModel):
 
 
 class RefundDone(BaseModel):
-    model_config = _example({"purchase_id": "pur_3kq9z2m8x1", "refunded": 19, "currency": "EUR"})
+    model_config = with_example({"purchase_id": "pur_3kq9z2m8x1", "refunded": 19, "currency": "EUR"})
     purchase_id: str
     refunded: int = Field(description="minor units given back to the reader (whose balance is theirs alone)")
     currency: str
 
 
 class Stats(BaseModel):
-    model_config = _example(
+    model_config = with_example(
         {
             "site": "site_daily_planet",
             "currency": "EUR",

@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from coinslot import catalog, dashviews, listings, statements, vouchers
 from coinslot.errors import InvalidBody, InvalidQuery
+from coinslot.http import dashprices
 from coinslot.http.admin import EXPORT_MEDIA_TYPES
 from coinslot.http.context import services
 from coinslot.http.credentials import client_address
@@ -22,6 +23,7 @@ from coinslot.http.dashsession import (
     checked_form,
     clear_session_cookie,
     current_session,
+    language,
     page,
     page_context,
     read_form,
@@ -110,12 +112,10 @@ async def item_page(request: Request) -> Response:
     site = await svc.catalog.site(session.site_id)
     item = await svc.catalog.item(site.id, request.path_params["item"])
     content = await catalog.item_content(svc.store, site.id, item.id) if item.has_content else ""
-    saved = request.query_params.get("saved") == "1"
-    return page(
-        request,
-        "item",
-        page_context(request, session, site, item=item, content=content or "", saved=saved, nav="items"),
-    )
+    q = request.query_params
+    test = await dashprices.section(svc.store, site, item, language(request))
+    context = page_context(request, session, site, item=item, content=content or "", nav="items", **test)
+    return page(request, "item", {**context, "saved": q.get("saved") == "1", "done": q.get("test", "")})
 
 
 @shown_as_page

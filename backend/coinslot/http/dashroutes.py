@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coinslot.http import dashboard, dashhooks
+from coinslot.http import dashboard, dashhooks, dashprices
 from coinslot.http.openapi import Doc
 
 
@@ -56,6 +56,18 @@ DASHBOARD: list[tuple[str, str, Any, Doc]] = [
         "/dashboard/items/{item}/archive",
         dashboard.archive_item,
         _page("Take an item off sale (archived=1) or put it back (archived=0)", *_FORM),
+    ),
+    (
+        "POST",
+        "/dashboard/items/{item}/price-test",
+        dashprices.start_test,
+        _page("Start a price test of a second price (as POST /v1/admin/items/{item}/price-test)", *_FORM),
+    ),
+    (
+        "POST",
+        "/dashboard/items/{item}/price-test/keep",
+        dashprices.keep_price,
+        _page("End the price test with one of its two prices", *_FORM),
     ),
     ("GET", "/dashboard/vouchers", dashboard.vouchers_page, _page("Vouchers with their uses left", 200, 303, 422)),
     ("POST", "/dashboard/vouchers", dashboard.create_voucher, _page("Create a voucher", *_FORM)),

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from coinslot import widget
+from coinslot import pricetests, widget
 from coinslot.cardreads import offered_pass, site_pass
 from coinslot.catalog import Catalog, Item, Site, check_item_id
 from coinslot.errors import NotFound, UnknownItem, UnknownSite, UnknownWallet
@@ -212,7 +212,7 @@ async def card(request: Request) -> Response:
             site=site.id,
             item=item.id,
             title=item.title,
-            price=item.price,
+            price=None if item.test_price is not None else item.price,  # the reader's comes with their read
             currency=site.currency,
             digits=minor_digits(site.currency),
             shown=shown_digits(site.currency),
@@ -221,7 +221,8 @@ async def card(request: Request) -> Response:
             archived=item.archived,
             **colours,
         )
-        title = f"{item.title} — {format_amount(item.price, site.currency, lang)}"
+        price = None if item.test_price is not None else format_amount(item.price, site.currency, lang)
+        title = item.title if price is None else f"{item.title} — {price}"
         page = {"lang": lang, "theme": theme, "title": title, "config": config, "item": item}
         return page | {"price_text": widget.price_text(item, site, lang)}
 
@@ -261,13 +262,17 @@ async def reader_state(request: Request) -> Response:
     svc = services(request)
     site_id, item_id, now_ms = request.path_params["site"], request.path_params["item"], svc.clock.now_ms()
     wallet = optional_wallet(request)
+    view = request.scope["query_string"] == b"view=1"  # the page view's first read (card.js): the card was shown
+    # A reader without a wallet keeps the price test's variant drawn at the page view's first read.
+    variant = None if view else pricetests.checked_variant(request.query_params.get("variant"))
     try:
-        state = await svc.card_reads.read(wallet, site_id=site_id, item_id=item_id, now_ms=now_ms)
+        state = await svc.card_reads.read(wallet, site_id=site_id, item_id=item_id, now_ms=now_ms, variant=variant)
     except UnknownWallet:
         if not uses_cookie(request, svc):
             raise
         # A cookie naming a wallet that is gone (or was recovered elsewhere): the card starts afresh.
-        wallet, state = None, await svc.card_reads.read(None, site_id=site_id, item_id=item_id, now_ms=now_ms)
-    if request.scope["query_string"] == b"view=1":  # the page view's first read (card.js): the card was shown
-        counting.shown(svc, site_id, item_id, wallet, now_ms)
+        wallet = None
+        state = await svc.card_reads.read(None, site_id=site_id, item_id=item_id, now_ms=now_ms, variant=variant)
+    if view:
+        counting.shown(svc, site_id, item_id, wallet, now_ms, None if state["owned"] else state.get("variant"))
     return PrivateJSONResponse(state)

@@ -19,6 +19,7 @@ from coinslot.http.context import services
 from coinslot.http.cors import allow_site_origin
 from coinslot.http.credentials import carries_wallet_credential, optional_wallet, require_metrics_reader
 from coinslot.http.schemas import requested_items
+from coinslot.pricetests import price_for, variant_of
 
 
 async def preflight(request: Request) -> Response:
@@ -57,6 +58,8 @@ async def offers(request: Request) -> Response:
         offer = item.public(site.currency)
         if ref is not None:
             offer["owned"] = owned[name]
+            # The reader's price (a price test's variant); without a wallet, the item's, as the card page.
+            offer["price"] = price_for(item, variant_of(item, ref.wallet_id, svc.unlock_tokens.pseudonym))
         out.append(offer)
     body = {
         "site": site.id,

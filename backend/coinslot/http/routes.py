@@ -14,6 +14,7 @@ from coinslot.http.adminroutes import ADMIN
 from coinslot.http.dashroutes import DASHBOARD
 from coinslot.http.hookroutes import HOOK_API
 from coinslot.http.openapi import PAYMENT_REQUIRED, Doc, openapi
+from coinslot.http.pricetests import PRICE_TESTS
 from coinslot.http.problems import BareEndpoint
 from coinslot.http.schemas import (
     RecoverBody,
@@ -298,6 +299,7 @@ API: list[tuple[str, str, Any, Doc]] = [
 
 
 API += ADMIN  # the publisher's calls, with the site's secret key
+API += PRICE_TESTS  # an item's second price, tested on half of the readers
 
 # Recovery codes (coinslot.recovery).
 API += [

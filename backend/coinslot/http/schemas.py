@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
@@ -18,6 +20,12 @@ MAX_OFFER_ITEMS = 50
 class WalletCreate(BaseModel):
     model_config = Strict
     currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$", description="ISO 4217, default EUR")
+    site: str | None = Field(
+        default=None, pattern=r"^site_[A-Za-z0-9_]{1,48}$", description="with variant: the site of a price test"
+    )
+    variant: Literal["a", "b"] | None = Field(
+        default=None, description="the price test's variant the card showed this reader before the wallet existed"
+    )
 
 
 class UnlockBody(BaseModel):

@@ -22,6 +22,7 @@ from coinslot.http.credentials import (
 from coinslot.http.problems import PrivateJSONResponse, read_json
 from coinslot.http.schemas import RecoverBody, RedeemBody, TopupBody, UnlockBody, WalletCreate, WalletSettings
 from coinslot.idempotency import Idempotency
+from coinslot.pricetests import wallet_id_check
 from coinslot.ratelimit import PerAddress
 
 DAY_S = 24 * 60 * 60
@@ -42,6 +43,9 @@ async def create_wallet(request: Request) -> Response:
         now_ms=now_ms,
         limit=limit,
         empty_ttl_s=svc.settings.empty_wallet_days * DAY_S,
+        id_check=wallet_id_check(body.site, body.variant, svc.unlock_tokens.pseudonym)
+        if body.site and body.variant
+        else None,
     )
     token = svc.wallet_tokens.sign(ref)
     response = private_json(
@@ -77,7 +81,7 @@ async def undo_purchase(request: Request) -> Response:
     purchase_id = request.path_params["purchase_id"]
     now_ms = svc.clock.now_ms()
     done = await refunds.reader_undo(svc.store, svc.catalog, ref, purchase_id, now_ms=now_ms)
-    counting.refunded(svc, done, now_ms)
+    counting.refunded(svc, done, now_ms, ref)
     return private_json(done.public())
 
 

@@ -114,7 +114,8 @@
   const offer = () => {
     const free = !!(state.cap && state.cap.free_now);
     const pass = state.pass && state.pass.item !== cfg.item && !free ? state.pass : null;
-    buy.textContent = free ? t.unlockFree : fill(pass ? t.thisItem : t.unlockFor, {price: fmt(state.price)});
+    const words = state.price == null ? t.unlock : fill(pass ? t.thisItem : t.unlockFor, {price: fmt(state.price)});
+    buy.textContent = free ? t.unlockFree : words;
     passButton.hidden = !pass;
     if (pass) passButton.textContent = passWords(pass);
     note.textContent = free ? fill(t.capFree, {cap: fmt(state.cap.daily_cap)}) : '';
@@ -176,10 +177,14 @@
   };
 
   // view: the page view's first read, which the publisher's dashboard counts as the card shown.
+  // variant: a price test's, drawn by the first read for a reader without a wallet and kept for the page view.
   const load = async (view) => {
-    const r = await call('GET', `/v1/card/${encodeURIComponent(cfg.site)}/${encodeURIComponent(cfg.item)}${view ? '?view=1' : ''}`);
+    const query = view ? '?view=1' : state.variant ? '?variant=' + state.variant : '';
+    const r = await call('GET', `/v1/card/${encodeURIComponent(cfg.site)}/${encodeURIComponent(cfg.item)}${query}`);
     if (r.status !== 200) return warn('reader state: HTTP ' + r.status);
     const d = r.data;
+    if (d.price != null) state.price = d.price;
+    state.variant = d.variant || null;
     state.wallet = d.wallet;
     state.balance = d.balance || 0;
     state.budget = d.budget == null ? state.budget : d.budget;
@@ -196,7 +201,9 @@
     // Another card or tab may have made the wallet since this card rendered: never make a second one.
     if (!state.wallet) await load();
     if (state.wallet) return true;
-    const r = await call('POST', '/v1/wallets', {currency: cfg.currency});
+    const made = {currency: cfg.currency};
+    if (state.variant) Object.assign(made, {site: cfg.site, variant: state.variant}); // the price just shown
+    const r = await call('POST', '/v1/wallets', made);
     if (r.status !== 201) {
       say(r.status === 429 ? t.tooMany : t.serviceError, 'error');
       warn('could not create a wallet: HTTP ' + r.status);
@@ -214,6 +221,8 @@
     setBusy(true);
     say(t.working);
     if (!(await ensureWallet()) || root.dataset.state === 'unlocked') return setBusy(false);
+    if (state.price == null) await load(); // under a price test the price comes only with the reader's read
+    if (state.price == null) return say(t.networkError, 'error'), setBusy(false);
     const cost = charge(pass);
     // Above the budget, a click that would pay asks once more; one that cannot pay (not even on the
     // site's tab) leads to a top-up instead, which is the reader's own say-so.
