@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coinslot import admincli, catalog, dashcli, hookcli, ledger, refunds, topups, vouchers
+from coinslot import admincli, catalog, dashcli, hookcli, insights, ledger, refunds, topups, vouchers
 from coinslot.clock import SystemClock
+from coinslot.commands import count
 from coinslot.commands import with_store as _with_store
 from coinslot.embedded import EmbeddedRedisError
 from coinslot.errors import CoinslotError, ConfigurationError
@@ -176,9 +177,9 @@ def cmd_voucher_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Store) -> Any:
-        done = await refunds.publisher_refund(
-            store, catalog.Catalog(store), args.site, args.purchase, now_ms=SystemClock().now_ms()
-        )
+        now_ms = SystemClock().now_ms()
+        done = await refunds.publisher_refund(store, catalog.Catalog(store), args.site, args.purchase, now_ms=now_ms)
+        await count(settings, store, insights.refund_notes(done, now_ms))
         return done.public()
 
     _print(_with_store(settings, work))

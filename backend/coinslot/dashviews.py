@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from coinslot import insights, vouchers
+from coinslot import insights, tabs, vouchers
 from coinslot.catalog import Catalog, Site, list_items
 from coinslot.errors import InvalidQuery
 from coinslot.insights import Day
@@ -193,6 +193,7 @@ async def overview(store: Store, site: Site, *, now_ms: int) -> dict[str, Any]:
     return {
         "periods": periods,
         "vouchers_used": await vouchers_used(store, site.id),
+        "tab_outstanding": await tabs.owed(store, site.id),
         "chart": chart(days),
         "rows": rows,
         "funnel": funnel(total),

@@ -12,6 +12,10 @@ on a bounded queue (no Redis, no await); a task in each server process takes wha
 ``GATHER_S``, tallies it per kind and minute, and adds the counts of each site's day in one script
 call (``lua/insights_add.lua``). When the queue is full, or Redis fails, notes are dropped and
 logged: the money has moved already, and the numbers are a view of it, not its record (the ledger is).
+
+Beside the days, each site has the running sums of its tab (``coinslot.tabs``): an unlock that went below
+zero notes what it lent; a credit that found the balance below zero (a paid top-up, a voucher, a refund)
+is looked up in its wallet's ledger by the writer, which adds what it repaid to each site.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from coinslot import keyspace
+from coinslot import keyspace, tabs
 from coinslot.catalog import Catalog, Site
 from coinslot.errors import NotFound
+from coinslot.refunds import Refunded
 from coinslot.scripts import Script
 from coinslot.sitedays import SiteDay, site_day
 from coinslot.store import Store
@@ -46,6 +51,7 @@ TOPUP_ATTRIBUTION_S = 2 * DAY_S  # a checkout paid later than this (slow bank tr
 SHOWN, PRESSED, OFFERED = "shown", "pressed", "offered"
 TOPUP_STARTED, TOPUP_PAID = "topup_started", "topup_paid"
 UNLOCKED, REFUNDED = "unlocked", "refunded"
+TAB_LENT, CREDITED = "tab_lent", "credited"  # the tab's running sums (coinslot.tabs), not a day's counts
 REVENUE, REFUNDED_AMOUNT = "revenue", "refunded_amount"  # minor units of the site's currency
 ACCESSES = ("charged", "owned", "pass", "cap")  # what an unlock was: a sale, owned before, a pass, the cap
 FUNNEL = (SHOWN, PRESSED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED)
@@ -53,6 +59,7 @@ COUNTS = (SHOWN, PRESSED, OFFERED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED
     f"{UNLOCKED}:{a}" for a in ACCESSES
 )
 TESTED = (SHOWN, PRESSED, UNLOCKED, REFUNDED)  # what a price test counts per variant (with revenue and refunds)
+RARE = (TOPUP_STARTED, TOPUP_PAID, OFFERED, TAB_LENT, CREDITED)  # notes written one by one, not tallied
 ITEM_SEPARATOR = "|"  # item ids never hold one (catalog.ITEM_ID)
 
 Pseudonym = Callable[[str, str], str]  # (site, wallet id) → the reader as that site knows them
@@ -62,7 +69,8 @@ Pseudonym = Callable[[str, str], str]  # (site, wallet id) → the reader as tha
 class Note:
     """One thing that happened, as a handler saw it. ``wallet_id`` never leaves this process:
     the writer turns it into the site's pseudonym. A top-up names its site and item later, by
-    ``topup_id`` (or its checkout ``session_id``), from the 402 that offered it."""
+    ``topup_id`` (or its checkout ``session_id``), from the 402 that offered it, or else the site it was
+    started from (item ""). A credit names its wallet's ledger entry by ``ref``."""
 
     event: str
     now_ms: int
@@ -74,6 +82,7 @@ class Note:
     topup_id: str = ""
     session_id: str = ""
     offered_topups: tuple[str, ...] = ()
+    ref: str = ""
     variant: str = ""  # the reader's variant of the item's price test (coinslot.pricetests), if it is under one
     test: int = 0  # that test's start (ms), which names its counts
 
@@ -84,6 +93,7 @@ class _Batch:
     readers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     expire_at: dict[str, int] = field(default_factory=dict)
     attributions: dict[str, str] = field(default_factory=dict)
+    tab: Counter[tuple[str, str]] = field(default_factory=Counter)  # (site, lent or repaid field): amount
 
 
 class Insights:
@@ -136,7 +146,7 @@ class Insights:
         for n, note in enumerate(notes, start=1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a long tally must not hold up the requests this process serves
-            if note.event in (TOPUP_STARTED, TOPUP_PAID, OFFERED):
+            if note.event in RARE:
                 rare.append(note)
                 continue
             kind = (note.event, note.site, note.item, note.access, note.now_ms // MINUTE_MS, note.variant, note.test)
@@ -147,8 +157,11 @@ class Insights:
                 wallets[note.site, kind[4]].add(note.wallet_id)
         batch = _Batch()
         for note in rare:
-            if note.event in (TOPUP_STARTED, TOPUP_PAID) and not note.site:
-                note = await self._attributed(note, batch.attributions)
+            if note.event in (TAB_LENT, CREDITED):
+                await self._tab(batch, note)
+                continue
+            if note.event in (TOPUP_STARTED, TOPUP_PAID):
+                note = await self._attributed(note, batch)
             if (site := await self._known(note.site, note.item)) is not None:
                 self._add(batch, site, note, 1)
         for kind, times in tally.items():
@@ -176,6 +189,8 @@ class Insights:
                 pipe.expireat(key, batch.expire_at[key])
             for topup_id, where in batch.attributions.items():
                 pipe.set(keyspace.insights_topup_key(topup_id), where, ex=TOPUP_ATTRIBUTION_S)
+            for (site_id, name), amount in batch.tab.items():
+                pipe.hincrby(keyspace.insights_tab_key(site_id), name, amount)  # a running sum: no expiry
             await pipe.execute()
 
     async def _known(self, site_id: str, item_id: str) -> Site | None:
@@ -222,20 +237,48 @@ class Insights:
     def _expiry(self, day: SiteDay) -> int:
         return day.ends_ms // 1000 + self.retention_s
 
-    async def _attributed(self, note: Note, offered: dict[str, str]) -> Note:
-        """The note with the site and item whose 402 offered its top-up (none if no 402 did);
-        ``offered`` holds what this write attributes and has not stored yet."""
-        topup_id = note.topup_id
-        if not topup_id and note.session_id:
+    async def _tab(self, batch: _Batch, note: Note) -> None:
+        """Add what an unlock lent, or what a credit repaid (read from its wallet's ledger), to the tab's sums."""
+        if note.event == TAB_LENT:
+            if await self._known(note.site, "") is not None:
+                batch.tab[note.site, keyspace.TAB_LENT_FIELD] += note.amount
+            return
+        if note.wallet_id is None:
+            return
+        for site_id, amount in (await tabs.repaid(self.store, note.wallet_id, note.ref)).items():
+            if await self._known(site_id, "") is not None:
+                batch.tab[site_id, keyspace.TAB_REPAID_FIELD] += amount
+
+    async def _attributed(self, note: Note, batch: _Batch) -> Note:
+        """The note with the site and item whose 402 offered its top-up; if no 402 did, the site the top-up
+        was started from (item ""), if any. ``batch`` holds what this write attributes and has not stored
+        yet. A paid top-up also repays the tab of a wallet below zero (``_tab``)."""
+        topup_id, wallet_id = note.topup_id, note.wallet_id
+        if note.session_id:
             found = await self.store.redis.get(keyspace.checkout_session_key(note.session_id))
-            topup_id = found.split(" ")[1] if found else ""
-        where = offered.get(topup_id) if topup_id else None
+            if found:
+                wallet_id, topup_id = found.split(" ")
+                paid = keyspace.checkout_credit_ref(note.session_id)
+                await self._tab(batch, Note(CREDITED, note.now_ms, wallet_id=wallet_id, ref=paid))
+        where = batch.attributions.get(topup_id) if topup_id else None
         if where is None and topup_id:
             where = await self.store.redis.get(keyspace.insights_topup_key(topup_id))
-        if where is None:
-            return note
-        site, _, item = where.partition(ITEM_SEPARATOR)
-        return Note(note.event, note.now_ms, site, item)
+        if where is not None:
+            site, _, item = where.partition(ITEM_SEPARATOR)
+            return Note(note.event, note.now_ms, site, item)
+        site = note.site
+        if not site and wallet_id is not None and topup_id:
+            site = await self.store.redis.hget(keyspace.wallet_keys(wallet_id).topup(topup_id), "site") or ""
+        return Note(note.event, note.now_ms, site)
+
+
+def refund_notes(done: Refunded, now_ms: int, variant: str = "", test: int = 0) -> list[Note]:
+    """A refund's notes: its count (in a price test's too, with ``variant`` and ``test``), and when it
+    found its wallet below zero, the tab it repaid."""
+    notes = [Note(REFUNDED, now_ms, done.site, done.item, done.refunded, variant=variant, test=test)]
+    if done.wallet_id and done.balance - done.refunded < 0:
+        notes.append(Note(CREDITED, now_ms, wallet_id=done.wallet_id, ref=done.purchase_id))
+    return notes
 
 
 # Reading, for the dashboard ---------------------------------------------------------------

@@ -370,3 +370,12 @@ def price_test_key(site_id: str, item_id: str, since_ms: int) -> str:
 def insights_topup_key(topup_id: str) -> str:
     """The site and item a top-up link was offered for, so its checkout counts in their funnel."""
     return "insights:tu:" + topup_id
+
+
+def insights_tab_key(site_id: str) -> str:
+    """A site's running sums of its tab (coinslot.tabs): what unlocks lent, what credits repaid. No day:
+    a balance, kept for good."""
+    return "{st:" + site_id + "}:tab"
+
+
+TAB_LENT_FIELD, TAB_REPAID_FIELD = "lent", "repaid"

@@ -45,6 +45,7 @@ class Refunded(NamedTuple):
     currency: str
     site: str = ""  # where it was bought: for the site's own counters (coinslot.insights), not the answer
     item: str = ""
+    wallet_id: str = ""  # whose purchase: for the tab it may repay (coinslot.tabs), never in an answer
 
     def public(self) -> dict[str, Any]:
         return {"purchase_id": self.purchase_id, "refunded": self.refunded, "balance": self.balance,
@@ -143,7 +144,13 @@ async def refund(
     if status == "ok":
         await hookevents.refunded(store, {**receipt, "id": purchase_id}, int(result[1]), by, wallet_id, now_ms)
         return Refunded(
-            purchase_id, int(result[1]), int(result[2]), receipt["currency"], receipt["site"], receipt["item"]
+            purchase_id,
+            int(result[1]),
+            int(result[2]),
+            receipt["currency"],
+            receipt["site"],
+            receipt["item"],
+            wallet_id,
         )
     if status == "unknown":
         raise UnknownPurchase(f"no purchase {purchase_id!r} here")

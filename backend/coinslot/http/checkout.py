@@ -103,7 +103,7 @@ async def open_topup_link(request: Request) -> Response:
             status=503,
             test_mode=test_mode,
         )
-    counting.topup_started(svc, link.topup_id, now_ms)
+    counting.topup_started(svc, link.topup_id, now_ms, link.site)
     return RedirectResponse(topup.checkout_url, status_code=303, headers={"Cache-Control": "no-store"})
 
 

@@ -6,13 +6,14 @@ refused before it was understood (401, 404, 422), tells the publisher nothing.
 
 from __future__ import annotations
 
-from coinslot import insights, pricetests
+from coinslot import insights, keyspace, pricetests, tabs
 from coinslot.errors import CoinslotError
 from coinslot.insights import Note
 from coinslot.refunds import Refunded
 from coinslot.services import Services
 from coinslot.tokens import WalletRef
 from coinslot.unlocks import CAP, PASS, Granted
+from coinslot.vouchers import normalize_code
 
 UNDERSTOOD_REFUSALS = (402, 409, 410, 429)  # a press that met the rules: no money, price changed, archived, too fast
 
@@ -42,22 +43,14 @@ def unlocked(svc: Services, site: str, item: str, wallet: WalletRef, now_ms: int
     else:
         access = "charged" if granted.charged else "owned"
     variant, since = _test(svc, site, item, wallet.wallet_id) if access == "charged" else ("", 0)
+    pressed = Note(insights.PRESSED, now_ms, site, item, wallet_id=wallet.wallet_id, variant=variant, test=since)
+    svc.insights.note(pressed)
+    charged, wallet_id = granted.charged, wallet.wallet_id
     svc.insights.note(
-        Note(insights.PRESSED, now_ms, site, item, wallet_id=wallet.wallet_id, variant=variant, test=since)
+        Note(insights.UNLOCKED, now_ms, site, item, charged, access, wallet_id, variant=variant, test=since)
     )
-    svc.insights.note(
-        Note(
-            insights.UNLOCKED,
-            now_ms,
-            site,
-            item,
-            granted.charged,
-            access,
-            wallet.wallet_id,
-            variant=variant,
-            test=since,
-        )
-    )
+    if lent := tabs.lent(granted.charged, granted.balance):
+        svc.insights.note(Note(insights.TAB_LENT, now_ms, site, amount=lent))
 
 
 def unlock_refused(svc: Services, site: str, item: str, wallet: WalletRef, now_ms: int, exc: CoinslotError) -> None:
@@ -73,14 +66,22 @@ def unlock_refused(svc: Services, site: str, item: str, wallet: WalletRef, now_m
         svc.insights.note(Note(insights.OFFERED, now_ms, site, item, offered_topups=topups))
 
 
-def refunded(svc: Services, done: Refunded, now_ms: int, wallet: WalletRef | None = None) -> None:
-    """A purchase was refunded; by its reader (``wallet``), it counts in the item's price test too."""
-    variant, since = _test(svc, done.site, done.item, wallet.wallet_id if wallet else None)
-    svc.insights.note(Note(insights.REFUNDED, now_ms, done.site, done.item, done.refunded, variant=variant, test=since))
+def refunded(svc: Services, done: Refunded, now_ms: int) -> None:
+    """A purchase was refunded (by its reader or its site): counted in the item's price test too."""
+    variant, since = _test(svc, done.site, done.item, done.wallet_id or None)
+    for note in insights.refund_notes(done, now_ms, variant, since):
+        svc.insights.note(note)
 
 
-def topup_started(svc: Services, topup_id: str, now_ms: int) -> None:
-    svc.insights.note(Note(insights.TOPUP_STARTED, now_ms, topup_id=topup_id))
+def voucher_redeemed(svc: Services, wallet: WalletRef, code: str, credited: int, balance: int, now_ms: int) -> None:
+    if balance - credited < 0:  # it repaid some tab
+        ref = keyspace.voucher_credit_ref(normalize_code(code))
+        svc.insights.note(Note(insights.CREDITED, now_ms, wallet_id=wallet.wallet_id, ref=ref))
+
+
+def topup_started(svc: Services, topup_id: str, now_ms: int, site: str | None) -> None:
+    """``site``: where the top-up was started from, counted (item "") if no 402 offered it."""
+    svc.insights.note(Note(insights.TOPUP_STARTED, now_ms, site or "", topup_id=topup_id))
 
 
 def topup_paid(svc: Services, session_id: str, now_ms: int) -> None:

@@ -81,7 +81,7 @@ async def undo_purchase(request: Request) -> Response:
     purchase_id = request.path_params["purchase_id"]
     now_ms = svc.clock.now_ms()
     done = await refunds.reader_undo(svc.store, svc.catalog, ref, purchase_id, now_ms=now_ms)
-    counting.refunded(svc, done, now_ms, ref)
+    counting.refunded(svc, done, now_ms)
     return private_json(done.public())
 
 
@@ -146,6 +146,7 @@ async def create_topup(request: Request) -> Response:
         site_id=body.site,
         catalog=svc.catalog,
     )
+    counting.topup_started(svc, topup.id, now_ms, topup.site)
     return private_json(topup.public(), status_code=201)
 
 
@@ -163,6 +164,7 @@ async def redeem_voucher(request: Request) -> Response:
     now_ms = svc.clock.now_ms()
     tries = PerAddress(await client_address(request, now_ms), svc.settings.failed_redeems_per_ip_per_hour)
     amount, balance, currency = await vouchers.redeem(svc.store, ref, body.code, now_ms=now_ms, tries=tries)
+    counting.voucher_redeemed(svc, ref, body.code, amount, balance, now_ms)
     return private_json({"credited": amount, "balance": balance, "currency": currency})
 
 
