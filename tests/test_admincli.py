@@ -76,6 +76,18 @@ def test_the_admin_commands_do_what_the_admin_api_does(
     assert [(s["kind"], s["item"], s["amount"]) for s in sales["sales"]] == [("purchase", "a", 19)]
     assert sales == httpx.get(f"{url}/v1/admin/purchases", headers=admin).json()
 
+    # A price test started by the command is the one the server shows and charges.
+    started = run("item", "price-test", "site_adm", "c", "--start", "15")
+    assert started["running"] is True and started["test_price"] == 15
+    shown = run("item", "price-test", "site_adm", "c")
+    assert shown == httpx.get(f"{url}/v1/admin/items/c/price-test", headers=admin).json()
+    price = httpx.get(f"{url}/v1/offers?site=site_adm&items=c", headers=bearer).json()["items"][0]["price"]
+    bought = httpx.post(f"{url}/v1/unlocks", json={"site": "site_adm", "item": "c", "price": price}, headers=bearer)
+    assert price in (10, 15) and bought.json()["charged"] == price
+    assert run("item", "price-test", "site_adm", "c", "--keep", "15") == {"item": "c", "running": False, "price": 15}
+    code, out = run_cli(["item", "price-test", "site_adm", "c", "--keep", "15"], data, monkeypatch, capsys)
+    assert code != 0 and "not under a price test" in out
+
 
 def test_the_webhook_commands_do_what_the_webhook_api_does(
     server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

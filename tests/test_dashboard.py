@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from coinslot import keyspace
 from coinslot.clock import FrozenClock
 from coinslot.dashauth import LINK_TTL_S, SESSION_TTL_S
 from coinslot.keyring import KeyRing
@@ -68,6 +69,10 @@ class Publisher:
 
     async def sign_in_with_link(self, token: str) -> httpx.Response:
         return await self.post("/dashboard/signin", {"token": token}, csrf=False)
+
+
+def admin(site: tuple[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {site[1]}"}
 
 
 async def link(api: Api, site: str) -> str:
@@ -219,6 +224,51 @@ async def test_items_are_edited_with_the_admin_apis_rules(api: Api) -> None:
     await publisher.post("/dashboard/items/dash-item/archive", {"archived": "0"})
     offers = (await api.client.get(f"/v1/offers?site={site[0]}&items=dash-item")).json()
     assert not offers["items"][0].get("archived")
+
+
+async def test_a_price_test_is_started_read_and_ended_on_the_items_page(api: Api, store: Store) -> None:
+    publisher, site = await signed_in(api)
+    await api.item(site, "tested", 19)
+    page = await publisher.get("/dashboard/items/tested")
+    assert "Start the test" in page.text
+    for bad in ("19", "abc", "", "100001"):
+        r = await publisher.post("/dashboard/items/tested/price-test", {"test_price": bad})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html"), bad
+    assert (
+        await publisher.post("/dashboard/items/tested/price-test", {"test_price": "29"}, origin=None)
+    ).status_code == 403
+    r = await publisher.post("/dashboard/items/tested/price-test", {"test_price": "29"})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/items/tested?test=started"
+    page = await publisher.get("/dashboard/items/tested?test=started")
+    assert "The price test has started." in page.text and "Too early to tell: each price needs 100 views." in page.text
+    assert "€0.19" in page.text and "€0.29" in page.text and "Keep €0.29" in page.text
+    assert "tested · €0.19 · test €0.29" in (await publisher.get("/dashboard/items")).text
+
+    # Two thousand views a price, as the counters would hold them: the page calls the leader.
+    since = (await api.client.get("/v1/admin/items/tested/price-test", headers=admin(site))).json()["since"]
+    counts = {
+        "a:shown": 2000,
+        "a:unlocked": 100,
+        "a:revenue": 1900,
+        "b:shown": 2000,
+        "b:unlocked": 100,
+        "b:revenue": 2900,
+    }
+    await store.redis.hset(keyspace.price_test_key(site[0], "tested", since), mapping=counts)
+    page = await publisher.get("/dashboard/items/tested")
+    assert "€0.29 earns more per view, with 95 % confidence." in page.text
+    assert "5.0 %" in page.text and "€14.50" in page.text  # conversion of b; its revenue per 1,000 views
+    german = await publisher.get("/dashboard/items/tested?lang=de")
+    assert "0,29\xa0€ bringt mit 95 % Sicherheit mehr pro Ansicht." in german.text
+
+    r = await publisher.post("/dashboard/items/tested/price-test/keep", {"price": "29"})
+    assert r.status_code == 303
+    assert (await api.client.get(f"/v1/offers?site={site[0]}&items=tested")).json()["items"][0]["price"] == 29
+    page = await publisher.get("/dashboard/items/tested?test=kept")
+    assert "Price kept: the test has ended." in page.text
+    assert "Last test: €0.19 against €0.29; €0.29 was kept." in page.text
+    again = await publisher.post("/dashboard/items/tested/price-test/keep", {"price": "29"})
+    assert again.status_code == 409
 
 
 async def test_another_sites_item_cannot_be_edited(api: Api) -> None:

@@ -1,4 +1,4 @@
-"""The admin API on the command line: ``coinslot site show|update``, ``coinslot item list|archive|restore``,
+"""The admin API on the command line: ``coinslot site show|update``, ``coinslot item list|archive|restore|price-test``,
 ``coinslot voucher list|disable`` and ``coinslot purchases``. Each prints one JSON object, the same as
 the matching ``/v1/admin/...`` call answers.
 """
@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from coinslot import catalog, listings, statements, vouchers
+from coinslot import catalog, listings, pricetests, statements, vouchers
 from coinslot.clock import SystemClock
 from coinslot.commands import pseudonyms, with_store
 from coinslot.settings import Settings
@@ -22,8 +22,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> Any:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
-def _item(item: catalog.Item, currency: str) -> dict[str, Any]:
-    return {**item.public(currency), "archived": item.archived, "has_content": item.has_content}
+_item = listings.admin_view
 
 
 def register(sub: Any) -> None:
@@ -60,6 +59,13 @@ def register(sub: Any) -> None:
         flag.add_argument("site")
         flag.add_argument("item")
         flag.set_defaults(func=command(_item_archive), archived=archived)
+    test = item.add_parser("price-test", help="an item's price test: start one, show it, or keep a price and end it")
+    test.add_argument("site")
+    test.add_argument("item")
+    started = test.add_mutually_exclusive_group()
+    started.add_argument("--start", type=int, metavar="PRICE", help="show half of the readers this second price")
+    started.add_argument("--keep", type=int, metavar="PRICE", help="end the test: this price (one of the two) for all")
+    test.set_defaults(func=command(_price_test))
 
     voucher = _subcommands(sub.choices["voucher"])
     vlist = voucher.add_parser("list", help="a page of a site's vouchers with their uses left")
@@ -105,6 +111,18 @@ async def _item_archive(settings: Settings, args: argparse.Namespace, store: Sto
     return _item(
         await listings.set_archived(store, cache, site.id, args.item, args.archived, now_ms=now_ms), site.currency
     )
+
+
+async def _price_test(settings: Settings, args: argparse.Namespace, store: Store) -> Any:
+    site = await catalog.Catalog(store).site(args.site)
+    now_ms = SystemClock().now_ms()
+    if args.start is not None:
+        item = await pricetests.start(store, site, args.item, args.start, now_ms=now_ms)
+    elif args.keep is not None:
+        return pricetests.public(await pricetests.keep(store, site, args.item, args.keep, now_ms=now_ms), None)
+    else:
+        item = await catalog.Catalog(store, ttl_s=0).item(site.id, args.item)
+    return pricetests.public(item, await pricetests.results(store, item))
 
 
 async def _voucher_list(settings: Settings, args: argparse.Namespace, store: Store) -> Any:

@@ -4,7 +4,7 @@ the chart's geometry and the items table. Numbers in, plain values out; the temp
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coinslot import insights, tabs, vouchers
@@ -91,6 +91,7 @@ class ItemRow:
     revenue: int  # net of refunds, minor units
     rpm: float | None  # revenue per 1,000 views, minor units
     refunds: int
+    test_price: int | None = None  # the second price under test (coinslot.pricetests)
 
 
 def item_row(item_id: str, title: str, price: int, archived: bool, c: Counter[str]) -> ItemRow:
@@ -156,7 +157,7 @@ async def item_table(
     chosen = ordered[(page - 1) * size : page * size]
     found = await cache.items(site.id, chosen)
     rows = [
-        item_row(i, it.title, it.price, it.archived, totals.get(i, empty))
+        replace(item_row(i, it.title, it.price, it.archived, totals.get(i, empty)), test_price=it.test_price)
         for i in chosen
         if (it := found.get(i)) is not None
     ]

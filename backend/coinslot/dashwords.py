@@ -95,7 +95,7 @@ WORDS: dict[str, dict[str, str]] = {
         "price_test": "Price test",
         "test_help": "Show half of your readers a second price for this item. Each reader keeps their half; "
         "the figures then tell you which price earns more per view.",
-        "test_price": "Second price in minor units (cents)",
+        "test_price": "Second price to test (minor units)",
         "start_test": "Start the test",
         "test_since": "Running since {since}.",
         "variant": "Price",
@@ -202,7 +202,7 @@ WORDS: dict[str, dict[str, str]] = {
         "price_test": "Preistest",
         "test_help": "Zeigen Sie der Hälfte Ihrer Leser einen zweiten Preis für diesen Artikel. Jeder Leser behält "
         "seine Hälfte; die Zahlen zeigen dann, welcher Preis pro Ansicht mehr einbringt.",
-        "test_price": "Zweiter Preis in Cent (kleinste Einheit)",
+        "test_price": "Zweiter Preis zum Testen (kleinste Einheit)",
         "start_test": "Test starten",
         "test_since": "Läuft seit {since}.",
         "variant": "Preis",

@@ -24,6 +24,13 @@ class Page:
     next_cursor: str | None  # None on the last page
 
 
+def admin_view(item: Item, currency: str) -> dict[str, object]:
+    """An item as its publisher sees it (the admin API, the CLI): whether it is on sale, hosts its
+    content, and which second price it is under test at (None: no test)."""
+    more = {"archived": item.archived, "has_content": item.has_content, "test_price": item.test_price}
+    return {**item.public(currency), **more}
+
+
 def page_size(raw: str | None) -> int:
     """The ``limit`` query parameter: 1 to ``MAX_PAGE``, ``DEFAULT_PAGE`` when absent."""
     if raw is None or raw == "":

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from coinslot import catalog, listings, refunds, statements, vouchers
-from coinslot.catalog import KEY_OVERLAP_MS, Item
+from coinslot.catalog import KEY_OVERLAP_MS
 from coinslot.errors import InvalidQuery
 from coinslot.http import counting
 from coinslot.http.adminschemas import SiteUpdate
@@ -44,9 +44,7 @@ async def rotate_key(request: Request) -> Response:
     return JSONResponse(body, status_code=201, headers=NO_STORE)
 
 
-def _item(item: Item, currency: str) -> dict[str, object]:
-    more = {"archived": item.archived, "has_content": item.has_content, "test_price": item.test_price}
-    return {**item.public(currency), **more}
+_item = listings.admin_view
 
 
 async def put_item(request: Request) -> Response:
