@@ -24,6 +24,7 @@ PAGES = (
     "/dashboard",
     "/dashboard/items",
     "/dashboard/items/dash-story",
+    "/dashboard/items/dash-on-trial",  # under a price test: its table of the two prices
     "/dashboard/vouchers",
     "/dashboard/webhooks",
     "/dashboard/ledger",
@@ -78,6 +79,9 @@ def daily(stack: Stack) -> Publisher:
     pub = new_site(stack, "Dashboard Daily", refund_window=600)
     pub.item("dash-story", "A counted story", 50, content=story("The council voted at midnight."))
     pub.item("dash-other", "A quiet story", 20)
+    pub.item("dash-on-trial", "A story on trial", 30)
+    status, answer = stack.api("POST", "/v1/admin/items/dash-on-trial/price-test", pub.secret, {"test_price": 45})
+    assert status == 201, answer
     return pub
 
 

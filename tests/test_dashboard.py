@@ -231,7 +231,7 @@ async def test_a_price_test_is_started_read_and_ended_on_the_items_page(api: Api
     await api.item(site, "tested", 19)
     page = await publisher.get("/dashboard/items/tested")
     assert "Start the test" in page.text
-    for bad in ("19", "abc", "", "100001"):
+    for bad in ("19", "abc", "", "100001", "²"):
         r = await publisher.post("/dashboard/items/tested/price-test", {"test_price": bad})
         assert r.status_code == 422 and r.headers["content-type"].startswith("text/html"), bad
     assert (
@@ -242,6 +242,8 @@ async def test_a_price_test_is_started_read_and_ended_on_the_items_page(api: Api
     page = await publisher.get("/dashboard/items/tested?test=started")
     assert "The price test has started." in page.text and "Too early to tell: each price needs 100 views." in page.text
     assert "€0.19" in page.text and "€0.29" in page.text and "Keep €0.29" in page.text
+    title = re.search(r"<title>([^<]*)</title>", page.text)
+    assert title is not None and title.group(1).startswith("Title of tested")
     assert "tested · €0.19 · test €0.29" in (await publisher.get("/dashboard/items")).text
 
     # Two thousand views a price, as the counters would hold them: the page calls the leader.

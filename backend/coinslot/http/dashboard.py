@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from coinslot import catalog, dashviews, listings, statements, vouchers
-from coinslot.errors import InvalidBody, InvalidQuery
+from coinslot.errors import InvalidQuery
 from coinslot.http import dashprices
 from coinslot.http.admin import EXPORT_MEDIA_TYPES
 from coinslot.http.context import services
@@ -30,6 +30,7 @@ from coinslot.http.dashsession import (
     see_other,
     set_session_cookie,
     shown_as_page,
+    whole_number,
 )
 from coinslot.ratelimit import PerAddress
 from coinslot.sitedays import day_at
@@ -130,9 +131,9 @@ async def save_item(request: Request) -> Response:
         site,
         item_id,
         title=form.get("title", ""),
-        price=_whole(form.get("price", ""), "price"),
+        price=whole_number(form.get("price", ""), "price"),
         content_html=form.get("content") or None,
-        pass_hours=_whole(form["pass_hours"], "pass_hours") if form.get("pass_hours") else None,
+        pass_hours=whole_number(form["pass_hours"], "pass_hours") if form.get("pass_hours") else None,
         max_content_bytes=svc.settings.max_content_bytes,
         now_ms=svc.clock.now_ms(),
     )
@@ -176,8 +177,8 @@ async def create_voucher(request: Request) -> Response:
     voucher = await vouchers.create_voucher(
         svc.store,
         site,
-        amount=_whole(form.get("amount", ""), "amount"),
-        uses=_whole(form.get("uses") or "1", "uses"),
+        amount=whole_number(form.get("amount", ""), "amount"),
+        uses=whole_number(form.get("uses") or "1", "uses"),
         code=form.get("code") or None,
         now_ms=svc.clock.now_ms(),
     )
@@ -220,9 +221,3 @@ async def export_ledger(request: Request) -> Response:
     name = f"coinslot-{site.id}-{start}-{end}.{fmt}"
     headers = {**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
     return PlainTextResponse(body, media_type=EXPORT_MEDIA_TYPES[fmt], headers=headers)
-
-
-def _whole(raw: str, field: str) -> int:
-    if not raw.strip().isdigit() or len(raw.strip()) > 9:
-        raise InvalidBody(f"{field} {raw!r} must be a whole number", [{"field": field}])
-    return int(raw.strip())

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from coinslot import pricetests
 from coinslot.catalog import Item, Site
 from coinslot.http.context import services
-from coinslot.http.dashsession import checked_form, see_other, shown_as_page
+from coinslot.http.dashsession import checked_form, see_other, shown_as_page, whole_number
 from coinslot.store import Store
 
 
@@ -38,8 +38,7 @@ async def start_test(request: Request) -> Response:
     svc = services(request)
     session, form = await checked_form(request)
     site = await svc.catalog.site(session.site_id)
-    raw = form.get("test_price", "").strip()
-    price = int(raw) if raw.isdigit() and len(raw) <= 9 else -1  # refused by the domain's bounds check
+    price = whole_number(form.get("test_price", ""), "test_price")
     item = await pricetests.start(svc.store, site, request.path_params["item"], price, now_ms=svc.clock.now_ms())
     svc.catalog.invalidate(site.id)
     return see_other(f"/dashboard/items/{item.id}?test=started")
@@ -50,8 +49,7 @@ async def keep_price(request: Request) -> Response:
     svc = services(request)
     session, form = await checked_form(request)
     site = await svc.catalog.site(session.site_id)
-    raw = form.get("price", "").strip()
-    price = int(raw) if raw.isdigit() and len(raw) <= 9 else -1
+    price = whole_number(form.get("price", ""), "price")
     item = await pricetests.keep(svc.store, site, request.path_params["item"], price, now_ms=svc.clock.now_ms())
     svc.catalog.invalidate(site.id)
     return see_other(f"/dashboard/items/{item.id}?test=kept")

@@ -139,3 +139,12 @@ def page_context(request: Request, session: Session, site: catalog.Site, **more:
         return format_amount(round(amount), site.currency, lang)
 
     return {"signed_in": True, "csrf": session.csrf, "site": site, "money": money, **more}
+
+
+def whole_number(raw: str, field: str) -> int:
+    """A form's whole number (at most 9 ASCII digits: "²" is a digit to ``isdigit``, not to ``int``),
+    or 422 naming the field."""
+    digits = raw.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
+        raise InvalidBody(f"{field} {raw!r} must be a whole number", [{"field": field}])
+    return int(digits)

@@ -288,9 +288,12 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/card/{site}/{item}",
         BareEndpoint(embed.reader_state),
         Doc(
-            "The card's one credentialed read: wallet, balance, budget, the daily cap, the site's pass, "
-            "owned (then a fresh token, content, access and undo)",
+            "The card's one credentialed read: wallet, the reader's price, balance, budget, the daily cap, the "
+            "site's pass, owned (then a fresh token, content, access and undo). ?view=1: the page view's first read "
+            "(counted as the card shown); ?variant=a|b: a price test's variant drawn earlier in the view, for a "
+            "reader without a wallet",
             auth="wallet",
+            query=("view", "variant"),
             responses={200: "reader state", 401: "", 404: ""},
             tags=("widget",),
         ),
