@@ -55,7 +55,8 @@ API: list[tuple[str, str, Any, Doc]] = [
         "/v1/offers",
         public.offers,
         Doc(
-            "Title, price, currency and (with a wallet) ownership of up to 50 items",
+            "Title, price, currency and (with a wallet) ownership of up to 50 items; with a wallet, an item under a "
+            "price test shows the price this reader is charged",
             query=("site", "items"),
             responses={200: "offers", 404: "", 422: ""},
             tags=("public",),
