@@ -261,14 +261,17 @@ async def test_a_price_test_is_started_read_and_ended_on_the_items_page(api: Api
     assert "€0.29 earns more per view, with 95 % confidence." in page.text
     assert "5.0 %" in page.text and "€14.50" in page.text  # conversion of b; its revenue per 1,000 views
     german = await publisher.get("/dashboard/items/tested?lang=de")
-    assert "0,29\xa0€ bringt mit 95 % Sicherheit mehr pro Ansicht." in german.text
+    assert "0,29\xa0€ bringt mit 95 % Sicherheit mehr pro Aufruf." in german.text
 
     r = await publisher.post("/dashboard/items/tested/price-test/keep", {"price": "29"})
     assert r.status_code == 303
     assert (await api.client.get(f"/v1/offers?site={site[0]}&items=tested")).json()["items"][0]["price"] == 29
     page = await publisher.get("/dashboard/items/tested?test=kept")
     assert "Price kept: the test has ended." in page.text
-    assert "Last test: €0.19 against €0.29; €0.29 was kept." in page.text
+    assert "Last test: €0.19 against €0.29; €0.29 was kept. It ran from" in page.text
+    # The ended test's figures stay, without its buttons; another test may start.
+    assert "€0.29 earns more per view, with 95 % confidence." in page.text and "Keep €" not in page.text
+    assert "Start the test" in page.text
     again = await publisher.post("/dashboard/items/tested/price-test/keep", {"price": "29"})
     assert again.status_code == 409
 

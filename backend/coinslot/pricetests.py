@@ -211,13 +211,13 @@ def judge(since_ms: int, a: Arm, b: Arm) -> Results:
     return Results(since_ms, (a, b), ahead, enough)
 
 
-def arm_counts(counts: dict[str, str], name: str, item: Item) -> Arm:
+def arm_counts(counts: dict[str, str], name: str, price: int) -> Arm:
     def n(event: str) -> int:
         return int(counts.get(f"{name}:{event}") or 0)
 
     return Arm(
         name,
-        price_for(item, name),
+        price,
         views=n("shown"),
         presses=n("pressed"),
         sales=n("unlocked"),
@@ -226,12 +226,22 @@ def arm_counts(counts: dict[str, str], name: str, item: Item) -> Arm:
     )
 
 
+async def _judged(store: Store, item: Item, since_ms: int, price_a: int, price_b: int) -> Results:
+    counts = await store.redis.hgetall(keyspace.price_test_key(item.site, item.id, since_ms))
+    return judge(since_ms, arm_counts(counts, A, price_a), arm_counts(counts, B, price_b))
+
+
 async def results(store: Store, item: Item) -> Results | None:
     """The running test's figures (None: the item is not under test)."""
     if item.test_price is None:
         return None
-    counts = await store.redis.hgetall(keyspace.price_test_key(item.site, item.id, item.test_since_ms))
-    return judge(item.test_since_ms, arm_counts(counts, A, item), arm_counts(counts, B, item))
+    return await _judged(store, item, item.test_since_ms, item.price, item.test_price)
+
+
+async def last_results(store: Store, item: Item, last: dict[str, int]) -> Results:
+    """The figures of the test that ended as ``last`` says (``last_test``): its counts are kept as long
+    as the dashboard's other counts."""
+    return await _judged(store, item, last["since"], last[A], last[B])
 
 
 async def last_test(store: Store, item: Item) -> dict[str, int] | None:

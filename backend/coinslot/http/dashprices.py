@@ -23,11 +23,16 @@ def when(ms: int, site: Site, lang: str) -> str:
 
 
 async def section(store: Store, site: Site, item: Item, lang: str) -> dict[str, object]:
-    """What the item page shows of its price test: the running one's figures, or how the last one ended."""
-    last = await pricetests.last_test(store, item)
+    """What the item page shows of its price test: the running one's figures, or the last one's and how it
+    ended."""
+    test = await pricetests.results(store, item)
+    last = None if test is not None else await pricetests.last_test(store, item)
+    if last is not None:
+        test = await pricetests.last_results(store, item, last)
     return {
-        "test": await pricetests.results(store, item),
-        "since": when(item.test_since_ms, site, lang) if item.test_price is not None else "",
+        "test": test,
+        "since": when(test.since_ms, site, lang) if test is not None else "",
+        "ended": when(last["ended"], site, lang) if last is not None else "",
         "last": last,
         "min_views": pricetests.MIN_VIEWS,
     }
