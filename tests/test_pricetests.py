@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from coinslot import keyspace, pricetests
-from coinslot.catalog import Item
+from coinslot.catalog import Catalog, Item
 from coinslot.clock import FrozenClock
 from coinslot.keyring import KeyRing
 from coinslot.ledger import reconcile
@@ -300,6 +300,13 @@ async def test_start_refuses_what_cannot_be_tested_and_keep_ends_the_test(api: A
     assert "variant" not in await card_price(api, site[0], "a", wallet)
     listed = (await api.client.get("/v1/admin/items", headers=admin(site))).json()["items"]
     assert next(i for i in listed if i["item"] == "a")["test_price"] is None
+    # Replacing the item keeps how its last test ended; making it a pass ends a running test.
+    await api.item(site, "a", 29, title="Again")
+    last = await pricetests.last_test(api.store, await Catalog(api.store, ttl_s=0).item(site[0], "a"))
+    assert last is not None and (last["a"], last["b"], last["kept"]) == (21, 29, 29)
+    assert (await start(api, site, "a", 39)).status_code == 201
+    assert (await api.item(site, "a", 99, pass_hours=24))["test_price"] is None
+    assert (await start(api, site, "a", 49)).status_code == 422  # a pass
 
 
 async def test_the_card_page_names_no_price_while_the_item_is_tested(api: Api) -> None:

@@ -231,7 +231,7 @@ async def put_item(
         )
     ik = keyspace.item_key(site.id, item_id)
     archived, test_price, test_since = await store.redis.hmget(ik, ["archived", "test_price", "test_since"])
-    kept_test = {"test_price": test_price, "test_since": test_since} if test_price and not pass_hours else {}
+    tested = bool(test_price) and not pass_hours  # a pass's price is not tested (coinslot.pricetests)
     item = Item(
         site=site.id,
         id=item_id,
@@ -241,11 +241,11 @@ async def put_item(
         pass_hours=pass_hours or 0,
         has_content=content is not None,
         archived=archived == "1",
-        test_price=int(test_price) if kept_test else None,
-        test_since_ms=int(test_since or 0) if kept_test else 0,
+        test_price=int(test_price) if tested else None,
+        test_since_ms=int(test_since or 0) if tested else 0,
     )
     async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(ik)
+        # Fields not named here stay: archived, a running price test, the last one's outcome.
         pipe.hset(
             ik,
             mapping={
@@ -256,10 +256,10 @@ async def put_item(
                 "has_content": "1" if content is not None else "0",
                 "content": content or "",
                 "updated_ms": now_ms,
-                "archived": "1" if item.archived else "0",
-                **kept_test,
             },
         )
+        if pass_hours:
+            pipe.hdel(ik, "test_price", "test_since")
         pipe.sadd(keyspace.items_index_key(site.id), item_id)
         if item.kind == KIND_PASS:
             pipe.hset(keyspace.site_key(site.id), "pass_item", item_id)
