@@ -20,9 +20,7 @@ from coinslot.keyfiles import load_or_create_secrets
 from coinslot.keyring import KeyRing
 from coinslot.settings import Settings
 from coinslot.store import Store, connect
-from coinslot.tokens import UnlockTokens, derive
-
-Pseudonym = Callable[[str, str], str]  # (site id, wallet id) → what stands for the wallet on that site
+from coinslot.tokens import Pseudonym, UnlockTokens, derive
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ from coinslot.errors import UnknownWebhookEndpoint, WebhookUrlRefused
 from coinslot.ids import new_id
 from coinslot.scripts import Script
 from coinslot.store import Store
+from coinslot.tokens import Pseudonym
 
 log = logging.getLogger("coinslot.hookdelivery")
 
@@ -76,7 +77,7 @@ class Deliverer:
         self,
         store: Store,
         clock: Clock,
-        pseudonym: hooks.Pseudonym,
+        pseudonym: Pseudonym,
         *,
         livemode: bool,
         allow_private: bool,

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 from coinslot import hooks, keyspace
 from coinslot.catalog import KIND_PASS
 from coinslot.errors import UnknownWebhookEvent
-from coinslot.hooks import EVENT_TTL_S, LOG_LENGTH, Pseudonym
+from coinslot.hooks import EVENT_TTL_S, LOG_LENGTH
 from coinslot.ids import new_id
 from coinslot.store import Store
+from coinslot.tokens import Pseudonym
 
 log = logging.getLogger("coinslot.hooks")
 

@@ -55,7 +55,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,8 +82,6 @@ LOG_LENGTH = 1000  # newest events kept in a site's log
 ATTEMPTS_KEPT = 100  # per event
 TARGETS_TTL_S = 5.0  # how long a process trusts what it knows of a site's endpoints
 RESOLVE_TIMEOUT_S = 5.0
-
-Pseudonym = Callable[[str, str], str]  # (site id, wallet id) → the wallet's pseudonym on the site
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -34,6 +34,7 @@ from coinslot.refunds import Refunded
 from coinslot.scripts import Script
 from coinslot.sitedays import SiteDay, site_day
 from coinslot.store import Store
+from coinslot.tokens import Pseudonym
 
 log = logging.getLogger("coinslot.insights")
 
@@ -61,8 +62,6 @@ COUNTS = (SHOWN, PRESSED, OFFERED, TOPUP_STARTED, TOPUP_PAID, UNLOCKED, REFUNDED
 TESTED = (SHOWN, PRESSED, UNLOCKED, REFUNDED)  # what a price test counts per variant (with revenue and refunds)
 RARE = (TOPUP_STARTED, TOPUP_PAID, OFFERED, TAB_LENT, CREDITED)  # notes written one by one, not tallied
 ITEM_SEPARATOR = "|"  # item ids never hold one (catalog.ITEM_ID)
-
-Pseudonym = Callable[[str, str], str]  # (site, wallet id) → the reader as that site knows them
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,13 +30,12 @@ from coinslot import keyspace
 from coinslot.catalog import KIND_PASS, MAX_PRICE, Catalog, Item, Site, check_item_id
 from coinslot.errors import InvalidBody, NoPriceTest, PriceTestRunning
 from coinslot.store import Store
+from coinslot.tokens import Pseudonym
 
 A, B = "a", "b"  # the item's price, the test price
 VARIANTS = (A, B)
 MIN_VIEWS = 100  # views each price needs before either may be called ahead
 Z_95 = 1.959963984540054  # two-sided 95 % of the normal distribution
-
-Pseudonym = Callable[[str, str], str]  # (site, wallet id) → the reader as that site knows them
 
 
 def variant(pseudonym: str) -> str:

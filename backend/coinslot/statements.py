@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -22,9 +22,9 @@ from coinslot.errors import InvalidQuery
 from coinslot.ledger import parse_entry, wallet_ids
 from coinslot.sitedays import day_at, site_day
 from coinslot.store import Store
+from coinslot.tokens import Pseudonym
 
 # (site id, wallet id) → what stands for the wallet on that site (UnlockTokens.pseudonym)
-Pseudonym = Callable[[str, str], str]
 
 FORMATS = ("jsonl", "csv")
 MAX_DAYS = 366  # the longest span one purchases query may cover

@@ -25,7 +25,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,8 @@ CLAIMS = ("iss", "aud", "sub", "jti", "iat", "exp", "livemode", "wlt")
 # Tokens are checked on other hosts than the one that issued them; their clocks may differ.
 CLOCK_SKEW_S = 30
 MIN_PSEUDONYM_SECRET_BYTES = 32
+# (site id, wallet id) → the wallet as that site knows it: ``UnlockTokens.pseudonym``, as its callers pass it on.
+Pseudonym = Callable[[str, str], str]
 PSEUDONYM_CHARS = 22  # 132 bits of the HMAC
 # Pseudonyms remembered, so the readers active now skip the HMAC (~3 µs) on every unlock.
 PSEUDONYMS_KEPT = 50_000

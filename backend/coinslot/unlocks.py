@@ -24,13 +24,12 @@ from coinslot.idempotency import IDEMPOTENCY_TTL_S, Idempotency
 from coinslot.ids import new_id
 from coinslot.metrics import UNLOCKS
 from coinslot.moneyerrors import InsufficientFunds, TabQuotaReached, WalletFrozen
-from coinslot.pricetests import Pseudonym
 from coinslot.ratelimit import UNLIMITED
 from coinslot.ratelimit import Allowance as UnlockAttempts
 from coinslot.scripts import Script
 from coinslot.sitedays import site_day
 from coinslot.store import Store
-from coinslot.tokens import UnlockTokens, WalletRef
+from coinslot.tokens import Pseudonym, UnlockTokens, WalletRef
 from coinslot.topuplinks import TopupLinks
 
 # Why a wallet may read an item (``Granted.access``).
