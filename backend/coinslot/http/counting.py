@@ -18,19 +18,23 @@ from coinslot.vouchers import normalize_code
 UNDERSTOOD_REFUSALS = (402, 409, 410, 429)  # a press that met the rules: no money, price changed, archived, too fast
 
 
-def _test(svc: Services, site: str, item: str, wallet_id: str | None) -> tuple[str, int]:
-    """The reader's variant of the item's price test and the test's start (("", 0): no test). The item was
-    just read, so the catalog has it cached; one not cached is not counted in a test."""
+def _test_since(svc: Services, site: str, item: str) -> int:
+    """When the item's running price test started (0: none). The item was just read, so the catalog has
+    it cached; one not cached is not counted in a test."""
     hit = svc.catalog.cached(site, item)
-    if hit is None or hit[1].test_price is None or wallet_id is None:
+    return hit[1].test_since_ms if hit is not None and hit[1].test_price is not None else 0
+
+
+def _test(svc: Services, site: str, item: str, wallet_id: str | None) -> tuple[str, int]:
+    """The reader's variant of the item's price test and the test's start (("", 0): no test)."""
+    if wallet_id is None or not (since := _test_since(svc, site, item)):
         return "", 0
-    return pricetests.variant(svc.unlock_tokens.pseudonym(site, wallet_id)), hit[1].test_since_ms
+    return pricetests.variant(svc.unlock_tokens.pseudonym(site, wallet_id)), since
 
 
 def shown(svc: Services, site: str, item: str, wallet: WalletRef | None, now_ms: int, variant: str | None) -> None:
     """The card was shown; ``variant``: with the price of a price test's variant (not to its owner)."""
-    hit = svc.catalog.cached(site, item) if variant else None
-    since = hit[1].test_since_ms if hit is not None and hit[1].test_price is not None else 0
+    since = _test_since(svc, site, item) if variant else 0
     wallet_id = wallet.wallet_id if wallet else None
     svc.insights.note(Note(insights.SHOWN, now_ms, site, item, wallet_id=wallet_id, variant=variant or "", test=since))
 
